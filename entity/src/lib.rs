@@ -1,0 +1,16 @@
+//! sea-orm entities, one module per table. Columns are documented in the
+//! migrations (`migration/src`), which are the source of truth for the schema.
+pub mod account;
+pub mod activation;
+pub mod claim;
+pub mod email_verification;
+pub mod event;
+pub mod event_recipient;
+pub mod license;
+pub mod license_request;
+pub mod mail_queue;
+pub mod order;
+pub mod order_transfer;
+pub mod organization;
+pub mod organization_member;
+pub mod session;

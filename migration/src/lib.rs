@@ -1,0 +1,27 @@
+//! Database migrations, run at start-up by `keyledger` (and by `keyledger migrate`).
+//!
+//! Each migration declares its own `Iden` enums and never imports the `entity`
+//! crate, so an old migration keeps meaning what it meant when it was written.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_accounts;
+mod m20261127_000002_create_mail_queue;
+mod m20261127_000003_create_orders_and_licenses;
+mod m20261127_000004_create_claims_and_requests;
+mod m20261127_000005_create_events;
+mod m20261127_000006_create_organizations_and_devices;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_accounts::Migration),
+            Box::new(m20261127_000002_create_mail_queue::Migration),
+            Box::new(m20261127_000003_create_orders_and_licenses::Migration),
+            Box::new(m20261127_000004_create_claims_and_requests::Migration),
+            Box::new(m20261127_000005_create_events::Migration),
+            Box::new(m20261127_000006_create_organizations_and_devices::Migration),
+        ]
+    }
+}

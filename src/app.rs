@@ -1,0 +1,217 @@
+//! Wiring: the shared state, the router, background workers, start-up and
+//! graceful shutdown.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{
+    auth::Viewer,
+    clock::Clock,
+    config::Config,
+    db,
+    domain::{Ctx, Wake},
+    events::{
+        bus::{Bus, RedisBus},
+        hub::{BusMessage, Hub},
+        relay::Relay,
+    },
+    graphql::{self, AppSchema},
+    http,
+    mail::{transport::Transport, worker::MailWorker},
+    metrics::Metrics,
+};
+
+/// Everything a request handler or resolver may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database, clock and worker wake-ups, as the domain rules take them.
+    pub ctx: Ctx,
+    /// This instance's registry of live subscriptions.
+    pub hub: Hub,
+    /// Carries relay batches (and sign-outs) to every instance.
+    pub bus: Bus,
+    pub metrics: Metrics,
+    pub config: Arc<Config>,
+    /// Limits claim attempts per account and per client address.
+    pub limits: Arc<crate::http::RateLimits>,
+}
+
+impl AppState {
+    /// Tell every instance that `viewer`'s session ended, so its live
+    /// subscriptions close now (best effort: they also end at expiry).
+    pub async fn session_revoked(&self, viewer: &Viewer) {
+        let message = BusMessage::SessionRevoked {
+            account_id: viewer.account_id,
+            session_id: viewer.session_id,
+        };
+        if let Err(error) = self.bus.publish(message).await {
+            tracing::warn!(%error, "could not announce a sign-out on the event bus");
+        }
+    }
+}
+
+/// A built application: its state, its router and its background tasks
+/// (stopped when the `App` is dropped).
+pub struct App {
+    pub state: AppState,
+    pub schema: AppSchema,
+    pub router: Router,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Test and embedding hooks; production uses the defaults.
+#[derive(Default)]
+pub struct Overrides {
+    pub clock: Option<Clock>,
+    pub transport: Option<Transport>,
+}
+
+impl App {
+    /// Connect, migrate, start the workers and build the router.
+    pub async fn build(config: Config, overrides: Overrides) -> Result<App, String> {
+        let metrics = Metrics::default();
+        let mut db = db::connect(&config.db.database_url)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        let counter = metrics.clone();
+        db.set_metric_callback(move |_| counter.sql_statement());
+        let clock = overrides.clock.unwrap_or_default();
+        let transport = match overrides.transport {
+            Some(transport) => transport,
+            None => Transport::from_config(config.smtp_url.as_deref(), config.mail_dir.clone())?,
+        };
+        let hub = Hub::new(metrics.clone());
+        let mut tasks = Vec::new();
+        let bus = match &config.redis_url {
+            Some(url) => {
+                let redis = RedisBus::new(url)?;
+                tasks.push(tokio::spawn(redis.clone().run_subscriber(hub.clone())));
+                Bus::Redis(redis)
+            }
+            None => Bus::Local(hub.clone()),
+        };
+        let wake = Wake::default();
+        let interval = Duration::from_millis(config.job_interval_ms);
+        let ctx = Ctx {
+            db: db.clone(),
+            clock: clock.clone(),
+            public_url: config.public_url().into(),
+            wake: wake.clone(),
+        };
+        tasks.push(tokio::spawn(
+            Relay {
+                db: db.clone(),
+                bus: bus.clone(),
+                wake: wake.clone(),
+                metrics: metrics.clone(),
+                interval,
+            }
+            .run(),
+        ));
+        tasks.push(tokio::spawn(
+            MailWorker {
+                db: db.clone(),
+                clock: clock.clone(),
+                transport,
+                from: config.mail_from.clone(),
+                wake: wake.clone(),
+                interval,
+            }
+            .run(),
+        ));
+        let state = AppState {
+            limits: Arc::new(http::RateLimits::new(config.claim_rate_per_minute)),
+            ctx,
+            hub,
+            bus,
+            metrics,
+            config: Arc::new(config),
+        };
+        let schema = graphql::schema(Some(state.clone()));
+        let router = router(state.clone(), schema.clone());
+        Ok(App {
+            state,
+            schema,
+            router,
+            tasks,
+        })
+    }
+
+    /// Serve on `listener` until `shutdown` resolves, then finish in-flight requests.
+    pub async fn serve_on(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            listener,
+            self.router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+fn router(state: AppState, schema: AppSchema) -> Router {
+    let server = http::Server { state, schema };
+    Router::new()
+        .route("/graphql", post(http::graphql).get(http::graphiql))
+        .route("/graphql/ws", get(http::graphql_ws))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .route("/verify-email", get(http::verify_email_page).post(http::verify_email_submit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(server)
+}
+
+/// `keyledger serve`: run until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let bind = config.bind_addr;
+    let app = App::build(config, Overrides::default()).await?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("bind {bind}: {e}"))?;
+    tracing::info!(address = %bind, "keyledger listening; GraphiQL at http://{bind}/graphql");
+    app.serve_on(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("keyledger stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

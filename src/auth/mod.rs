@@ -1,0 +1,81 @@
+//! Who is calling. [`authenticate`] turns a bearer token into a [`Viewer`]; the
+//! HTTP handler and the websocket `connection_init` both use it, so a
+//! subscription is authenticated exactly like a query.
+pub mod password;
+pub mod token;
+
+use chrono::{DateTime, Utc};
+use entity::{account, session};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+use crate::error::{ApiResult, AppError};
+
+/// The signed-in account behind a request, as read at authentication time.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub account_id: i64,
+    /// Normalised email of the account.
+    pub email: String,
+    /// True once the account proved it receives mail at `email`.
+    pub email_verified: bool,
+    pub is_admin: bool,
+    pub session_id: i64,
+    /// When the session stops being valid; long-lived subscriptions end then.
+    pub session_expires_at: DateTime<Utc>,
+}
+
+impl Viewer {
+    /// The verified email of the caller, or `EMAIL_NOT_VERIFIED`: nothing
+    /// addressed to an email is usable before the address is proven.
+    pub fn verified_email(&self) -> ApiResult<&str> {
+        if self.email_verified {
+            Ok(&self.email)
+        } else {
+            Err(AppError::EmailNotVerified)
+        }
+    }
+
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("administrators only"))
+        }
+    }
+}
+
+/// Extract the token from an `Authorization: Bearer TOKEN` value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Resolve a session token to its viewer: `UNAUTHENTICATED` for an unknown,
+/// expired or revoked token (one answer, so tokens cannot be probed).
+pub async fn authenticate(
+    db: &impl ConnectionTrait,
+    raw_token: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<Viewer> {
+    let session = session::Entity::find()
+        .filter(session::Column::TokenHash.eq(token::hash(raw_token)))
+        .one(db)
+        .await?
+        .filter(|s| s.revoked_at.is_none() && s.expires_at > now)
+        .ok_or(AppError::Unauthenticated)?;
+    let account = account::Entity::find_by_id(session.account_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
+    Ok(Viewer {
+        account_id: account.id,
+        email_verified: account.email_verified_at.is_some(),
+        is_admin: account.role == "ADMIN",
+        email: account.email,
+        session_id: session.id,
+        session_expires_at: session.expires_at,
+    })
+}

@@ -1,0 +1,91 @@
+//! Configuration: every setting is an environment variable (a `.env` file is
+//! read if present) and also a flag of `keyledger serve` (api.md "Process").
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyledger", version, about = "License-key management backend")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(Config),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Make the account with this email an administrator.
+    GrantAdmin {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        email: String,
+    },
+    /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
+    PrintSchema,
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Command::Serve(Config::parse_from(["serve"]))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://FILE?mode=rwc` or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://keyledger.db?mode=rwc")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Redis for fanning events out between instances; unset = in-process only.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000")]
+    pub bind_addr: SocketAddr,
+    /// Base of links in emails; defaults to `http://BIND_ADDR`.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// SMTP server, e.g. `smtp://127.0.0.1:1025`; unset = `.eml` files in `MAIL_DIR`.
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Folder for `.eml` files when no SMTP server is configured.
+    #[arg(long, env = "MAIL_DIR", default_value = "./mail")]
+    pub mail_dir: PathBuf,
+    /// Sender address of every email.
+    #[arg(long, env = "MAIL_FROM", default_value = "keyledger <no-reply@keyledger.local>")]
+    pub mail_from: String,
+    /// How long a session token stays valid, in hours.
+    #[arg(long, env = "SESSION_TTL_HOURS", default_value_t = 24 * 30)]
+    pub session_ttl_hours: i64,
+    /// Claim attempts allowed per account and per client address, per minute.
+    #[arg(long, env = "CLAIM_RATE_PER_MINUTE", default_value_t = 30)]
+    pub claim_rate_per_minute: u32,
+    /// Background jobs (mail sender, expiry sweeper, relay tick) run every this many ms.
+    #[arg(long, env = "JOB_INTERVAL_MS", default_value_t = 1000)]
+    pub job_interval_ms: u64,
+}
+
+impl Config {
+    /// The configuration with every default, pointing at `database_url`.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        let mut config = Config::parse_from(["serve"]);
+        config.db.database_url = database_url.into();
+        config
+    }
+
+    /// Base URL for links in emails, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.bind_addr),
+        }
+    }
+}

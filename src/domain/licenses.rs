@@ -1,0 +1,218 @@
+//! Keys of an order: who may see them, assigning and unassigning
+//! (product.md "Orders and keys", "Assigning").
+use entity::{license, order};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde_json::json;
+
+use super::{Ctx, email, keys, orders, rights, siret};
+use crate::{
+    auth::Viewer,
+    db::begin_write,
+    error::{ApiResult, AppError},
+    events::{self, EventKind, NewEvent},
+    mail::{self, Email},
+};
+
+/// Filter of an order's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AssignmentFilter {
+    Unassigned,
+    Assigned,
+}
+
+/// How a viewer relates to a key; decides what they may see and do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Holds the owner's rights on the key's order.
+    Manager,
+    /// The key is assigned to the viewer's verified email.
+    Assignee,
+    /// Administrators read everything.
+    Admin,
+}
+
+/// True when `license` is assigned to `viewer`'s verified email.
+pub fn is_assignee(viewer: &Viewer, license: &license::Model) -> bool {
+    viewer.email_verified && license.assignee_email.as_deref() == Some(viewer.email.as_str())
+}
+
+/// The key `license_id` with the viewer's access to it. Strangers get
+/// `NOT_FOUND`, exactly as for a key that does not exist.
+pub async fn readable(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    license_id: i64,
+) -> ApiResult<(license::Model, order::Model, Access)> {
+    let not_found = AppError::NotFound("license");
+    let license = license::Entity::find_by_id(license_id)
+        .one(conn)
+        .await?
+        .ok_or(not_found.clone())?;
+    let order = order::Entity::find_by_id(license.order_id)
+        .one(conn)
+        .await?
+        .ok_or(not_found.clone())?;
+    let access = if rights::can_manage(conn, viewer, &order).await? {
+        Access::Manager
+    } else if is_assignee(viewer, &license) {
+        Access::Assignee
+    } else if viewer.is_admin {
+        Access::Admin
+    } else {
+        return Err(not_found);
+    };
+    Ok((license, order, access))
+}
+
+/// Lock a key and its order for a change by one of the order's managers.
+pub async fn lock_for_manager(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    license_id: i64,
+) -> ApiResult<(license::Model, order::Model)> {
+    let license = license::Entity::find_by_id(license_id)
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("license"))?;
+    let order = orders::lock(conn, license.order_id).await?;
+    if !rights::can_manage(conn, viewer, &order).await? {
+        return Err(AppError::NotFound("license"));
+    }
+    Ok((license, order))
+}
+
+/// Find a key by its (normalised) string.
+pub async fn find_by_key(conn: &impl ConnectionTrait, raw_key: &str) -> ApiResult<Option<license::Model>> {
+    let Some(key) = keys::normalize(raw_key) else {
+        return Ok(None);
+    };
+    Ok(license::Entity::find()
+        .filter(license::Column::Key.eq(key))
+        .one(conn)
+        .await?)
+}
+
+pub struct Assignment {
+    pub license_id: i64,
+    pub email: String,
+    pub organization_name: Option<String>,
+    pub organization_siret: Option<String>,
+}
+
+/// Snapshot of the assignment fields, for the history's before/after.
+fn assignment_json(license: &license::Model) -> serde_json::Value {
+    json!({
+        "assigneeEmail": license.assignee_email,
+        "organizationName": license.organization_name,
+        "organizationSiret": license.organization_siret,
+    })
+}
+
+/// Assign or reassign a key to an email (and optionally an organization).
+pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<license::Model> {
+    let email = email::normalize(&input.email, "email")?;
+    let organization = siret::validate_organization(
+        input.organization_name.as_deref(),
+        input.organization_siret.as_deref(),
+    )?;
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let (license, order) = lock_for_manager(&txn, viewer, input.license_id).await?;
+    let previous = license.assignee_email.clone();
+    let mut changed: license::ActiveModel = license.clone().into();
+    changed.assignee_email = Set(Some(email.clone()));
+    changed.organization_name = Set(organization.as_ref().map(|o| o.name.clone()));
+    changed.organization_siret = Set(organization.as_ref().map(|o| o.siret.clone()));
+    if previous.as_deref() != Some(email.as_str()) {
+        changed.assigned_at = Set(Some(now));
+    }
+    let updated = changed.update(&txn).await?;
+    if assignment_json(&updated) == assignment_json(&license) {
+        // Nothing changed: no history row, no email.
+        return Ok(updated);
+    }
+    let mut event = NewEvent::new(EventKind::LicenseAssigned, Some(viewer.account_id));
+    event.order_id = Some(order.id);
+    event.license_id = Some(license.id);
+    event.changes = json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
+    event.recipients = rights::order_managers(&txn, &order).await?;
+    event.recipients.extend(rights::verified_account_id(&txn, &email).await?);
+    if let Some(previous) = &previous {
+        event.recipients.extend(rights::verified_account_id(&txn, previous).await?);
+    }
+    events::record(&txn, now, event).await?;
+    if previous.as_deref() != Some(email.as_str()) {
+        let link = format!("{}/graphql", ctx.public_url);
+        mail::enqueue(&txn, now, &email, Email::LicenseAssigned {
+            product: order.product.clone(),
+            key: updated.key.clone(),
+            link,
+        })
+        .await?;
+        if let Some(previous) = previous {
+            mail::enqueue(&txn, now, &previous, Email::LicenseUnassigned {
+                product: order.product.clone(),
+                key: updated.key.clone(),
+            })
+            .await?;
+        }
+    }
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(updated)
+}
+
+/// Remove a key's assignee (and organization); the history keeps who it was.
+pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<license::Model> {
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let (license, order) = lock_for_manager(&txn, viewer, license_id).await?;
+    let Some(previous) = license.assignee_email.clone() else {
+        return Err(AppError::conflict("this key is not assigned"));
+    };
+    let mut changed: license::ActiveModel = license.clone().into();
+    changed.assignee_email = Set(None);
+    changed.assigned_at = Set(None);
+    changed.organization_name = Set(None);
+    changed.organization_siret = Set(None);
+    let updated = changed.update(&txn).await?;
+    let mut event = NewEvent::new(EventKind::LicenseUnassigned, Some(viewer.account_id));
+    event.order_id = Some(order.id);
+    event.license_id = Some(license.id);
+    event.changes = json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
+    event.recipients = rights::order_managers(&txn, &order).await?;
+    event.recipients.extend(rights::verified_account_id(&txn, &previous).await?);
+    events::record(&txn, now, event).await?;
+    mail::enqueue(&txn, now, &previous, Email::LicenseUnassigned {
+        product: order.product.clone(),
+        key: updated.key.clone(),
+    })
+    .await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(updated)
+}
+
+/// Keys assigned to `viewer`'s verified email, after the id `after`.
+/// An unverified account gets `EMAIL_NOT_VERIFIED`: an address is trusted
+/// only once proven.
+pub async fn assigned_to(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Vec<license::Model>> {
+    let email = viewer.verified_email()?;
+    let mut query = license::Entity::find()
+        .filter(license::Column::AssigneeEmail.eq(email))
+        .order_by_asc(license::Column::Id)
+        .limit(limit);
+    if let Some(after) = after {
+        query = query.filter(license::Column::Id.gt(after));
+    }
+    Ok(query.all(conn).await?)
+}

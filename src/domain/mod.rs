@@ -1,0 +1,46 @@
+//! The product rules of product.md, one module per area. Functions here take a
+//! database connection (or transaction) and plain values; they know nothing of
+//! GraphQL or HTTP, so they are the one place each rule is written.
+pub mod accounts;
+pub mod email;
+pub mod keys;
+pub mod licenses;
+pub mod orders;
+pub mod rights;
+pub mod siret;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+
+/// What the rules need besides their arguments: the database, the time, and
+/// how to wake the background workers once a change has committed.
+#[derive(Clone)]
+pub struct Ctx {
+    pub db: DatabaseConnection,
+    pub clock: Clock,
+    /// Base of links in emails, without a trailing slash.
+    pub public_url: Arc<str>,
+    pub wake: Wake,
+}
+
+/// Wakes the workers that act on committed rows (mail queue, event relay).
+/// Waking is a hint: both also poll, so a lost wake-up only adds latency.
+#[derive(Clone, Default)]
+pub struct Wake {
+    pub mail: Arc<Notify>,
+    pub relay: Arc<crate::events::relay::RelaySignal>,
+}
+
+impl Ctx {
+    /// Call after a commit that queued email or wrote events. Returns once the
+    /// relay has given the committed events their position, so the caller's
+    /// next read of `events` or `history` sees them (read-your-writes).
+    pub async fn committed(&self) {
+        self.wake.mail.notify_one();
+        self.wake.relay.positioned().await;
+    }
+}

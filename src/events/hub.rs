@@ -1,0 +1,118 @@
+//! Per-process registry of live subscriptions, keyed by account: a published
+//! event wakes only the subscriptions of its recipients.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::broadcast;
+
+use super::LiveEvent;
+use crate::metrics::Metrics;
+
+/// How many undelivered signals one account's subscriptions may fall behind
+/// before they are told they lagged (and catch up from the database).
+const PER_ACCOUNT_BUFFER: usize = 256;
+
+/// What a subscription is told.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Event(Arc<LiveEvent>),
+    /// Events may have been missed (bus reconnected, gap in the relay's
+    /// sequence): read the database after your cursor.
+    Resync,
+    /// This session was signed out: end the stream.
+    SessionRevoked { session_id: i64 },
+}
+
+/// A batch published by the relay. `prev` is the position published just
+/// before it, so a hub that did not see `prev` knows it missed something.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BusMessage {
+    Events { prev: i64, events: Vec<LiveEvent> },
+    SessionRevoked { account_id: i64, session_id: i64 },
+}
+
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Mutex<HubState>>,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct HubState {
+    accounts: HashMap<i64, broadcast::Sender<Signal>>,
+    /// Last position this process received, to detect a gap.
+    last_position: Option<i64>,
+}
+
+impl Hub {
+    pub fn new(metrics: Metrics) -> Self {
+        Hub {
+            inner: Default::default(),
+            metrics,
+        }
+    }
+
+    /// Register a subscription of `account_id`; signals published from now on reach it.
+    pub fn subscribe(&self, account_id: i64) -> broadcast::Receiver<Signal> {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .accounts
+            .entry(account_id)
+            .or_insert_with(|| broadcast::channel(PER_ACCOUNT_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Hand a bus message to the subscriptions it concerns.
+    pub fn dispatch(&self, message: BusMessage) {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match message {
+            BusMessage::Events { prev, events } => {
+                let gap = state.last_position.is_some_and(|last| prev > last);
+                if let Some(last) = events.last() {
+                    state.last_position = Some(state.last_position.unwrap_or(0).max(last.position));
+                }
+                if gap {
+                    tracing::info!(prev, "event hub: gap in the relay sequence, subscribers resync");
+                    Self::broadcast(&mut state, Signal::Resync);
+                }
+                for event in events {
+                    let event = Arc::new(event);
+                    for account_id in &event.recipients {
+                        if let Some(sender) = state.accounts.get(account_id) {
+                            let delivered = sender.send(Signal::Event(event.clone())).unwrap_or(0);
+                            if delivered == 0 {
+                                state.accounts.remove(account_id);
+                            } else {
+                                self.metrics.events_delivered(delivered as u64);
+                            }
+                        }
+                    }
+                }
+            }
+            BusMessage::SessionRevoked {
+                account_id,
+                session_id,
+            } => {
+                if let Some(sender) = state.accounts.get(&account_id) {
+                    let _ = sender.send(Signal::SessionRevoked { session_id });
+                }
+            }
+        }
+    }
+
+    /// Tell every subscription to catch up from the database (after the bus
+    /// reconnected, when messages may have been lost).
+    pub fn resync_all(&self) {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Self::broadcast(&mut state, Signal::Resync);
+    }
+
+    fn broadcast(state: &mut HubState, signal: Signal) {
+        state
+            .accounts
+            .retain(|_, sender| sender.send(signal.clone()).is_ok());
+    }
+}

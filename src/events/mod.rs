@@ -1,0 +1,179 @@
+//! Live events. A change writes its event rows in its own transaction
+//! ([`record`], the outbox); the [`relay`] gives committed events their
+//! delivery position and publishes them on the [`bus`] (in-process, or Redis
+//! for many instances); each instance's [`hub`] hands them to the accounts'
+//! subscriptions.
+pub mod bus;
+pub mod hub;
+pub mod relay;
+pub mod stream;
+
+use chrono::{DateTime, Utc};
+use entity::{event, event_recipient};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiResult;
+
+/// What happened (api.md "Subscription").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    ClaimCreated,
+    ClaimApproved,
+    ClaimDeclined,
+    RequestCreated,
+    RequestApproved,
+    RequestDeclined,
+    RequestExpired,
+    LicenseAssigned,
+    LicenseUnassigned,
+    OrganizationChanged,
+    TransferStarted,
+    TransferAccepted,
+    TransferCancelled,
+    DeviceActivated,
+    DeviceDeactivated,
+    OrderCreated,
+    OrderPaid,
+    ClaimSettingsChanged,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        KINDS.iter().find(|(k, _)| *k == self).map(|(_, s)| *s).unwrap_or("UNKNOWN")
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        KINDS.iter().find(|(_, name)| *name == s).map(|(k, _)| *k)
+    }
+}
+
+const KINDS: &[(EventKind, &str)] = &[
+    (EventKind::ClaimCreated, "CLAIM_CREATED"),
+    (EventKind::ClaimApproved, "CLAIM_APPROVED"),
+    (EventKind::ClaimDeclined, "CLAIM_DECLINED"),
+    (EventKind::RequestCreated, "REQUEST_CREATED"),
+    (EventKind::RequestApproved, "REQUEST_APPROVED"),
+    (EventKind::RequestDeclined, "REQUEST_DECLINED"),
+    (EventKind::RequestExpired, "REQUEST_EXPIRED"),
+    (EventKind::LicenseAssigned, "LICENSE_ASSIGNED"),
+    (EventKind::LicenseUnassigned, "LICENSE_UNASSIGNED"),
+    (EventKind::OrganizationChanged, "ORGANIZATION_CHANGED"),
+    (EventKind::TransferStarted, "TRANSFER_STARTED"),
+    (EventKind::TransferAccepted, "TRANSFER_ACCEPTED"),
+    (EventKind::TransferCancelled, "TRANSFER_CANCELLED"),
+    (EventKind::DeviceActivated, "DEVICE_ACTIVATED"),
+    (EventKind::DeviceDeactivated, "DEVICE_DEACTIVATED"),
+    (EventKind::OrderCreated, "ORDER_CREATED"),
+    (EventKind::OrderPaid, "ORDER_PAID"),
+    (EventKind::ClaimSettingsChanged, "CLAIM_SETTINGS_CHANGED"),
+];
+
+/// An event to write with the change it describes.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    /// Who caused it; `None` for the system.
+    pub actor_id: Option<i64>,
+    pub order_id: Option<i64>,
+    pub license_id: Option<i64>,
+    pub claim_id: Option<i64>,
+    pub request_id: Option<i64>,
+    pub transfer_id: Option<i64>,
+    /// `{"before": …, "after": …}` of what changed.
+    pub changes: serde_json::Value,
+    /// Accounts that receive it live (duplicates are ignored).
+    pub recipients: Vec<i64>,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, actor_id: Option<i64>) -> Self {
+        NewEvent {
+            kind,
+            actor_id,
+            order_id: None,
+            license_id: None,
+            claim_id: None,
+            request_id: None,
+            transfer_id: None,
+            changes: serde_json::Value::Null,
+            recipients: Vec::new(),
+        }
+    }
+}
+
+/// Write `new` (and its recipients) in the caller's transaction: it exists,
+/// and will be delivered, exactly when that transaction commits.
+pub async fn record(
+    conn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    new: NewEvent,
+) -> ApiResult<event::Model> {
+    let row = event::ActiveModel {
+        position: Set(None),
+        kind: Set(new.kind.as_str().to_owned()),
+        actor_id: Set(new.actor_id),
+        order_id: Set(new.order_id),
+        license_id: Set(new.license_id),
+        claim_id: Set(new.claim_id),
+        request_id: Set(new.request_id),
+        transfer_id: Set(new.transfer_id),
+        changes: Set(new.changes.to_string()),
+        occurred_at: Set(now),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    let mut recipients = new.recipients;
+    recipients.sort_unstable();
+    recipients.dedup();
+    if !recipients.is_empty() {
+        event_recipient::Entity::insert_many(recipients.into_iter().map(|account_id| {
+            event_recipient::ActiveModel {
+                account_id: Set(account_id),
+                event_id: Set(row.id),
+            }
+        }))
+        .exec(conn)
+        .await?;
+    }
+    Ok(row)
+}
+
+/// An event as published on the bus and delivered to subscribers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveEvent {
+    /// Delivery order and the subscriber's cursor.
+    pub position: i64,
+    pub id: i64,
+    pub kind: String,
+    pub actor_id: Option<i64>,
+    pub order_id: Option<i64>,
+    pub license_id: Option<i64>,
+    pub claim_id: Option<i64>,
+    pub request_id: Option<i64>,
+    pub transfer_id: Option<i64>,
+    pub changes: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recipients: Vec<i64>,
+}
+
+impl LiveEvent {
+    pub fn from_row(row: event::Model, recipients: Vec<i64>) -> Option<Self> {
+        Some(LiveEvent {
+            position: row.position?,
+            id: row.id,
+            kind: row.kind,
+            actor_id: row.actor_id,
+            order_id: row.order_id,
+            license_id: row.license_id,
+            claim_id: row.claim_id,
+            request_id: row.request_id,
+            transfer_id: row.transfer_id,
+            changes: row.changes,
+            occurred_at: row.occurred_at,
+            recipients,
+        })
+    }
+}

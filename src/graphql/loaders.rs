@@ -1,0 +1,156 @@
+//! Batch loaders, one set per request, so that nested lists cost a constant
+//! number of SQL statements whatever their length (e.g. `orders { licenses {
+//! assignee { email } } }` is three statements for any page sizes).
+use std::collections::HashMap;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use entity::{account, license, order};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    sea_query::{Alias, Asterisk, Expr, ExprTrait, Order, Query},
+};
+
+use super::pagination::Page;
+use crate::{domain::licenses::AssignmentFilter, error::AppError};
+
+pub struct Loaders {
+    pub verified_accounts: DataLoader<VerifiedAccountsByEmail>,
+    pub accounts: DataLoader<AccountsById>,
+    pub orders: DataLoader<OrdersById>,
+    pub license_pages: DataLoader<LicensePages>,
+}
+
+impl Loaders {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Loaders {
+            verified_accounts: DataLoader::new(VerifiedAccountsByEmail(db.clone()), tokio::spawn),
+            accounts: DataLoader::new(AccountsById(db.clone()), tokio::spawn),
+            orders: DataLoader::new(OrdersById(db.clone()), tokio::spawn),
+            license_pages: DataLoader::new(LicensePages(db), tokio::spawn),
+        }
+    }
+}
+
+/// Accounts by their *verified* email: an unverified address links to no one.
+pub struct VerifiedAccountsByEmail(DatabaseConnection);
+
+impl Loader<String> for VerifiedAccountsByEmail {
+    type Value = account::Model;
+    type Error = AppError;
+
+    async fn load(&self, emails: &[String]) -> Result<HashMap<String, account::Model>, AppError> {
+        Ok(account::Entity::find()
+            .filter(account::Column::Email.is_in(emails.iter().cloned()))
+            .filter(account::Column::EmailVerifiedAt.is_not_null())
+            .all(&self.0)
+            .await?
+            .into_iter()
+            .map(|a| (a.email.clone(), a))
+            .collect())
+    }
+}
+
+pub struct AccountsById(DatabaseConnection);
+
+impl Loader<i64> for AccountsById {
+    type Value = account::Model;
+    type Error = AppError;
+
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, account::Model>, AppError> {
+        Ok(account::Entity::find()
+            .filter(account::Column::Id.is_in(ids.iter().copied()))
+            .all(&self.0)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect())
+    }
+}
+
+pub struct OrdersById(DatabaseConnection);
+
+impl Loader<i64> for OrdersById {
+    type Value = order::Model;
+    type Error = AppError;
+
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, order::Model>, AppError> {
+        Ok(order::Entity::find()
+            .filter(order::Column::Id.is_in(ids.iter().copied()))
+            .all(&self.0)
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect())
+    }
+}
+
+/// One page of an order's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LicensePageKey {
+    pub order_id: i64,
+    pub filter: Option<AssignmentFilter>,
+    pub page: Page,
+}
+
+/// Pages of keys for many orders in one statement per distinct (filter, page):
+/// `ROW_NUMBER() OVER (PARTITION BY order_id)` cuts each order's page.
+pub struct LicensePages(DatabaseConnection);
+
+impl Loader<LicensePageKey> for LicensePages {
+    type Value = Vec<license::Model>;
+    type Error = AppError;
+
+    async fn load(
+        &self,
+        keys: &[LicensePageKey],
+    ) -> Result<HashMap<LicensePageKey, Vec<license::Model>>, AppError> {
+        let mut groups: HashMap<(Option<AssignmentFilter>, Page), Vec<i64>> = HashMap::new();
+        for key in keys {
+            groups.entry((key.filter, key.page)).or_default().push(key.order_id);
+        }
+        let mut pages = HashMap::new();
+        for ((filter, page), order_ids) in groups {
+            let mut inner = Query::select();
+            inner
+                .column(Asterisk)
+                .expr_as(
+                    Expr::cust("ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY id)"),
+                    Alias::new("rn"),
+                )
+                .from(license::Entity)
+                .and_where(license::Column::OrderId.is_in(order_ids.iter().copied()));
+            if let Some(after) = page.after {
+                inner.and_where(license::Column::Id.gt(after));
+            }
+            match filter {
+                Some(AssignmentFilter::Assigned) => {
+                    inner.and_where(license::Column::AssigneeEmail.is_not_null());
+                }
+                Some(AssignmentFilter::Unassigned) => {
+                    inner.and_where(license::Column::AssigneeEmail.is_null());
+                }
+                None => {}
+            }
+            let mut outer = Query::select();
+            outer
+                .column(Asterisk)
+                .from_subquery(inner, Alias::new("paged"))
+                .and_where(Expr::col(Alias::new("rn")).lte(page.fetch() as i64))
+                .order_by(Alias::new("order_id"), Order::Asc)
+                .order_by(Alias::new("id"), Order::Asc);
+            let backend = self.0.get_database_backend();
+            let rows = license::Model::find_by_statement(backend.build(&outer))
+                .all(&self.0)
+                .await?;
+            let mut by_order: HashMap<i64, Vec<license::Model>> = HashMap::new();
+            for row in rows {
+                by_order.entry(row.order_id).or_default().push(row);
+            }
+            for order_id in order_ids {
+                let key = LicensePageKey { order_id, filter, page };
+                pages.insert(key, by_order.remove(&order_id).unwrap_or_default());
+            }
+        }
+        Ok(pages)
+    }
+}

@@ -1,0 +1,321 @@
+//! Orders and their keys: buying, paying, listing, assigning.
+use async_graphql::{
+    Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection,
+};
+use chrono::{DateTime, Utc};
+use entity::{license, order};
+
+use super::{
+    ContextExt,
+    accounts::Account,
+    events::Event,
+    loaders::{LicensePageKey, Loaders},
+    pagination::{Page, parse_id},
+};
+use crate::{
+    domain::{
+        licenses::{self, Access, AssignmentFilter},
+        orders,
+    },
+    error::{ApiResult, AppError},
+};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum OrderStatus {
+    PendingPayment,
+    Paid,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum LicenseStatus {
+    Unassigned,
+    Assigned,
+}
+
+impl From<LicenseStatus> for AssignmentFilter {
+    fn from(status: LicenseStatus) -> Self {
+        match status {
+            LicenseStatus::Unassigned => AssignmentFilter::Unassigned,
+            LicenseStatus::Assigned => AssignmentFilter::Assigned,
+        }
+    }
+}
+
+fn loaders<'a>(ctx: &'a Context<'_>) -> &'a Loaders {
+    ctx.data_unchecked::<Loaders>()
+}
+
+/// An order of license keys, seen by someone with rights on it.
+pub struct Order(pub order::Model);
+
+#[Object]
+impl Order {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// Human-readable order number.
+    async fn number(&self) -> String {
+        order_number(self.0.id)
+    }
+
+    async fn product(&self) -> &str {
+        &self.0.product
+    }
+
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+
+    async fn status(&self) -> OrderStatus {
+        if self.0.status == orders::STATUS_PAID { OrderStatus::Paid } else { OrderStatus::PendingPayment }
+    }
+
+    async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
+        Ok(loaders(ctx).accounts.load_one(self.0.owner_id).await?.map(Account))
+    }
+
+    /// Per-order override of the owner's "require manual approval"; null inherits it.
+    async fn require_manual_approval(&self) -> Option<bool> {
+        self.0.require_manual_approval
+    }
+
+    /// How many devices each key may be activated on.
+    async fn device_limit(&self) -> i32 {
+        self.0.device_limit
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn paid_at(&self) -> Option<DateTime<Utc>> {
+        self.0.paid_at
+    }
+
+    /// The order's keys, optionally only assigned or unassigned ones.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn licenses(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<LicenseStatus>,
+    ) -> ApiResult<Connection<String, License>> {
+        let page = Page::new(first, after)?;
+        let key = LicensePageKey {
+            order_id: self.0.id,
+            filter: status.map(Into::into),
+            page,
+        };
+        let rows = loaders(ctx).license_pages.load_one(key).await?.unwrap_or_default();
+        let order = self.0.clone();
+        Ok(page.connection(rows, |l| l.id, |l| License::new(l, Some(order.clone()), Access::Manager)))
+    }
+
+    /// History of the order and its keys, oldest first.
+    async fn history(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, Event>> {
+        super::events::history(ctx, super::events::HistoryOf::Order(self.0.id), first, after).await
+    }
+}
+
+pub fn order_number(id: i64) -> String {
+    format!("KL-{id:06}")
+}
+
+/// An organization a key is bound to.
+#[derive(SimpleObject, Clone)]
+pub struct LicenseOrganization {
+    pub name: String,
+    pub siret: String,
+}
+
+/// A license key. Its string is shown to the order's managers and to the assignee only.
+pub struct License {
+    pub model: license::Model,
+    pub order: Option<order::Model>,
+    pub access: Access,
+}
+
+impl License {
+    pub fn new(model: license::Model, order: Option<order::Model>, access: Access) -> Self {
+        License { model, order, access }
+    }
+}
+
+#[Object]
+impl License {
+    async fn id(&self) -> ID {
+        ID(self.model.id.to_string())
+    }
+
+    /// `XXXX-XXXX-XXXX-XXXX`; null for administrators, who see every key but not its secret.
+    async fn key(&self) -> Option<&str> {
+        (self.access != Access::Admin).then_some(self.model.key.as_str())
+    }
+
+    async fn product(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        Ok(self.order_model(ctx).await?.product)
+    }
+
+    /// The order, for its managers and administrators; null for the assignee.
+    async fn order(&self, ctx: &Context<'_>) -> ApiResult<Option<Order>> {
+        if self.access == Access::Assignee {
+            return Ok(None);
+        }
+        Ok(Some(Order(self.order_model(ctx).await?)))
+    }
+
+    async fn status(&self) -> LicenseStatus {
+        if self.model.assignee_email.is_some() { LicenseStatus::Assigned } else { LicenseStatus::Unassigned }
+    }
+
+    async fn assignee_email(&self) -> Option<&str> {
+        self.model.assignee_email.as_deref()
+    }
+
+    /// The account that verified the assignee email, once there is one.
+    async fn assignee(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
+        let Some(email) = &self.model.assignee_email else {
+            return Ok(None);
+        };
+        Ok(loaders(ctx).verified_accounts.load_one(email.clone()).await?.map(Account))
+    }
+
+    async fn organization(&self) -> Option<LicenseOrganization> {
+        Some(LicenseOrganization {
+            name: self.model.organization_name.clone()?,
+            siret: self.model.organization_siret.clone()?,
+        })
+    }
+
+    async fn assigned_at(&self) -> Option<DateTime<Utc>> {
+        self.model.assigned_at
+    }
+
+    /// Every change to this key, oldest first (order managers and admins).
+    async fn history(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, Event>> {
+        if self.access == Access::Assignee {
+            return Err(AppError::Forbidden("only the order's owner sees a key's history"));
+        }
+        super::events::history(ctx, super::events::HistoryOf::License(self.model.id), first, after).await
+    }
+}
+
+impl License {
+    async fn order_model(&self, ctx: &Context<'_>) -> ApiResult<order::Model> {
+        if let Some(order) = &self.order {
+            return Ok(order.clone());
+        }
+        loaders(ctx)
+            .orders
+            .load_one(self.model.order_id)
+            .await?
+            .ok_or_else(|| AppError::internal("license without order"))
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateOrderInput {
+    /// Product name, 1 to 100 characters.
+    pub product: String,
+    /// Number of keys, 1 to 100,000.
+    pub quantity: i32,
+    /// Devices each key may be activated on (default 1).
+    pub device_limit: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct OrganizationInput {
+    pub name: Option<String>,
+    /// 14 digits passing the Luhn check (La Poste: digit sum multiple of 5).
+    pub siret: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct AssignLicenseInput {
+    pub license_id: ID,
+    pub email: String,
+    /// Name and SIRET together, or neither.
+    pub organization: Option<OrganizationInput>,
+}
+
+#[derive(Default)]
+pub struct OrderQuery;
+
+#[Object]
+impl OrderQuery {
+    /// Orders the caller manages, oldest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn orders(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, Order>> {
+        let viewer = ctx.viewer()?;
+        let page = Page::new(first, after)?;
+        let rows = orders::list_managed(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
+        Ok(page.connection(rows, |o| o.id, Order))
+    }
+
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Order> {
+        let viewer = ctx.viewer()?;
+        let order = orders::readable(&ctx.state().ctx.db, viewer, parse_id(&id, "order")?).await?;
+        Ok(Order(order))
+    }
+
+    async fn license(&self, ctx: &Context<'_>, id: ID) -> ApiResult<License> {
+        let viewer = ctx.viewer()?;
+        let (license, order, access) =
+            licenses::readable(&ctx.state().ctx.db, viewer, parse_id(&id, "license")?).await?;
+        Ok(License::new(license, Some(order), access))
+    }
+
+    /// Keys assigned to the caller's verified email (`EMAIL_NOT_VERIFIED` before verification).
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn assigned_licenses(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, License>> {
+        let viewer = ctx.viewer()?;
+        let page = Page::new(first, after)?;
+        let rows = licenses::assigned_to(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
+        Ok(page.connection(rows, |l| l.id, |l| License::new(l, None, Access::Assignee)))
+    }
+}
+
+#[derive(Default)]
+pub struct OrderMutation;
+
+#[Object]
+impl OrderMutation {
+    /// Create an order waiting for payment.
+    async fn create_order(&self, ctx: &Context<'_>, input: CreateOrderInput) -> ApiResult<Order> {
+        let viewer = ctx.viewer()?;
+        let new = orders::NewOrder {
+            product: input.product,
+            quantity: input.quantity,
+            device_limit: input.device_limit,
+        };
+        Ok(Order(orders::create(&ctx.state().ctx, viewer, new).await?))
+    }
+
+    /// Administrators: mark an order paid, generating its keys.
+    async fn mark_order_paid(&self, ctx: &Context<'_>, order_id: ID) -> ApiResult<Order> {
+        let viewer = ctx.viewer()?;
+        Ok(Order(orders::mark_paid(&ctx.state().ctx, viewer, parse_id(&order_id, "order")?).await?))
+    }
+
+    /// Assign or reassign a key to an email, optionally with an organization.
+    async fn assign_license(&self, ctx: &Context<'_>, input: AssignLicenseInput) -> ApiResult<License> {
+        let viewer = ctx.viewer()?;
+        let (name, siret) = input.organization.map(|o| (o.name, o.siret)).unwrap_or_default();
+        let assignment = licenses::Assignment {
+            license_id: parse_id(&input.license_id, "license")?,
+            email: input.email,
+            organization_name: name,
+            organization_siret: siret,
+        };
+        let license = licenses::assign(&ctx.state().ctx, viewer, assignment).await?;
+        Ok(License::new(license, None, Access::Manager))
+    }
+
+    async fn unassign_license(&self, ctx: &Context<'_>, license_id: ID) -> ApiResult<License> {
+        let viewer = ctx.viewer()?;
+        let license = licenses::unassign(&ctx.state().ctx, viewer, parse_id(&license_id, "license")?).await?;
+        Ok(License::new(license, None, Access::Manager))
+    }
+}

@@ -1,0 +1,36 @@
+//! keyledger: the GraphQL backend of a license-key store's customer area.
+//!
+//! Where to look:
+//! - [`domain`]: the product rules (product.md), plain functions over a database connection.
+//! - [`graphql`]: thin resolvers that authenticate, call the domain and map types.
+//! - [`events`]: outbox relay and fan-out of live events (in-process or Redis).
+//! - [`mail`]: email templates, the persisted send queue and its transports.
+
+/// Server wiring: shared state, router, start-up and graceful shutdown.
+pub mod app;
+/// Session tokens, passwords and the `Viewer` every resolver starts from.
+pub mod auth;
+/// Command-line subcommands other than `serve`.
+pub mod cli;
+/// Wall clock behind a handle so tests can move time forward instead of sleeping.
+pub mod clock;
+/// Typed configuration from flags, environment and `.env`.
+pub mod config;
+/// Connecting to SQLite or PostgreSQL and running migrations.
+pub mod db;
+/// The product rules.
+pub mod domain;
+/// The one error type and its mapping to `extensions.code`.
+pub mod error;
+/// Live events: relay, bus, per-account subscriber hub.
+pub mod events;
+/// The GraphQL schema: types and resolvers.
+pub mod graphql;
+/// HTTP endpoints other than GraphQL: health, readiness, metrics.
+pub mod http;
+/// Email: templates, queue, transports.
+pub mod mail;
+/// Counters exported on `/metrics`.
+pub mod metrics;
+/// Logging setup.
+pub mod telemetry;

@@ -1,0 +1,128 @@
+//! Sends queued email after commit, retrying failures with exponential back-off.
+//! Several instances may run this loop: a message is leased (its next attempt
+//! pushed into the future by a conditional update) before it is sent, so only
+//! one instance sends it.
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::mail_queue;
+use lettre::{
+    Message,
+    message::MultiPart,
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+use super::transport::Transport;
+use crate::{clock::Clock, domain::Wake};
+
+/// How long a leased message is reserved for the instance sending it.
+const LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// Give up on a message after this many failed attempts (about a day of back-off).
+const MAX_ATTEMPTS: i32 = 20;
+
+pub struct MailWorker {
+    pub db: DatabaseConnection,
+    pub clock: Clock,
+    pub transport: Transport,
+    pub from: String,
+    pub wake: Wake,
+    pub interval: Duration,
+}
+
+impl MailWorker {
+    pub async fn run(self) {
+        loop {
+            if let Err(error) = self.send_due().await {
+                tracing::warn!(%error, "mail queue: could not read the queue");
+            }
+            tokio::select! {
+                _ = self.wake.mail.notified() => {}
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// Send every message that is due now; returns how many were sent.
+    pub async fn send_due(&self) -> Result<usize, DbErr> {
+        let mut sent = 0;
+        loop {
+            let now = self.clock.now();
+            let due = mail_queue::Entity::find()
+                .filter(mail_queue::Column::SentAt.is_null())
+                .filter(mail_queue::Column::NextAttemptAt.lte(now))
+                .filter(mail_queue::Column::Attempts.lt(MAX_ATTEMPTS))
+                .order_by_asc(mail_queue::Column::Id)
+                .limit(50)
+                .all(&self.db)
+                .await?;
+            if due.is_empty() {
+                return Ok(sent);
+            }
+            for message in due {
+                if !self.lease(&message, now).await? {
+                    continue;
+                }
+                match self.deliver(&message).await {
+                    Ok(()) => {
+                        sent += 1;
+                        self.update(message.id, |m| m.sent_at = Set(Some(self.clock.now())))
+                            .await?;
+                    }
+                    Err(error) => {
+                        let attempts = message.attempts + 1;
+                        let backoff = chrono::Duration::seconds(2i64.pow(attempts.min(12) as u32));
+                        tracing::warn!(mail_id = message.id, attempts, %error, "mail queue: send failed, will retry");
+                        self.update(message.id, |m| {
+                            m.attempts = Set(attempts);
+                            m.next_attempt_at = Set(now + backoff);
+                            m.last_error = Set(Some(error.clone()));
+                        })
+                        .await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reserve `message` for this instance; false when another got it first.
+    async fn lease(&self, message: &mail_queue::Model, now: DateTime<Utc>) -> Result<bool, DbErr> {
+        let leased = mail_queue::Entity::update_many()
+            .col_expr(mail_queue::Column::NextAttemptAt, (now + LEASE).into())
+            .filter(mail_queue::Column::Id.eq(message.id))
+            .filter(mail_queue::Column::NextAttemptAt.eq(message.next_attempt_at))
+            .filter(mail_queue::Column::SentAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(leased.rows_affected == 1)
+    }
+
+    async fn update(
+        &self,
+        id: i64,
+        change: impl FnOnce(&mut mail_queue::ActiveModel),
+    ) -> Result<(), DbErr> {
+        let mut model = mail_queue::ActiveModel {
+            id: Set(id),
+            ..Default::default()
+        };
+        change(&mut model);
+        mail_queue::Entity::update(model).exec(&self.db).await?;
+        Ok(())
+    }
+
+    async fn deliver(&self, queued: &mail_queue::Model) -> Result<(), String> {
+        let message = Message::builder()
+            .from(self.from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?)
+            .to(queued.recipient.parse().map_err(|e| format!("recipient: {e}"))?)
+            .subject(&queued.subject)
+            .multipart(MultiPart::alternative_plain_html(
+                queued.text_body.clone(),
+                queued.html_body.clone(),
+            ))
+            .map_err(|e| e.to_string())?;
+        self.transport.send(message).await
+    }
+}

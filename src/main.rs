@@ -1,0 +1,30 @@
+//! The `keyledger` binary: parse the command line, set up logging, run the subcommand.
+use clap::Parser;
+use keyledger::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    dotenvy::dotenv().ok();
+    let cli = Cli::parse();
+    keyledger::telemetry::init();
+    let result = match cli.command.unwrap_or_default() {
+        Command::Serve(config) => keyledger::app::serve(config).await,
+        Command::Migrate(db) => keyledger::db::connect(&db.database_url)
+            .await
+            .map(|_| tracing::info!("migrations applied"))
+            .map_err(|e| e.to_string()),
+        Command::GrantAdmin { db, email } => keyledger::cli::grant_admin(&db.database_url, &email).await,
+        Command::PrintSchema => {
+            print!("{}", keyledger::graphql::sdl());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "keyledger stopped with an error");
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
