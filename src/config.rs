@@ -47,6 +47,9 @@ pub struct Config {
     /// Redis for fanning events out between instances; unset = in-process only.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis pub/sub channel of this deployment (several deployments may share a Redis).
+    #[arg(long, env = "REDIS_CHANNEL", default_value = "keyledger:events")]
+    pub redis_channel: String,
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000")]
     pub bind_addr: SocketAddr,

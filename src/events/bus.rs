@@ -8,9 +8,6 @@ use tokio::sync::Mutex;
 
 use super::hub::{BusMessage, Hub};
 
-/// The Redis channel every instance publishes to and subscribes from.
-pub const CHANNEL: &str = "keyledger:events";
-
 #[derive(Clone)]
 pub enum Bus {
     Local(Hub),
@@ -20,6 +17,8 @@ pub enum Bus {
 #[derive(Clone)]
 pub struct RedisBus {
     client: redis::Client,
+    /// The channel every instance of this deployment publishes to and subscribes from.
+    channel: String,
     /// Lazily (re)opened publishing connection.
     conn: std::sync::Arc<Mutex<Option<redis::aio::MultiplexedConnection>>>,
 }
@@ -46,10 +45,11 @@ impl Bus {
 }
 
 impl RedisBus {
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str, channel: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
         Ok(RedisBus {
             client,
+            channel: channel.to_owned(),
             conn: Default::default(),
         })
     }
@@ -78,7 +78,7 @@ impl RedisBus {
     async fn publish(&self, message: &BusMessage) -> Result<(), String> {
         let payload = serde_json::to_string(message).map_err(|e| e.to_string())?;
         let mut conn = self.connection().await?;
-        let result: redis::RedisResult<i64> = conn.publish(CHANNEL, payload).await;
+        let result: redis::RedisResult<i64> = conn.publish(&self.channel, payload).await;
         if let Err(error) = result {
             self.forget_connection().await;
             return Err(error.to_string());
@@ -104,7 +104,7 @@ impl RedisBus {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
+                Ok(mut pubsub) => match pubsub.subscribe(&self.channel).await {
                     Ok(()) => {
                         tracing::info!("event bus: subscribed to Redis");
                         backoff = Duration::from_millis(100);

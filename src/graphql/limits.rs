@@ -1,11 +1,13 @@
 //! Shape limits that depth and complexity do not cover: how many root fields
 //! and aliases one request may carry (aliases let a single request repeat an
-//! expensive field, e.g. a hundred `signIn`s to guess passwords).
+//! expensive field, e.g. a hundred `signIn`s to guess passwords). Also gives
+//! async-graphql's own errors (syntax, unknown field, depth, complexity) the
+//! `VALIDATION` code, so every error a client sees has an `extensions.code`.
 use std::sync::Arc;
 
 use async_graphql::{
     ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest},
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 
@@ -49,6 +51,18 @@ fn count_aliases(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> 
 
 #[async_trait::async_trait]
 impl Extension for QueryShapeExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> async_graphql::Response {
+        let mut response = next.run(ctx).await;
+        for error in &mut response.errors {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            if extensions.get("code").is_none() {
+                extensions.set("code", "VALIDATION");
+                extensions.set("field", "query");
+            }
+        }
+        response
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,

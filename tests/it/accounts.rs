@@ -1,0 +1,249 @@
+//! Accounts: sign-up, verification, sign-in/out, tokens, limits (issue 2).
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+use crate::harness::{PASSWORD, TestApp, unique};
+
+const ME: &str = "{ me { id email emailVerified role } }";
+
+fn email(prefix: &str) -> String {
+    format!("{}@example.com", unique(prefix))
+}
+
+#[tokio::test]
+async fn full_account_journey_sign_up_verify_sign_in_me_sign_out() {
+    let app = TestApp::spawn().await;
+    let address = email("Ada");
+    let data = app.sign_up(&format!("  {}  ", address.to_uppercase())).await;
+    assert_eq!(data["signUp"]["account"]["email"], address.to_lowercase());
+    assert_eq!(data["signUp"]["account"]["emailVerified"], false);
+
+    let mail = app.wait_mails(&address.to_lowercase(), 1).await.remove(0);
+    assert_eq!(mail.subject, "Confirm your email address");
+    let token = mail.verification_token();
+    assert_eq!(token.len(), 64);
+
+    let (session, _) = app.sign_in(&address).await;
+    let me = app.ok(Some(&session), ME, json!({})).await;
+    assert_eq!(me["me"]["emailVerified"], false);
+
+    app.ok(None, "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }", json!({"t": token}))
+        .await;
+    let me = app.ok(Some(&session), ME, json!({})).await;
+    assert_eq!(me["me"]["emailVerified"], true);
+    assert_eq!(me["me"]["role"], "USER");
+
+    app.ok(Some(&session), "mutation { signOut }", json!({})).await;
+    assert_eq!(app.err(Some(&session), ME, json!({})).await, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn me_is_null_without_a_token() {
+    let app = TestApp::spawn().await;
+    let data = app.ok(None, ME, json!({})).await;
+    assert!(data["me"].is_null());
+}
+
+#[tokio::test]
+async fn sign_up_rejects_bad_input_and_duplicates() {
+    let app = TestApp::spawn().await;
+    let q = "mutation($e:String!,$p:String!){ signUp(email:$e,password:$p){ account { id } } }";
+    for bad in ["not-an-email", "a@", "@b.com", "a b@c.com", ""] {
+        let error = app.error(None, q, json!({"e": bad, "p": PASSWORD})).await;
+        assert_eq!(error["extensions"]["code"], "VALIDATION", "{bad}");
+        assert_eq!(error["extensions"]["field"], "email");
+    }
+    for weak in ["short", "123456789", "aaaaaaaaaaaaaaaa", &"x".repeat(129)] {
+        let error = app.error(None, q, json!({"e": email("weak"), "p": weak})).await;
+        assert_eq!(error["extensions"]["code"], "VALIDATION", "{weak}");
+        assert_eq!(error["extensions"]["field"], "password");
+    }
+    let address = email("dup");
+    app.sign_up(&address).await;
+    assert_eq!(app.err(None, q, json!({"e": address.to_uppercase(), "p": PASSWORD})).await, "CONFLICT");
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_sign_ups_create_one_account() {
+    let app = TestApp::spawn().await;
+    let address = email("race");
+    let q = "mutation($e:String!,$p:String!){ signUp(email:$e,password:$p){ account { id } } }";
+    let results = futures_util::future::join_all(
+        (0..8).map(|_| app.gql(None, q, json!({"e": address, "p": PASSWORD}))),
+    )
+    .await;
+    let ok = results.iter().filter(|r| r.get("errors").is_none()).count();
+    assert_eq!(ok, 1, "{results:?}");
+    for r in results.iter().filter(|r| r.get("errors").is_some()) {
+        assert_eq!(r["errors"][0]["extensions"]["code"], "CONFLICT");
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_answer_alike() {
+    let app = TestApp::spawn().await;
+    let address = email("pw");
+    app.sign_up(&address).await;
+    let q = "mutation($e:String!,$p:String!){ signIn(email:$e,password:$p){ token } }";
+    let wrong = app.error(None, q, json!({"e": address, "p": "wrong password!!"})).await;
+    let unknown = app.error(None, q, json!({"e": email("nobody"), "p": PASSWORD})).await;
+    let malformed = app.error(None, q, json!({"e": "nope", "p": PASSWORD})).await;
+    assert_eq!(wrong["extensions"]["code"], "UNAUTHENTICATED");
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, malformed);
+}
+
+#[tokio::test]
+async fn verification_tokens_are_single_use_expiring_and_unforgeable() {
+    let app = TestApp::spawn().await;
+    let q = "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }";
+    assert_eq!(app.err(None, q, json!({"t": "0".repeat(64)})).await, "NOT_FOUND");
+    assert_eq!(app.err(None, q, json!({"t": "forged"})).await, "NOT_FOUND");
+
+    let used = email("used");
+    app.sign_up(&used).await;
+    let token = app.wait_mails(&used, 1).await[0].verification_token();
+    app.ok(None, q, json!({"t": token})).await;
+    assert_eq!(app.err(None, q, json!({"t": token})).await, "CONFLICT");
+
+    let late = email("late");
+    app.sign_up(&late).await;
+    let token = app.wait_mails(&late, 1).await[0].verification_token();
+    app.clock.advance(chrono::Duration::hours(49));
+    assert_eq!(app.err(None, q, json!({"t": token})).await, "EXPIRED");
+}
+
+#[tokio::test]
+async fn verification_link_page_needs_an_explicit_confirmation() {
+    let app = TestApp::spawn().await;
+    let address = email("link");
+    app.sign_up(&address).await;
+    let token = app.wait_mails(&address, 1).await[0].verification_token();
+    let page = app
+        .http
+        .get(format!("{}/verify-email?token={token}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<button"));
+    let (session, _) = app.sign_in(&address).await;
+    let me = app.ok(Some(&session), ME, json!({})).await;
+    assert_eq!(me["me"]["emailVerified"], false, "opening the link alone verifies nothing");
+    let confirmed = app
+        .http
+        .post(format!("{}/verify-email", app.base))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(confirmed.text().await.unwrap().contains("confirmed"));
+    let me = app.ok(Some(&session), ME, json!({})).await;
+    assert_eq!(me["me"]["emailVerified"], true);
+}
+
+#[tokio::test]
+async fn missing_expired_revoked_and_garbage_tokens_are_unauthenticated() {
+    let app = TestApp::spawn().await;
+    let q = "{ orders { edges { node { id } } } }";
+    assert_eq!(app.err(None, q, json!({})).await, "UNAUTHENTICATED");
+    assert_eq!(app.err(Some("garbage"), q, json!({})).await, "UNAUTHENTICATED");
+    let (token, _) = app.verified_user(&email("tok")).await;
+    app.ok(Some(&token), q, json!({})).await;
+    app.clock.advance(chrono::Duration::days(31));
+    assert_eq!(app.err(Some(&token), q, json!({})).await, "UNAUTHENTICATED");
+
+    let (revoked, _) = app.verified_user(&email("revoked")).await;
+    app.ok(Some(&revoked), "mutation { signOut }", json!({})).await;
+    assert_eq!(app.err(Some(&revoked), q, json!({})).await, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn over_deep_over_complex_and_alias_heavy_queries_are_refused() {
+    let app = TestApp::spawn().await;
+    let deep = format!("{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}", "ofType { ".repeat(10), "} ".repeat(10));
+    let body = app.gql(None, &deep, json!({})).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("nested too deep"), "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION");
+    let syntax = app.gql(None, "{ me { id ", json!({})).await;
+    assert_eq!(syntax["errors"][0]["extensions"]["code"], "VALIDATION");
+    let complex = "{ orders(first: 100) { edges { node { licenses(first: 100) { edges { node { id key assigneeEmail } } } } } } }";
+    let body = app.gql(None, complex, json!({})).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("complex"), "{body}");
+    let aliases: String = (0..40).map(|i| format!("a{i}: me {{ id }} ")).collect();
+    let body = app.gql(None, &format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION", "{body}");
+}
+
+#[tokio::test]
+async fn websocket_connection_init_authenticates_the_subscription() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.verified_user(&email("ws")).await;
+    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+
+    // A bad token is refused at connection_init.
+    socket
+        .send(Message::text(json!({"type":"connection_init","payload":{"authorization":"Bearer nope"}}).to_string()))
+        .await
+        .unwrap();
+    let refused = socket.next().await;
+    assert!(
+        matches!(refused, Some(Ok(Message::Close(_))) | None | Some(Err(_))),
+        "bad token refused: {refused:?}"
+    );
+
+    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    socket
+        .send(Message::text(
+            json!({"type":"connection_init","payload":{"authorization": format!("Bearer {token}")}}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let ack = socket.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
+}
+
+#[tokio::test]
+async fn grant_admin_command_makes_an_admin() {
+    let app = TestApp::spawn().await;
+    let address = email("boss");
+    app.sign_up(&address).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .args(["grant-admin", &address])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .expect("run grant-admin");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (token, _) = app.sign_in(&address).await;
+    let me = app.ok(Some(&token), ME, json!({})).await;
+    assert_eq!(me["me"]["role"], "ADMIN");
+
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .args(["grant-admin", "nobody@example.com"])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let health = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    let graphiql = app.http.get(format!("{}/graphql", app.base)).send().await.unwrap();
+    assert!(graphiql.text().await.unwrap().contains("graphiql"));
+}

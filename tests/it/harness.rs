@@ -1,0 +1,411 @@
+//! Black-box test harness: each test starts the real application on an
+//! ephemeral port with its own database (a SQLite file, or a fresh PostgreSQL
+//! database when `TEST_DATABASE_URL` is set), its own mail folder and, when
+//! `TEST_REDIS_URL` is set, Redis on a channel of its own. Tests then speak
+//! GraphQL over HTTP and websockets like any client.
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use keyledger::{
+    app::{App, Overrides},
+    clock::Clock,
+    config::Config,
+};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::oneshot};
+
+/// A password that passes the rules.
+pub const PASSWORD: &str = "correct horse battery";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique name for this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// A database of the test's own, dropped (PostgreSQL) or deleted (SQLite) at the end.
+pub struct TestDb {
+    pub url: String,
+    admin_url: Option<String>,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                use sea_orm::ConnectionTrait;
+                let name = unique("kl_test");
+                let admin = sea_orm::Database::connect(&admin_url)
+                    .await
+                    .expect("TEST_DATABASE_URL must be reachable");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&format!("/{name}"));
+                TestDb { url: url.to_string(), admin_url: Some(admin_url), name, _dir: None }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("keyledger.db");
+                TestDb {
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    admin_url: None,
+                    name: String::new(),
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.admin_url.is_some()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(admin_url) = self.admin_url.clone() else { return };
+        let name = self.name.clone();
+        // Drop runs outside async: use a short-lived runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                use sea_orm::ConnectionTrait;
+                if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    admin.close().await.ok();
+                }
+            });
+            Ok::<_, std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+/// The Redis URL for tests, when the suite runs against Redis.
+pub fn test_redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// A running keyledger.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub base: String,
+    pub clock: Clock,
+    pub mail_dir: PathBuf,
+    pub app: App,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    _mail: tempfile::TempDir,
+    pub db: std::sync::Arc<TestDb>,
+}
+
+/// How to start a test app.
+pub struct Options {
+    pub db: Option<std::sync::Arc<TestDb>>,
+    pub redis_url: Option<String>,
+    pub redis_channel: Option<String>,
+    pub configure: Box<dyn FnOnce(&mut Config) + Send>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            db: None,
+            redis_url: test_redis_url(),
+            redis_channel: None,
+            configure: Box::new(|_| {}),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let db = match options.db {
+            Some(db) => db,
+            None => std::sync::Arc::new(TestDb::create().await),
+        };
+        let mail = tempfile::tempdir().expect("mail dir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::with_database(db.url.clone());
+        config.bind_addr = addr;
+        config.mail_dir = mail.path().to_path_buf();
+        config.redis_url = options.redis_url;
+        config.redis_channel = options.redis_channel.unwrap_or_else(|| unique("kl_events"));
+        // Workers are woken by commits; a long poll keeps test timing deterministic.
+        config.job_interval_ms = 500;
+        (options.configure)(&mut config);
+        let clock = Clock::default();
+        let app = App::build(config, Overrides { clock: Some(clock.clone()), transport: None })
+            .await
+            .expect("app starts");
+        let (tx, rx) = oneshot::channel::<()>();
+        let router_app = app.router.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router_app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .ok();
+        });
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            clock,
+            mail_dir: mail.path().to_path_buf(),
+            app,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            _mail: mail,
+            db,
+        }
+    }
+
+    /// POST a GraphQL request; asserts the HTTP exchange itself succeeded
+    /// (200 and JSON), so no test can pass on a 500 or a dropped connection.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "GraphQL over HTTP answers 200");
+        let body: Value = response.json().await.expect("JSON body");
+        if let Some(errors) = body.get("errors").and_then(Value::as_array) {
+            for error in errors {
+                let code = error["extensions"]["code"].as_str();
+                assert!(code.is_some(), "every error carries extensions.code: {error}");
+                let message = error["message"].as_str().unwrap_or_default().to_lowercase();
+                for leak in ["sql", "insert into", "violates", "constraint", "panicked", "sqlx", "database error", "stack backtrace"] {
+                    assert!(!message.contains(leak), "error message leaks internals: {message}");
+                }
+            }
+        }
+        body
+    }
+
+    /// Run `query` and return `data`, failing the test on any error.
+    pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Run `query`, expect an error, return its `extensions.code`.
+    pub async fn err(&self, token: Option<&str>, query: &str, variables: Value) -> String {
+        let body = self.gql(token, query, variables).await;
+        let code = body["errors"][0]["extensions"]["code"].as_str();
+        assert!(code.is_some(), "expected an error: {body}");
+        code.unwrap_or_default().to_owned()
+    }
+
+    /// Full first error object (for `extensions.field` etc.).
+    pub async fn error(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body["errors"][0].is_object(), "expected an error: {body}");
+        body["errors"][0].clone()
+    }
+
+    /// Emails delivered to `to` so far, oldest first.
+    pub fn mails_to(&self, to: &str) -> Vec<Mail> {
+        let mut mails: Vec<(std::time::SystemTime, Mail)> = std::fs::read_dir(&self.mail_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .filter_map(|e| {
+                        let modified = e.metadata().ok()?.modified().ok()?;
+                        let raw = std::fs::read_to_string(e.path()).ok()?;
+                        Some((modified, Mail::parse(&raw)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        mails.sort_by_key(|(t, _)| *t);
+        mails
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.to.eq_ignore_ascii_case(to))
+            .collect()
+    }
+
+    /// Wait (up to 10 s) until `to` has received `count` emails; returns them.
+    pub async fn wait_mails(&self, to: &str, count: usize) -> Vec<Mail> {
+        for _ in 0..200 {
+            let mails = self.mails_to(to);
+            if mails.len() >= count {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{to} did not receive {count} email(s): got {:?}", self.mails_to(to));
+    }
+
+    pub async fn sign_up(&self, email: &str) -> Value {
+        self.ok(
+            None,
+            "mutation($e:String!,$p:String!){ signUp(email:$e,password:$p){ account { id email emailVerified } } }",
+            json!({"e": email, "p": PASSWORD}),
+        )
+        .await
+    }
+
+    /// Sign up, verify via the emailed token, sign in. Returns (token, account id).
+    pub async fn verified_user(&self, email: &str) -> (String, String) {
+        self.sign_up(email).await;
+        let mail = self.wait_mails(email, 1).await.remove(0);
+        let token = mail.verification_token();
+        self.ok(None, "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }", json!({"t": token}))
+            .await;
+        self.sign_in(email).await
+    }
+
+    /// Sign up and sign in without verifying. Returns (token, account id).
+    pub async fn unverified_user(&self, email: &str) -> (String, String) {
+        self.sign_up(email).await;
+        self.sign_in(email).await
+    }
+
+    pub async fn sign_in(&self, email: &str) -> (String, String) {
+        let data = self
+            .ok(
+                None,
+                "mutation($e:String!,$p:String!){ signIn(email:$e,password:$p){ token account { id } } }",
+                json!({"e": email, "p": PASSWORD}),
+            )
+            .await;
+        (
+            data["signIn"]["token"].as_str().expect("token").to_owned(),
+            data["signIn"]["account"]["id"].as_str().expect("id").to_owned(),
+        )
+    }
+
+    /// A verified admin (granted like `keyledger grant-admin` does). Returns its token.
+    pub async fn admin(&self) -> String {
+        let email = format!("{}@admin.example.com", unique("admin"));
+        let (_, _) = self.verified_user(&email).await;
+        keyledger::domain::accounts::grant_admin(&self.app.state.ctx.db, &email)
+            .await
+            .map_err(|e| e.message())
+            .expect("grant admin");
+        self.sign_in(&email).await.0
+    }
+
+    /// Create and pay an order of `quantity` keys for `token`'s account.
+    /// Returns (order id, key ids, key strings).
+    pub async fn paid_order(&self, token: &str, quantity: i32) -> (String, Vec<String>, Vec<String>) {
+        let admin = self.admin().await;
+        let order = self
+            .ok(
+                Some(token),
+                "mutation($q:Int!){ createOrder(input:{product:\"Keyledger Pro\", quantity:$q}){ id } }",
+                json!({"q": quantity}),
+            )
+            .await;
+        let order_id = order["createOrder"]["id"].as_str().expect("order id").to_owned();
+        self.ok(Some(&admin), "mutation($o:ID!){ markOrderPaid(orderId:$o){ status } }", json!({"o": order_id}))
+            .await;
+        let data = self
+            .ok(
+                Some(token),
+                "query($o:ID!){ order(id:$o){ licenses(first:100){ edges { node { id key } } } } }",
+                json!({"o": order_id}),
+            )
+            .await;
+        let edges = data["order"]["licenses"]["edges"].as_array().expect("edges").clone();
+        let ids = edges.iter().map(|e| e["node"]["id"].as_str().unwrap().to_owned()).collect();
+        let keys = edges.iter().map(|e| e["node"]["key"].as_str().unwrap().to_owned()).collect();
+        (order_id, ids, keys)
+    }
+
+    /// A counter from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An email read back from the mail folder.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    /// The decoded message text (quoted-printable soft breaks and `=3D` undone).
+    pub body: String,
+}
+
+impl Mail {
+    pub fn parse(raw: &str) -> Mail {
+        let header = |name: &str| {
+            raw.lines()
+                .find(|l| l.to_lowercase().starts_with(&format!("{}:", name.to_lowercase())))
+                .map(|l| l[name.len() + 1..].trim().to_owned())
+                .unwrap_or_default()
+        };
+        let to = header("To");
+        let to = to
+            .rsplit_once('<')
+            .map(|(_, rest)| rest.trim_end_matches('>').to_owned())
+            .unwrap_or(to);
+        let body = raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+        Mail { to, subject: header("Subject"), body }
+    }
+
+    /// The 64-hex-digit token after `token=` in the body.
+    pub fn verification_token(&self) -> String {
+        self.token_after("token=")
+    }
+
+    pub fn token_after(&self, marker: &str) -> String {
+        let start = self.body.find(marker).unwrap_or_else(|| panic!("no {marker} in {}", self.body)) + marker.len();
+        self.body[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect()
+    }
+}

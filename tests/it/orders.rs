@@ -1,0 +1,1 @@
+//! Orders and keys (issue 3).
