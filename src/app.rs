@@ -174,7 +174,10 @@ fn router(state: AppState, schema: AppSchema) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
-        .route("/verify-email", get(http::verify_email_page).post(http::verify_email_submit))
+        .route(
+            "/verify-email",
+            get(http::verify_email_page).post(http::verify_email_submit),
+        )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(server)
 }

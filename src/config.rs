@@ -36,7 +36,11 @@ impl Default for Command {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// `sqlite://FILE?mode=rwc` or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://keyledger.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://keyledger.db?mode=rwc"
+    )]
     pub database_url: String,
 }
 
@@ -63,7 +67,11 @@ pub struct Config {
     #[arg(long, env = "MAIL_DIR", default_value = "./mail")]
     pub mail_dir: PathBuf,
     /// Sender address of every email.
-    #[arg(long, env = "MAIL_FROM", default_value = "keyledger <no-reply@keyledger.local>")]
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "keyledger <no-reply@keyledger.local>"
+    )]
     pub mail_from: String,
     /// How long a session token stays valid, in hours.
     #[arg(long, env = "SESSION_TTL_HOURS", default_value_t = 24 * 30)]

@@ -23,12 +23,19 @@ pub enum AppError {
     Unauthenticated,
     Forbidden(&'static str),
     NotFound(&'static str),
-    Validation { field: &'static str, message: String },
+    Validation {
+        field: &'static str,
+        message: String,
+    },
     Conflict(String),
     Expired(&'static str),
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     EmailNotVerified,
-    DeviceActive { devices: Vec<ActiveDevice> },
+    DeviceActive {
+        devices: Vec<ActiveDevice>,
+    },
     /// Something went wrong on our side; the detail was logged where it happened.
     Internal,
 }

@@ -58,7 +58,8 @@ pub async fn graphql(
     let auth = match resolve_auth(&server.state, authorization).await {
         Ok(auth) => auth,
         Err(error) => {
-            let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+            let error =
+                async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
             return async_graphql::Response::from_errors(vec![error]).into();
         }
     };
@@ -131,7 +132,11 @@ pub async fn readyz(State(server): State<Server>) -> Response {
         "database": status(&database),
         "redis": match server.state.bus { crate::events::bus::Bus::Local(_) => "not configured", _ => status(&bus) },
     });
-    let code = if database.is_ok() && bus.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if database.is_ok() && bus.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body)).into_response()
 }
 
@@ -164,7 +169,10 @@ fn page(title: &str, body: &str) -> Html<String> {
 /// scanner opening the link verifies nothing.
 pub async fn verify_email_page(Query(form): Query<TokenForm>) -> Html<String> {
     if !well_formed_token(&form.token) {
-        return page("Invalid link", "<p>This verification link is not valid.</p>");
+        return page(
+            "Invalid link",
+            "<p>This verification link is not valid.</p>",
+        );
     }
     page(
         "Confirm your email address",
@@ -176,9 +184,15 @@ pub async fn verify_email_page(Query(form): Query<TokenForm>) -> Html<String> {
     )
 }
 
-pub async fn verify_email_submit(State(server): State<Server>, Form(form): Form<TokenForm>) -> Html<String> {
+pub async fn verify_email_submit(
+    State(server): State<Server>,
+    Form(form): Form<TokenForm>,
+) -> Html<String> {
     match accounts::verify_email(&server.state.ctx, &form.token).await {
-        Ok(_) => page("Email address confirmed", "<p>You can close this page and sign in.</p>"),
+        Ok(_) => page(
+            "Email address confirmed",
+            "<p>You can close this page and sign in.</p>",
+        ),
         Err(error) => page("Not confirmed", &format!("<p>{}</p>", error_text(&error))),
     }
 }

@@ -13,7 +13,9 @@ async fn main() -> std::process::ExitCode {
             .await
             .map(|_| tracing::info!("migrations applied"))
             .map_err(|e| e.to_string()),
-        Command::GrantAdmin { db, email } => keyledger::cli::grant_admin(&db.database_url, &email).await,
+        Command::GrantAdmin { db, email } => {
+            keyledger::cli::grant_admin(&db.database_url, &email).await
+        }
         Command::PrintSchema => {
             print!("{}", keyledger::graphql::sdl());
             Ok(())

@@ -29,10 +29,26 @@ impl Default for Metrics {
         let delivered = Counter::default();
         let relay_lag_ms = Gauge::default();
         let sql_statements = Counter::default();
-        registry.register("sql_statements", "SQL statements executed", sql_statements.clone());
-        registry.register("subscribers", "Live event subscriptions connected", subscribers.clone());
-        registry.register("events_published", "Events published by this instance's relay", published.clone());
-        registry.register("events_delivered", "Events handed to subscriptions of this instance", delivered.clone());
+        registry.register(
+            "sql_statements",
+            "SQL statements executed",
+            sql_statements.clone(),
+        );
+        registry.register(
+            "subscribers",
+            "Live event subscriptions connected",
+            subscribers.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events published by this instance's relay",
+            published.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events handed to subscriptions of this instance",
+            delivered.clone(),
+        );
         registry.register(
             "relay_lag_milliseconds",
             "Age of the oldest event in the relay's last batch when it was published",

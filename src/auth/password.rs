@@ -28,8 +28,14 @@ pub fn validate(password: &str) -> ApiResult<()> {
             format!("password must be at most {MAX_LEN} characters"),
         ));
     }
-    if password.chars().all(|c| c == password.chars().next().unwrap_or(' ')) {
-        return Err(AppError::validation("password", "password is a single repeated character"));
+    if password
+        .chars()
+        .all(|c| c == password.chars().next().unwrap_or(' '))
+    {
+        return Err(AppError::validation(
+            "password",
+            "password is a single repeated character",
+        ));
     }
     Ok(())
 }

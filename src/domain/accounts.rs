@@ -81,7 +81,13 @@ async fn send_verification(
     .insert(conn)
     .await?;
     let link = format!("{}/verify-email?token={raw}", ctx.public_url);
-    mail::enqueue(conn, now, &account.email, Email::VerifyEmail { link, token: raw }).await
+    mail::enqueue(
+        conn,
+        now,
+        &account.email,
+        Email::VerifyEmail { link, token: raw },
+    )
+    .await
 }
 
 /// Mark the address behind `raw_token` verified. The token works once, within
@@ -97,10 +103,14 @@ pub async fn verify_email(ctx: &Ctx, raw_token: &str) -> ApiResult<account::Mode
         return Err(AppError::NotFound("verification token"));
     };
     if verification.used_at.is_some() {
-        return Err(AppError::conflict("this verification link was already used"));
+        return Err(AppError::conflict(
+            "this verification link was already used",
+        ));
     }
     if verification.expires_at <= now {
-        return Err(AppError::Expired("this verification link has expired; sign in to get a new one"));
+        return Err(AppError::Expired(
+            "this verification link has expired; sign in to get a new one",
+        ));
     }
     let account = account::Entity::find_by_id(verification.account_id)
         .one(&txn)

@@ -20,12 +20,23 @@ mod tests {
 
     #[test]
     fn normalises_case_and_spaces() {
-        assert_eq!(normalize("  Ada@Example.COM ", "email").unwrap(), "ada@example.com");
+        assert_eq!(
+            normalize("  Ada@Example.COM ", "email").unwrap(),
+            "ada@example.com"
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "ada", "ada@", "@example.com", "ada@@example.com", "a b@example.com", "ada@localhost"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@@example.com",
+            "a b@example.com",
+            "ada@localhost",
+        ] {
             assert!(normalize(bad, "email").is_err(), "{bad}");
         }
     }

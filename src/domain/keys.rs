@@ -63,14 +63,30 @@ mod tests {
 
     #[test]
     fn normalises_case_spaces_dashes_and_look_alikes() {
-        assert_eq!(normalize(" abcd efgh-jkmn pqrs ").as_deref(), Some("ABCD-EFGH-JKMN-PQRS"));
-        assert_eq!(normalize("ABCDEFGHJKMNPQRS").as_deref(), Some("ABCD-EFGH-JKMN-PQRS"));
-        assert_eq!(normalize("oil0-0000-0000-0000").as_deref(), Some("0110-0000-0000-0000"));
+        assert_eq!(
+            normalize(" abcd efgh-jkmn pqrs ").as_deref(),
+            Some("ABCD-EFGH-JKMN-PQRS")
+        );
+        assert_eq!(
+            normalize("ABCDEFGHJKMNPQRS").as_deref(),
+            Some("ABCD-EFGH-JKMN-PQRS")
+        );
+        assert_eq!(
+            normalize("oil0-0000-0000-0000").as_deref(),
+            Some("0110-0000-0000-0000")
+        );
     }
 
     #[test]
     fn rejects_what_cannot_be_a_key() {
-        for bad in ["", "ABCD", "ABCD-EFGH-JKMN-PQRSX", "ABCD-EFGH-JKMN-PQR!", "ÀBCD-EFGH-JKMN-PQRS", "UUUU-UUUU-UUUU-UUUU"] {
+        for bad in [
+            "",
+            "ABCD",
+            "ABCD-EFGH-JKMN-PQRSX",
+            "ABCD-EFGH-JKMN-PQR!",
+            "ÀBCD-EFGH-JKMN-PQRS",
+            "UUUU-UUUU-UUUU-UUUU",
+        ] {
             assert_eq!(normalize(bad), None, "{bad}");
         }
     }

@@ -86,7 +86,10 @@ pub async fn lock_for_manager(
 }
 
 /// Find a key by its (normalised) string.
-pub async fn find_by_key(conn: &impl ConnectionTrait, raw_key: &str) -> ApiResult<Option<license::Model>> {
+pub async fn find_by_key(
+    conn: &impl ConnectionTrait,
+    raw_key: &str,
+) -> ApiResult<Option<license::Model>> {
     let Some(key) = keys::normalize(raw_key) else {
         return Ok(None);
     };
@@ -138,26 +141,41 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
     let mut event = NewEvent::new(EventKind::LicenseAssigned, Some(viewer.account_id));
     event.order_id = Some(order.id);
     event.license_id = Some(license.id);
-    event.changes = json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
+    event.changes =
+        json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
     event.recipients = rights::order_managers(&txn, &order).await?;
-    event.recipients.extend(rights::verified_account_id(&txn, &email).await?);
+    event
+        .recipients
+        .extend(rights::verified_account_id(&txn, &email).await?);
     if let Some(previous) = &previous {
-        event.recipients.extend(rights::verified_account_id(&txn, previous).await?);
+        event
+            .recipients
+            .extend(rights::verified_account_id(&txn, previous).await?);
     }
     events::record(&txn, now, event).await?;
     if previous.as_deref() != Some(email.as_str()) {
         let link = format!("{}/graphql", ctx.public_url);
-        mail::enqueue(&txn, now, &email, Email::LicenseAssigned {
-            product: order.product.clone(),
-            key: updated.key.clone(),
-            link,
-        })
-        .await?;
-        if let Some(previous) = previous {
-            mail::enqueue(&txn, now, &previous, Email::LicenseUnassigned {
+        mail::enqueue(
+            &txn,
+            now,
+            &email,
+            Email::LicenseAssigned {
                 product: order.product.clone(),
                 key: updated.key.clone(),
-            })
+                link,
+            },
+        )
+        .await?;
+        if let Some(previous) = previous {
+            mail::enqueue(
+                &txn,
+                now,
+                &previous,
+                Email::LicenseUnassigned {
+                    product: order.product.clone(),
+                    key: updated.key.clone(),
+                },
+            )
             .await?;
         }
     }
@@ -183,14 +201,22 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
     let mut event = NewEvent::new(EventKind::LicenseUnassigned, Some(viewer.account_id));
     event.order_id = Some(order.id);
     event.license_id = Some(license.id);
-    event.changes = json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
+    event.changes =
+        json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
     event.recipients = rights::order_managers(&txn, &order).await?;
-    event.recipients.extend(rights::verified_account_id(&txn, &previous).await?);
+    event
+        .recipients
+        .extend(rights::verified_account_id(&txn, &previous).await?);
     events::record(&txn, now, event).await?;
-    mail::enqueue(&txn, now, &previous, Email::LicenseUnassigned {
-        product: order.product.clone(),
-        key: updated.key.clone(),
-    })
+    mail::enqueue(
+        &txn,
+        now,
+        &previous,
+        Email::LicenseUnassigned {
+            product: order.product.clone(),
+            key: updated.key.clone(),
+        },
+    )
     .await?;
     txn.commit().await?;
     ctx.committed().await;

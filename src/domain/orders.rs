@@ -31,7 +31,10 @@ pub struct NewOrder {
 pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<order::Model> {
     let product = new.product.trim();
     if product.is_empty() || product.chars().count() > 100 {
-        return Err(AppError::validation("product", "product must be 1 to 100 characters"));
+        return Err(AppError::validation(
+            "product",
+            "product must be 1 to 100 characters",
+        ));
     }
     if !(1..=MAX_QUANTITY).contains(&new.quantity) {
         return Err(AppError::validation(
@@ -41,7 +44,10 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
     }
     let device_limit = new.device_limit.unwrap_or(1);
     if !(1..=1000).contains(&device_limit) {
-        return Err(AppError::validation("deviceLimit", "device limit must be between 1 and 1000"));
+        return Err(AppError::validation(
+            "deviceLimit",
+            "device limit must be between 1 and 1000",
+        ));
     }
     let order = order::ActiveModel {
         owner_id: Set(viewer.account_id),
@@ -113,7 +119,11 @@ async fn generate_keys(
             ..Default::default()
         });
         let inserted = license::Entity::insert_many(rows)
-            .on_conflict(OnConflict::column(license::Column::Key).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::column(license::Column::Key)
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(conn)
             .await?;
         missing -= inserted as usize;

@@ -11,14 +11,20 @@ pub fn is_valid(siret: &str) -> bool {
     }
     let digits = siret.bytes().map(|b| u32::from(b - b'0'));
     if siret.starts_with(LA_POSTE_SIREN) {
-        return digits.sum::<u32>() % 5 == 0;
+        return digits.sum::<u32>().is_multiple_of(5);
     }
     let sum: u32 = digits
         .rev()
         .enumerate()
-        .map(|(i, d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// An organization (name + SIRET) as given by a caller, checked and trimmed.
@@ -98,10 +104,30 @@ mod tests {
         assert_eq!(validate_organization(None, None).unwrap(), None);
         assert_eq!(validate_organization(Some("  "), Some("")).unwrap(), None);
         let err = validate_organization(Some("Acme"), None).unwrap_err();
-        assert!(matches!(err, AppError::Validation { field: "organization.siret", .. }));
+        assert!(matches!(
+            err,
+            AppError::Validation {
+                field: "organization.siret",
+                ..
+            }
+        ));
         let err = validate_organization(None, Some("73282932000074")).unwrap_err();
-        assert!(matches!(err, AppError::Validation { field: "organization.name", .. }));
-        let org = validate_organization(Some(" Acme "), Some("732 829 320 00074")).unwrap().unwrap();
-        assert_eq!(org, Organization { name: "Acme".into(), siret: "73282932000074".into() });
+        assert!(matches!(
+            err,
+            AppError::Validation {
+                field: "organization.name",
+                ..
+            }
+        ));
+        let org = validate_organization(Some(" Acme "), Some("732 829 320 00074"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            org,
+            Organization {
+                name: "Acme".into(),
+                siret: "73282932000074".into()
+            }
+        );
     }
 }

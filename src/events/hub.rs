@@ -22,7 +22,9 @@ pub enum Signal {
     /// sequence): read the database after your cursor.
     Resync,
     /// This session was signed out: end the stream.
-    SessionRevoked { session_id: i64 },
+    SessionRevoked {
+        session_id: i64,
+    },
 }
 
 /// A batch published by the relay. `prev` is the position published just
@@ -75,7 +77,10 @@ impl Hub {
                     state.last_position = Some(state.last_position.unwrap_or(0).max(last.position));
                 }
                 if gap {
-                    tracing::info!(prev, "event hub: gap in the relay sequence, subscribers resync");
+                    tracing::info!(
+                        prev,
+                        "event hub: gap in the relay sequence, subscribers resync"
+                    );
                     Self::broadcast(&mut state, Signal::Resync);
                 }
                 for event in events {

@@ -41,7 +41,11 @@ pub enum EventKind {
 
 impl EventKind {
     pub fn as_str(self) -> &'static str {
-        KINDS.iter().find(|(k, _)| *k == self).map(|(_, s)| *s).unwrap_or("UNKNOWN")
+        KINDS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("UNKNOWN")
     }
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -47,7 +47,8 @@ impl RelaySignal {
         let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut completed = self.completed.subscribe();
         self.wake.notify_one();
-        let _ = tokio::time::timeout(POSITION_WAIT, completed.wait_for(|done| *done >= target)).await;
+        let _ =
+            tokio::time::timeout(POSITION_WAIT, completed.wait_for(|done| *done >= target)).await;
     }
 
     /// Wake the relay without waiting.
@@ -90,7 +91,9 @@ impl Relay {
         let signal = &self.wake.relay;
         let target = signal.requested.load(Ordering::SeqCst);
         let positioned = self.assign_positions().await.map_err(|e| e.to_string())?;
-        signal.completed.send_modify(|done| *done = (*done).max(target));
+        signal
+            .completed
+            .send_modify(|done| *done = (*done).max(target));
         let published = self.publish_pending().await?;
         Ok(positioned == BATCH as u64 || published == BATCH as usize)
     }
@@ -121,7 +124,9 @@ impl Relay {
                    WHERE position IS NULL ORDER BY id LIMIT {BATCH}) AS ranked \
              WHERE events.id = ranked.id"
         );
-        let result = txn.execute_raw(Statement::from_string(backend, sql)).await?;
+        let result = txn
+            .execute_raw(Statement::from_string(backend, sql))
+            .await?;
         txn.commit().await?;
         Ok(result.rows_affected())
     }
@@ -161,10 +166,14 @@ impl Relay {
                 LiveEvent::from_row(row, to)
             })
             .collect();
-        self.bus.publish(BusMessage::Events { prev, events }).await?;
+        self.bus
+            .publish(BusMessage::Events { prev, events })
+            .await?;
         let backend = txn.get_database_backend();
         let sql = match backend {
-            DatabaseBackend::Postgres => "UPDATE relay_state SET published_through = $1 WHERE id = 1",
+            DatabaseBackend::Postgres => {
+                "UPDATE relay_state SET published_through = $1 WHERE id = 1"
+            }
             _ => "UPDATE relay_state SET published_through = ? WHERE id = 1",
         };
         txn.execute_raw(Statement::from_sql_and_values(backend, sql, [last.into()]))

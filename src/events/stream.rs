@@ -112,8 +112,13 @@ impl State {
                 continue;
             }
             if self.needs_replay {
-                match for_account(&self.db, self.subscriber.account_id, self.cursor, REPLAY_PAGE)
-                    .await
+                match for_account(
+                    &self.db,
+                    self.subscriber.account_id,
+                    self.cursor,
+                    REPLAY_PAGE,
+                )
+                .await
                 {
                     Ok(events) => {
                         self.needs_replay = events.len() as u64 == REPLAY_PAGE;

@@ -34,7 +34,11 @@ impl Account {
     }
 
     async fn role(&self) -> Role {
-        if self.0.role == "ADMIN" { Role::Admin } else { Role::User }
+        if self.0.role == "ADMIN" {
+            Role::Admin
+        } else {
+            Role::User
+        }
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -113,14 +117,23 @@ pub struct AccountMutation;
 #[Object]
 impl AccountMutation {
     /// Create an account and email a verification link. Passwords: 10 to 128 characters.
-    async fn sign_up(&self, ctx: &Context<'_>, email: String, password: String) -> ApiResult<SignUpPayload> {
+    async fn sign_up(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> ApiResult<SignUpPayload> {
         let account = accounts::sign_up(&ctx.state().ctx, &email, &password).await?;
-        Ok(SignUpPayload { account: Account(account) })
+        Ok(SignUpPayload {
+            account: Account(account),
+        })
     }
 
     /// Prove the email address with the token from the verification email.
     async fn verify_email(&self, ctx: &Context<'_>, token: String) -> ApiResult<Account> {
-        Ok(Account(accounts::verify_email(&ctx.state().ctx, &token).await?))
+        Ok(Account(
+            accounts::verify_email(&ctx.state().ctx, &token).await?,
+        ))
     }
 
     /// Send a new verification email to the signed-in, unverified account.
@@ -130,7 +143,12 @@ impl AccountMutation {
     }
 
     /// Open a session. A wrong password and an unknown email get the same answer.
-    async fn sign_in(&self, ctx: &Context<'_>, email: String, password: String) -> ApiResult<SignInPayload> {
+    async fn sign_in(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> ApiResult<SignInPayload> {
         let state = ctx.state();
         let ttl = chrono::Duration::hours(state.config.session_ttl_hours);
         let (token, account) = accounts::sign_in(&state.ctx, &email, &password, ttl).await?;

@@ -1,8 +1,6 @@
 //! Events: the history of orders and keys, the caller's event feed, and the
 //! live `events` subscription.
-use async_graphql::{
-    Context, Enum, ID, Json, Object, Subscription, connection::Connection,
-};
+use async_graphql::{Context, Enum, ID, Json, Object, Subscription, connection::Connection};
 use chrono::{DateTime, Utc};
 use entity::event;
 use futures_util::{StreamExt, stream::BoxStream};
@@ -66,7 +64,9 @@ impl Event {
 
     /// Who caused it; null for the system (e.g. expiry).
     async fn actor(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
-        let Some(id) = self.0.actor_id else { return Ok(None) };
+        let Some(id) = self.0.actor_id else {
+            return Ok(None);
+        };
         let loaders = ctx.data_unchecked::<super::Loaders>();
         Ok(loaders.accounts.load_one(id).await?.map(Account))
     }
@@ -78,7 +78,9 @@ impl Event {
 
     /// The order concerned, when the caller has rights on it.
     async fn order(&self, ctx: &Context<'_>) -> ApiResult<Option<Order>> {
-        let (Some(id), Ok(viewer)) = (self.0.order_id, ctx.viewer()) else { return Ok(None) };
+        let (Some(id), Ok(viewer)) = (self.0.order_id, ctx.viewer()) else {
+            return Ok(None);
+        };
         match orders::readable(&ctx.state().ctx.db, viewer, id).await {
             Ok(order) => Ok(Some(Order(order))),
             Err(AppError::NotFound(_)) => Ok(None),
@@ -88,7 +90,9 @@ impl Event {
 
     /// The key concerned, when the caller may see it.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let (Some(id), Ok(viewer)) = (self.0.license_id, ctx.viewer()) else { return Ok(None) };
+        let (Some(id), Ok(viewer)) = (self.0.license_id, ctx.viewer()) else {
+            return Ok(None);
+        };
         match licenses::readable(&ctx.state().ctx.db, viewer, id).await {
             Ok((license, order, access)) => Ok(Some(License::new(license, Some(order), access))),
             Err(AppError::NotFound(_)) => Ok(None),
@@ -123,13 +127,19 @@ pub async fn history(
         query = query.filter(event::Column::Position.gt(after));
     }
     let rows = query.all(&ctx.state().ctx.db).await?;
-    let events = rows.into_iter().filter_map(|r| LiveEvent::from_row(r, Vec::new())).collect();
+    let events = rows
+        .into_iter()
+        .filter_map(|r| LiveEvent::from_row(r, Vec::new()))
+        .collect();
     Ok(page.connection(events, |e: &LiveEvent| e.position, Event))
 }
 
 fn parse_cursor(after: Option<ID>) -> ApiResult<i64> {
     after
-        .map(|a| a.parse::<i64>().map_err(|_| AppError::validation("after", "not an event cursor")))
+        .map(|a| {
+            a.parse::<i64>()
+                .map_err(|_| AppError::validation("after", "not an event cursor"))
+        })
         .transpose()
         .map(|a| a.unwrap_or(0))
 }
@@ -141,11 +151,17 @@ pub struct EventQuery;
 impl EventQuery {
     /// The caller's events, oldest first, after the cursor `after`.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
-    async fn events(&self, ctx: &Context<'_>, after: Option<ID>, first: Option<i32>) -> ApiResult<Connection<String, Event>> {
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<ID>,
+        first: Option<i32>,
+    ) -> ApiResult<Connection<String, Event>> {
         let viewer = ctx.viewer()?;
         let after = parse_cursor(after)?;
         let page = Page::new(first, Some(after.to_string()))?;
-        let rows = stream::for_account(&ctx.state().ctx.db, viewer.account_id, after, page.fetch()).await?;
+        let rows = stream::for_account(&ctx.state().ctx.db, viewer.account_id, after, page.fetch())
+            .await?;
         Ok(page.connection(rows, |e| e.position, Event))
     }
 }
@@ -157,7 +173,11 @@ pub struct EventSubscription;
 impl EventSubscription {
     /// The caller's events as they happen, after replaying those after `after`.
     /// Ends with `UNAUTHENTICATED` when the session expires or signs out.
-    async fn events(&self, ctx: &Context<'_>, after: Option<ID>) -> Result<BoxStream<'static, ApiResult<Event>>, AppError> {
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<ID>,
+    ) -> Result<BoxStream<'static, ApiResult<Event>>, AppError> {
         let viewer = ctx.viewer()?;
         let after = parse_cursor(after)?;
         let state = ctx.state();

@@ -51,7 +51,11 @@ fn count_aliases(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> 
 
 #[async_trait::async_trait]
 impl Extension for QueryShapeExtension {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> async_graphql::Response {
+    async fn request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextRequest<'_>,
+    ) -> async_graphql::Response {
         let mut response = next.run(ctx).await;
         for error in &mut response.errors {
             let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -79,7 +83,9 @@ impl Extension for QueryShapeExtension {
                 )));
             }
             if count_aliases(root, &doc, 0) > MAX_ALIASES {
-                return Err(limit_error(format!("a request may use at most {MAX_ALIASES} aliases")));
+                return Err(limit_error(format!(
+                    "a request may use at most {MAX_ALIASES} aliases"
+                )));
             }
         }
         Ok(doc)

@@ -106,7 +106,10 @@ impl Loader<LicensePageKey> for LicensePages {
     ) -> Result<HashMap<LicensePageKey, Vec<license::Model>>, AppError> {
         let mut groups: HashMap<(Option<AssignmentFilter>, Page), Vec<i64>> = HashMap::new();
         for key in keys {
-            groups.entry((key.filter, key.page)).or_default().push(key.order_id);
+            groups
+                .entry((key.filter, key.page))
+                .or_default()
+                .push(key.order_id);
         }
         let mut pages = HashMap::new();
         for ((filter, page), order_ids) in groups {
@@ -147,7 +150,11 @@ impl Loader<LicensePageKey> for LicensePages {
                 by_order.entry(row.order_id).or_default().push(row);
             }
             for order_id in order_ids {
-                let key = LicensePageKey { order_id, filter, page };
+                let key = LicensePageKey {
+                    order_id,
+                    filter,
+                    page,
+                };
                 pages.insert(key, by_order.remove(&order_id).unwrap_or_default());
             }
         }

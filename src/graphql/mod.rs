@@ -16,7 +16,11 @@ pub use loaders::Loaders;
 use crate::app::AppState;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(accounts::AccountQuery, orders::OrderQuery, events::EventQuery);
+pub struct QueryRoot(
+    accounts::AccountQuery,
+    orders::OrderQuery,
+    events::EventQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(accounts::AccountMutation, orders::OrderMutation);
@@ -34,11 +38,15 @@ pub const MAX_COMPLEXITY: usize = 10_000;
 
 /// Build the schema; `state` is absent only when printing the SDL.
 pub fn schema(state: Option<AppState>) -> AppSchema {
-    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .limit_recursive_depth(32)
-        .extension(limits::QueryShape);
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .limit_recursive_depth(32)
+    .extension(limits::QueryShape);
     if let Some(state) = state {
         builder = builder.data(state);
     }
@@ -49,4 +57,3 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
 pub fn sdl() -> String {
     schema(None).sdl()
 }
-

@@ -1,7 +1,5 @@
 //! Orders and their keys: buying, paying, listing, assigning.
-use async_graphql::{
-    Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection,
-};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use entity::{license, order};
 
@@ -68,11 +66,19 @@ impl Order {
     }
 
     async fn status(&self) -> OrderStatus {
-        if self.0.status == orders::STATUS_PAID { OrderStatus::Paid } else { OrderStatus::PendingPayment }
+        if self.0.status == orders::STATUS_PAID {
+            OrderStatus::Paid
+        } else {
+            OrderStatus::PendingPayment
+        }
     }
 
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
-        Ok(loaders(ctx).accounts.load_one(self.0.owner_id).await?.map(Account))
+        Ok(loaders(ctx)
+            .accounts
+            .load_one(self.0.owner_id)
+            .await?
+            .map(Account))
     }
 
     /// Per-order override of the owner's "require manual approval"; null inherits it.
@@ -108,14 +114,33 @@ impl Order {
             filter: status.map(Into::into),
             page,
         };
-        let rows = loaders(ctx).license_pages.load_one(key).await?.unwrap_or_default();
+        let rows = loaders(ctx)
+            .license_pages
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
         let order = self.0.clone();
-        Ok(page.connection(rows, |l| l.id, |l| License::new(l, Some(order.clone()), Access::Manager)))
+        Ok(page.connection(
+            rows,
+            |l| l.id,
+            |l| License::new(l, Some(order.clone()), Access::Manager),
+        ))
     }
 
     /// History of the order and its keys, oldest first.
-    async fn history(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, Event>> {
-        super::events::history(ctx, super::events::HistoryOf::Order(self.0.id), first, after).await
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Event>> {
+        super::events::history(
+            ctx,
+            super::events::HistoryOf::Order(self.0.id),
+            first,
+            after,
+        )
+        .await
     }
 }
 
@@ -139,7 +164,11 @@ pub struct License {
 
 impl License {
     pub fn new(model: license::Model, order: Option<order::Model>, access: Access) -> Self {
-        License { model, order, access }
+        License {
+            model,
+            order,
+            access,
+        }
     }
 }
 
@@ -167,7 +196,11 @@ impl License {
     }
 
     async fn status(&self) -> LicenseStatus {
-        if self.model.assignee_email.is_some() { LicenseStatus::Assigned } else { LicenseStatus::Unassigned }
+        if self.model.assignee_email.is_some() {
+            LicenseStatus::Assigned
+        } else {
+            LicenseStatus::Unassigned
+        }
     }
 
     async fn assignee_email(&self) -> Option<&str> {
@@ -179,7 +212,11 @@ impl License {
         let Some(email) = &self.model.assignee_email else {
             return Ok(None);
         };
-        Ok(loaders(ctx).verified_accounts.load_one(email.clone()).await?.map(Account))
+        Ok(loaders(ctx)
+            .verified_accounts
+            .load_one(email.clone())
+            .await?
+            .map(Account))
     }
 
     async fn organization(&self) -> Option<LicenseOrganization> {
@@ -194,11 +231,24 @@ impl License {
     }
 
     /// Every change to this key, oldest first (order managers and admins).
-    async fn history(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, Event>> {
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Event>> {
         if self.access == Access::Assignee {
-            return Err(AppError::Forbidden("only the order's owner sees a key's history"));
+            return Err(AppError::Forbidden(
+                "only the order's owner sees a key's history",
+            ));
         }
-        super::events::history(ctx, super::events::HistoryOf::License(self.model.id), first, after).await
+        super::events::history(
+            ctx,
+            super::events::HistoryOf::License(self.model.id),
+            first,
+            after,
+        )
+        .await
     }
 }
 
@@ -247,10 +297,16 @@ pub struct OrderQuery;
 impl OrderQuery {
     /// Orders the caller manages, oldest first.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
-    async fn orders(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, Order>> {
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Order>> {
         let viewer = ctx.viewer()?;
         let page = Page::new(first, after)?;
-        let rows = orders::list_managed(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
+        let rows =
+            orders::list_managed(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
         Ok(page.connection(rows, |o| o.id, Order))
     }
 
@@ -269,10 +325,16 @@ impl OrderQuery {
 
     /// Keys assigned to the caller's verified email (`EMAIL_NOT_VERIFIED` before verification).
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
-    async fn assigned_licenses(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> ApiResult<Connection<String, License>> {
+    async fn assigned_licenses(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, License>> {
         let viewer = ctx.viewer()?;
         let page = Page::new(first, after)?;
-        let rows = licenses::assigned_to(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
+        let rows =
+            licenses::assigned_to(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
         Ok(page.connection(rows, |l| l.id, |l| License::new(l, None, Access::Assignee)))
     }
 }
@@ -296,13 +358,22 @@ impl OrderMutation {
     /// Administrators: mark an order paid, generating its keys.
     async fn mark_order_paid(&self, ctx: &Context<'_>, order_id: ID) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
-        Ok(Order(orders::mark_paid(&ctx.state().ctx, viewer, parse_id(&order_id, "order")?).await?))
+        Ok(Order(
+            orders::mark_paid(&ctx.state().ctx, viewer, parse_id(&order_id, "order")?).await?,
+        ))
     }
 
     /// Assign or reassign a key to an email, optionally with an organization.
-    async fn assign_license(&self, ctx: &Context<'_>, input: AssignLicenseInput) -> ApiResult<License> {
+    async fn assign_license(
+        &self,
+        ctx: &Context<'_>,
+        input: AssignLicenseInput,
+    ) -> ApiResult<License> {
         let viewer = ctx.viewer()?;
-        let (name, siret) = input.organization.map(|o| (o.name, o.siret)).unwrap_or_default();
+        let (name, siret) = input
+            .organization
+            .map(|o| (o.name, o.siret))
+            .unwrap_or_default();
         let assignment = licenses::Assignment {
             license_id: parse_id(&input.license_id, "license")?,
             email: input.email,
@@ -315,7 +386,8 @@ impl OrderMutation {
 
     async fn unassign_license(&self, ctx: &Context<'_>, license_id: ID) -> ApiResult<License> {
         let viewer = ctx.viewer()?;
-        let license = licenses::unassign(&ctx.state().ctx, viewer, parse_id(&license_id, "license")?).await?;
+        let license =
+            licenses::unassign(&ctx.state().ctx, viewer, parse_id(&license_id, "license")?).await?;
         Ok(License::new(license, None, Access::Manager))
     }
 }

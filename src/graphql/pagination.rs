@@ -20,10 +20,16 @@ impl Page {
     pub fn new(first: Option<i32>, after: Option<String>) -> ApiResult<Self> {
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
-            return Err(AppError::validation("first", format!("first must be between 0 and {MAX_PAGE}")));
+            return Err(AppError::validation(
+                "first",
+                format!("first must be between 0 and {MAX_PAGE}"),
+            ));
         }
         let after = after
-            .map(|a| a.parse::<i64>().map_err(|_| AppError::validation("after", "not a cursor")))
+            .map(|a| {
+                a.parse::<i64>()
+                    .map_err(|_| AppError::validation("after", "not a cursor"))
+            })
             .transpose()?;
         Ok(Page {
             after,

@@ -22,16 +22,57 @@ use crate::error::{ApiResult, AppError};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "template", rename_all = "snake_case")]
 pub enum Email {
-    VerifyEmail { link: String, token: String },
-    LicenseAssigned { product: String, key: String, link: String },
-    LicenseUnassigned { product: String, key: String },
-    ClaimReceived { product: String, key: String, claimer: String, pending: bool, link: String },
-    ClaimDecided { product: String, key: String, approved: bool },
-    AssigneeReplaced { product: String, key: String },
-    RequestReceived { requester: String, message: String, link: String },
-    RequestDecided { buyer: String, approved: bool, key: Option<String> },
-    TransferStartedOwner { order_number: String, product: String, new_owner: String },
-    TransferStartedNewOwner { order_number: String, product: String, old_owner: String, link: String, expires_at: String },
+    VerifyEmail {
+        link: String,
+        token: String,
+    },
+    LicenseAssigned {
+        product: String,
+        key: String,
+        link: String,
+    },
+    LicenseUnassigned {
+        product: String,
+        key: String,
+    },
+    ClaimReceived {
+        product: String,
+        key: String,
+        claimer: String,
+        pending: bool,
+        link: String,
+    },
+    ClaimDecided {
+        product: String,
+        key: String,
+        approved: bool,
+    },
+    AssigneeReplaced {
+        product: String,
+        key: String,
+    },
+    RequestReceived {
+        requester: String,
+        message: String,
+        link: String,
+    },
+    RequestDecided {
+        buyer: String,
+        approved: bool,
+        key: Option<String>,
+    },
+    TransferStartedOwner {
+        order_number: String,
+        product: String,
+        new_owner: String,
+    },
+    TransferStartedNewOwner {
+        order_number: String,
+        product: String,
+        old_owner: String,
+        link: String,
+        expires_at: String,
+    },
 }
 
 /// A rendered email.
@@ -80,7 +121,11 @@ impl Email {
         let context = minijinja::Value::from_serialize(self);
         let name = serde_json::to_value(self)
             .ok()
-            .and_then(|v| v.get("template").and_then(|t| t.as_str()).map(str::to_owned))
+            .and_then(|v| {
+                v.get("template")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            })
             .ok_or_else(|| AppError::internal("email without a template name"))?;
         let render = |part: &str| {
             ENV.get_template(&format!("{name}/{part}"))
@@ -133,7 +178,11 @@ mod tests {
             link: "http://x/y".into(),
         };
         let rendered = email.render().unwrap();
-        assert!(rendered.html.contains("&lt;script&gt;"), "{}", rendered.html);
+        assert!(
+            rendered.html.contains("&lt;script&gt;"),
+            "{}",
+            rendered.html
+        );
         assert!(!rendered.html.contains("<script>"));
         assert!(rendered.text.contains("<script>alert(1)</script>"));
         // Forces every template to parse.

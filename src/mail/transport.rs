@@ -4,9 +4,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 #[derive(Clone)]
 pub enum Transport {
@@ -33,8 +31,16 @@ impl Transport {
 
     pub async fn send(&self, message: Message) -> Result<(), String> {
         match self {
-            Transport::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| e.to_string()),
-            Transport::File(file) => file.send(message).await.map(drop).map_err(|e| e.to_string()),
+            Transport::Smtp(smtp) => smtp
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Transport::File(file) => file
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
             Transport::Memory(sent) => {
                 sent.lock().map_err(|e| e.to_string())?.push(message);
                 Ok(())

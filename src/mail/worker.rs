@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::mail_queue;
-use lettre::{
-    Message,
-    message::MultiPart,
-};
+use lettre::{Message, message::MultiPart};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::transport::Transport;
@@ -116,7 +113,10 @@ impl MailWorker {
     async fn deliver(&self, queued: &mail_queue::Model) -> Result<(), String> {
         let message = Message::builder()
             .from(self.from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?)
-            .to(queued.recipient.parse().map_err(|e| format!("recipient: {e}"))?)
+            .to(queued
+                .recipient
+                .parse()
+                .map_err(|e| format!("recipient: {e}"))?)
             .subject(&queued.subject)
             .multipart(MultiPart::alternative_plain_html(
                 queued.text_body.clone(),

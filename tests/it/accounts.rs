@@ -15,7 +15,9 @@ fn email(prefix: &str) -> String {
 async fn full_account_journey_sign_up_verify_sign_in_me_sign_out() {
     let app = TestApp::spawn().await;
     let address = email("Ada");
-    let data = app.sign_up(&format!("  {}  ", address.to_uppercase())).await;
+    let data = app
+        .sign_up(&format!("  {}  ", address.to_uppercase()))
+        .await;
     assert_eq!(data["signUp"]["account"]["email"], address.to_lowercase());
     assert_eq!(data["signUp"]["account"]["emailVerified"], false);
 
@@ -28,14 +30,22 @@ async fn full_account_journey_sign_up_verify_sign_in_me_sign_out() {
     let me = app.ok(Some(&session), ME, json!({})).await;
     assert_eq!(me["me"]["emailVerified"], false);
 
-    app.ok(None, "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }", json!({"t": token}))
-        .await;
+    app.ok(
+        None,
+        "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }",
+        json!({"t": token}),
+    )
+    .await;
     let me = app.ok(Some(&session), ME, json!({})).await;
     assert_eq!(me["me"]["emailVerified"], true);
     assert_eq!(me["me"]["role"], "USER");
 
-    app.ok(Some(&session), "mutation { signOut }", json!({})).await;
-    assert_eq!(app.err(Some(&session), ME, json!({})).await, "UNAUTHENTICATED");
+    app.ok(Some(&session), "mutation { signOut }", json!({}))
+        .await;
+    assert_eq!(
+        app.err(Some(&session), ME, json!({})).await,
+        "UNAUTHENTICATED"
+    );
 }
 
 #[tokio::test]
@@ -55,13 +65,19 @@ async fn sign_up_rejects_bad_input_and_duplicates() {
         assert_eq!(error["extensions"]["field"], "email");
     }
     for weak in ["short", "123456789", "aaaaaaaaaaaaaaaa", &"x".repeat(129)] {
-        let error = app.error(None, q, json!({"e": email("weak"), "p": weak})).await;
+        let error = app
+            .error(None, q, json!({"e": email("weak"), "p": weak}))
+            .await;
         assert_eq!(error["extensions"]["code"], "VALIDATION", "{weak}");
         assert_eq!(error["extensions"]["field"], "password");
     }
     let address = email("dup");
     app.sign_up(&address).await;
-    assert_eq!(app.err(None, q, json!({"e": address.to_uppercase(), "p": PASSWORD})).await, "CONFLICT");
+    assert_eq!(
+        app.err(None, q, json!({"e": address.to_uppercase(), "p": PASSWORD}))
+            .await,
+        "CONFLICT"
+    );
 }
 
 #[tokio::test]
@@ -86,9 +102,15 @@ async fn wrong_password_and_unknown_email_answer_alike() {
     let address = email("pw");
     app.sign_up(&address).await;
     let q = "mutation($e:String!,$p:String!){ signIn(email:$e,password:$p){ token } }";
-    let wrong = app.error(None, q, json!({"e": address, "p": "wrong password!!"})).await;
-    let unknown = app.error(None, q, json!({"e": email("nobody"), "p": PASSWORD})).await;
-    let malformed = app.error(None, q, json!({"e": "nope", "p": PASSWORD})).await;
+    let wrong = app
+        .error(None, q, json!({"e": address, "p": "wrong password!!"}))
+        .await;
+    let unknown = app
+        .error(None, q, json!({"e": email("nobody"), "p": PASSWORD}))
+        .await;
+    let malformed = app
+        .error(None, q, json!({"e": "nope", "p": PASSWORD}))
+        .await;
     assert_eq!(wrong["extensions"]["code"], "UNAUTHENTICATED");
     assert_eq!(wrong, unknown);
     assert_eq!(wrong, malformed);
@@ -98,7 +120,10 @@ async fn wrong_password_and_unknown_email_answer_alike() {
 async fn verification_tokens_are_single_use_expiring_and_unforgeable() {
     let app = TestApp::spawn().await;
     let q = "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }";
-    assert_eq!(app.err(None, q, json!({"t": "0".repeat(64)})).await, "NOT_FOUND");
+    assert_eq!(
+        app.err(None, q, json!({"t": "0".repeat(64)})).await,
+        "NOT_FOUND"
+    );
     assert_eq!(app.err(None, q, json!({"t": "forged"})).await, "NOT_FOUND");
 
     let used = email("used");
@@ -130,7 +155,10 @@ async fn verification_link_page_needs_an_explicit_confirmation() {
     assert!(page.text().await.unwrap().contains("<button"));
     let (session, _) = app.sign_in(&address).await;
     let me = app.ok(Some(&session), ME, json!({})).await;
-    assert_eq!(me["me"]["emailVerified"], false, "opening the link alone verifies nothing");
+    assert_eq!(
+        me["me"]["emailVerified"], false,
+        "opening the link alone verifies nothing"
+    );
     let confirmed = app
         .http
         .post(format!("{}/verify-email", app.base))
@@ -148,47 +176,80 @@ async fn missing_expired_revoked_and_garbage_tokens_are_unauthenticated() {
     let app = TestApp::spawn().await;
     let q = "{ orders { edges { node { id } } } }";
     assert_eq!(app.err(None, q, json!({})).await, "UNAUTHENTICATED");
-    assert_eq!(app.err(Some("garbage"), q, json!({})).await, "UNAUTHENTICATED");
+    assert_eq!(
+        app.err(Some("garbage"), q, json!({})).await,
+        "UNAUTHENTICATED"
+    );
     let (token, _) = app.verified_user(&email("tok")).await;
     app.ok(Some(&token), q, json!({})).await;
     app.clock.advance(chrono::Duration::days(31));
     assert_eq!(app.err(Some(&token), q, json!({})).await, "UNAUTHENTICATED");
 
     let (revoked, _) = app.verified_user(&email("revoked")).await;
-    app.ok(Some(&revoked), "mutation { signOut }", json!({})).await;
-    assert_eq!(app.err(Some(&revoked), q, json!({})).await, "UNAUTHENTICATED");
+    app.ok(Some(&revoked), "mutation { signOut }", json!({}))
+        .await;
+    assert_eq!(
+        app.err(Some(&revoked), q, json!({})).await,
+        "UNAUTHENTICATED"
+    );
 }
 
 #[tokio::test]
 async fn over_deep_over_complex_and_alias_heavy_queries_are_refused() {
     let app = TestApp::spawn().await;
-    let deep = format!("{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}", "ofType { ".repeat(10), "} ".repeat(10));
+    let deep = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType { ".repeat(10),
+        "} ".repeat(10)
+    );
     let body = app.gql(None, &deep, json!({})).await;
-    assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("nested too deep"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nested too deep"),
+        "{body}"
+    );
     assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION");
     let syntax = app.gql(None, "{ me { id ", json!({})).await;
     assert_eq!(syntax["errors"][0]["extensions"]["code"], "VALIDATION");
     let complex = "{ orders(first: 100) { edges { node { licenses(first: 100) { edges { node { id key assigneeEmail } } } } } } }";
     let body = app.gql(None, complex, json!({})).await;
-    assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("complex"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("complex"),
+        "{body}"
+    );
     let aliases: String = (0..40).map(|i| format!("a{i}: me {{ id }} ")).collect();
     let body = app.gql(None, &format!("{{ {aliases} }}"), json!({})).await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "VALIDATION",
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn websocket_connection_init_authenticates_the_subscription() {
     let app = TestApp::spawn().await;
     let (token, _) = app.verified_user(&email("ws")).await;
-    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    let mut request = format!("ws://{}/graphql/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
 
     // A bad token is refused at connection_init.
     socket
-        .send(Message::text(json!({"type":"connection_init","payload":{"authorization":"Bearer nope"}}).to_string()))
+        .send(Message::text(
+            json!({"type":"connection_init","payload":{"authorization":"Bearer nope"}}).to_string(),
+        ))
         .await
         .unwrap();
     let refused = socket.next().await;
@@ -197,11 +258,16 @@ async fn websocket_connection_init_authenticates_the_subscription() {
         "bad token refused: {refused:?}"
     );
 
-    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    let mut request = format!("ws://{}/graphql/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
     socket
         .send(Message::text(
             json!({"type":"connection_init","payload":{"authorization": format!("Bearer {token}")}}).to_string(),
@@ -222,7 +288,11 @@ async fn grant_admin_command_makes_an_admin() {
         .env("DATABASE_URL", &app.db.url)
         .output()
         .expect("run grant-admin");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let (token, _) = app.sign_in(&address).await;
     let me = app.ok(Some(&token), ME, json!({})).await;
     assert_eq!(me["me"]["role"], "ADMIN");
@@ -238,12 +308,27 @@ async fn grant_admin_command_makes_an_admin() {
 #[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::spawn().await;
-    let health = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["database"], "ok");
-    let graphiql = app.http.get(format!("{}/graphql", app.base)).send().await.unwrap();
+    let graphiql = app
+        .http
+        .get(format!("{}/graphql", app.base))
+        .send()
+        .await
+        .unwrap();
     assert!(graphiql.text().await.unwrap().contains("graphiql"));
 }

@@ -59,7 +59,12 @@ impl TestDb {
                 admin.close().await.ok();
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&format!("/{name}"));
-                TestDb { url: url.to_string(), admin_url: Some(admin_url), name, _dir: None }
+                TestDb {
+                    url: url.to_string(),
+                    admin_url: Some(admin_url),
+                    name,
+                    _dir: None,
+                }
             }
             _ => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -73,19 +78,19 @@ impl TestDb {
             }
         }
     }
-
-    pub fn is_postgres(&self) -> bool {
-        self.admin_url.is_some()
-    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(admin_url) = self.admin_url.clone() else { return };
+        let Some(admin_url) = self.admin_url.clone() else {
+            return;
+        };
         let name = self.name.clone();
         // Drop runs outside async: use a short-lived runtime on its own thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 use sea_orm::ConnectionTrait;
                 if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
@@ -103,7 +108,9 @@ impl Drop for TestDb {
 
 /// The Redis URL for tests, when the suite runs against Redis.
 pub fn test_redis_url() -> Option<String> {
-    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// A running keyledger.
@@ -160,18 +167,27 @@ impl TestApp {
         config.job_interval_ms = 500;
         (options.configure)(&mut config);
         let clock = Clock::default();
-        let app = App::build(config, Overrides { clock: Some(clock.clone()), transport: None })
-            .await
-            .expect("app starts");
+        let app = App::build(
+            config,
+            Overrides {
+                clock: Some(clock.clone()),
+                transport: None,
+            },
+        )
+        .await
+        .expect("app starts");
         let (tx, rx) = oneshot::channel::<()>();
         let router_app = app.router.clone();
         tokio::spawn(async move {
-            axum::serve(listener, router_app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .ok();
+            axum::serve(
+                listener,
+                router_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+            .ok();
         });
         TestApp {
             addr,
@@ -202,10 +218,25 @@ impl TestApp {
         if let Some(errors) = body.get("errors").and_then(Value::as_array) {
             for error in errors {
                 let code = error["extensions"]["code"].as_str();
-                assert!(code.is_some(), "every error carries extensions.code: {error}");
+                assert!(
+                    code.is_some(),
+                    "every error carries extensions.code: {error}"
+                );
                 let message = error["message"].as_str().unwrap_or_default().to_lowercase();
-                for leak in ["sql", "insert into", "violates", "constraint", "panicked", "sqlx", "database error", "stack backtrace"] {
-                    assert!(!message.contains(leak), "error message leaks internals: {message}");
+                for leak in [
+                    "sql",
+                    "insert into",
+                    "violates",
+                    "constraint",
+                    "panicked",
+                    "sqlx",
+                    "database error",
+                    "stack backtrace",
+                ] {
+                    assert!(
+                        !message.contains(leak),
+                        "error message leaks internals: {message}"
+                    );
                 }
             }
         }
@@ -266,7 +297,10 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{to} did not receive {count} email(s): got {:?}", self.mails_to(to));
+        panic!(
+            "{to} did not receive {count} email(s): got {:?}",
+            self.mails_to(to)
+        );
     }
 
     pub async fn sign_up(&self, email: &str) -> Value {
@@ -283,8 +317,12 @@ impl TestApp {
         self.sign_up(email).await;
         let mail = self.wait_mails(email, 1).await.remove(0);
         let token = mail.verification_token();
-        self.ok(None, "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }", json!({"t": token}))
-            .await;
+        self.ok(
+            None,
+            "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }",
+            json!({"t": token}),
+        )
+        .await;
         self.sign_in(email).await
     }
 
@@ -304,7 +342,10 @@ impl TestApp {
             .await;
         (
             data["signIn"]["token"].as_str().expect("token").to_owned(),
-            data["signIn"]["account"]["id"].as_str().expect("id").to_owned(),
+            data["signIn"]["account"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
         )
     }
 
@@ -321,7 +362,11 @@ impl TestApp {
 
     /// Create and pay an order of `quantity` keys for `token`'s account.
     /// Returns (order id, key ids, key strings).
-    pub async fn paid_order(&self, token: &str, quantity: i32) -> (String, Vec<String>, Vec<String>) {
+    pub async fn paid_order(
+        &self,
+        token: &str,
+        quantity: i32,
+    ) -> (String, Vec<String>, Vec<String>) {
         let admin = self.admin().await;
         let order = self
             .ok(
@@ -330,9 +375,16 @@ impl TestApp {
                 json!({"q": quantity}),
             )
             .await;
-        let order_id = order["createOrder"]["id"].as_str().expect("order id").to_owned();
-        self.ok(Some(&admin), "mutation($o:ID!){ markOrderPaid(orderId:$o){ status } }", json!({"o": order_id}))
-            .await;
+        let order_id = order["createOrder"]["id"]
+            .as_str()
+            .expect("order id")
+            .to_owned();
+        self.ok(
+            Some(&admin),
+            "mutation($o:ID!){ markOrderPaid(orderId:$o){ status } }",
+            json!({"o": order_id}),
+        )
+        .await;
         let data = self
             .ok(
                 Some(token),
@@ -340,9 +392,18 @@ impl TestApp {
                 json!({"o": order_id}),
             )
             .await;
-        let edges = data["order"]["licenses"]["edges"].as_array().expect("edges").clone();
-        let ids = edges.iter().map(|e| e["node"]["id"].as_str().unwrap().to_owned()).collect();
-        let keys = edges.iter().map(|e| e["node"]["key"].as_str().unwrap().to_owned()).collect();
+        let edges = data["order"]["licenses"]["edges"]
+            .as_array()
+            .expect("edges")
+            .clone();
+        let ids = edges
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        let keys = edges
+            .iter()
+            .map(|e| e["node"]["key"].as_str().unwrap().to_owned())
+            .collect();
         (order_id, ids, keys)
     }
 
@@ -386,7 +447,10 @@ impl Mail {
     pub fn parse(raw: &str) -> Mail {
         let header = |name: &str| {
             raw.lines()
-                .find(|l| l.to_lowercase().starts_with(&format!("{}:", name.to_lowercase())))
+                .find(|l| {
+                    l.to_lowercase()
+                        .starts_with(&format!("{}:", name.to_lowercase()))
+                })
                 .map(|l| l[name.len() + 1..].trim().to_owned())
                 .unwrap_or_default()
         };
@@ -395,8 +459,15 @@ impl Mail {
             .rsplit_once('<')
             .map(|(_, rest)| rest.trim_end_matches('>').to_owned())
             .unwrap_or(to);
-        let body = raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
-        Mail { to, subject: header("Subject"), body }
+        let body = raw
+            .replace("=\r\n", "")
+            .replace("=\n", "")
+            .replace("=3D", "=");
+        Mail {
+            to,
+            subject: header("Subject"),
+            body,
+        }
     }
 
     /// The 64-hex-digit token after `token=` in the body.
@@ -405,7 +476,14 @@ impl Mail {
     }
 
     pub fn token_after(&self, marker: &str) -> String {
-        let start = self.body.find(marker).unwrap_or_else(|| panic!("no {marker} in {}", self.body)) + marker.len();
-        self.body[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect()
+        let start = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker} in {}", self.body))
+            + marker.len();
+        self.body[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect()
     }
 }

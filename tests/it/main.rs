@@ -4,5 +4,6 @@
 mod harness;
 
 mod accounts;
+mod mail;
 mod orders;
 mod schema;

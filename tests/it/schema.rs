@@ -21,5 +21,8 @@ fn print_schema_subcommand_prints_the_sdl() {
         .output()
         .expect("run keyledger print-schema");
     assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout), keyledger::graphql::sdl());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        keyledger::graphql::sdl()
+    );
 }

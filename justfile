@@ -1,0 +1,32 @@
+# keyledger — run `just` to see the recipes.
+
+pg := env_var_or_default("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+redis := env_var_or_default("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+_default:
+    @just --list
+
+# Run the server on the embedded defaults (SQLite file, in-process events, mail as files)
+run:
+    cargo run
+
+# The test suite on SQLite
+test:
+    cargo test --workspace
+
+# The test suite on PostgreSQL + Redis (the machine's services)
+test-pg:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo test --workspace
+
+# Everything CI runs
+ci:
+    .ci/run
+
+# Regenerate schema.graphql from the code
+schema:
+    cargo run -q -- print-schema > schema.graphql
+
+# Format and lint
+lint:
+    cargo fmt --all
+    cargo clippy --all-targets --workspace -- -D warnings
