@@ -3,7 +3,7 @@ use chrono::Duration;
 use entity::{account, email_verification, session};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    SqlErr, TransactionTrait,
+    SqlErr,
 };
 
 use super::{Ctx, email};
@@ -200,7 +200,7 @@ pub async fn sign_out(ctx: &Ctx, viewer: &Viewer) -> ApiResult<()> {
 /// Make the account with `email` an administrator (the `grant-admin` command).
 pub async fn grant_admin(db: &DatabaseConnection, email: &str) -> ApiResult<account::Model> {
     let email = email::normalize(email, "email")?;
-    let txn = db.begin().await?;
+    let txn = begin_write(db).await?;
     let account = account::Entity::find()
         .filter(account::Column::Email.eq(&email))
         .one(&txn)

@@ -107,7 +107,7 @@ pub struct Assignment {
 }
 
 /// Snapshot of the assignment fields, for the history's before/after.
-fn assignment_json(license: &license::Model) -> serde_json::Value {
+pub fn assignment_json(license: &license::Model) -> serde_json::Value {
     json!({
         "assigneeEmail": license.assignee_email,
         "organizationName": license.organization_name,

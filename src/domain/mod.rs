@@ -2,11 +2,13 @@
 //! database connection (or transaction) and plain values; they know nothing of
 //! GraphQL or HTTP, so they are the one place each rule is written.
 pub mod accounts;
+pub mod claims;
 pub mod email;
 pub mod keys;
 pub mod licenses;
 pub mod orders;
 pub mod rights;
+pub mod settings;
 pub mod siret;
 
 use std::sync::Arc;

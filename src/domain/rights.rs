@@ -47,6 +47,15 @@ pub async fn verified_account_id(
         .await?)
 }
 
+/// Ids of the orders `viewer` manages, as a subquery.
+pub fn managed_orders_query(viewer: &Viewer) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column(order::Column::Id)
+        .from(order::Entity)
+        .and_where(order::Column::OwnerId.eq(viewer.account_id))
+        .to_owned()
+}
+
 /// Accounts that receive an order's events as its owner.
 pub async fn order_managers(
     _conn: &impl ConnectionTrait,

@@ -1,6 +1,7 @@
 //! The GraphQL schema. Resolvers are thin: take the viewer, call `domain`,
 //! map the result to a GraphQL type. One module per area; the roots merge them.
 mod accounts;
+mod claims;
 mod context;
 mod events;
 mod limits;
@@ -19,11 +20,16 @@ use crate::app::AppState;
 pub struct QueryRoot(
     accounts::AccountQuery,
     orders::OrderQuery,
+    claims::ClaimQuery,
     events::EventQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(accounts::AccountMutation, orders::OrderMutation);
+pub struct MutationRoot(
+    accounts::AccountMutation,
+    orders::OrderMutation,
+    claims::ClaimMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(events::EventSubscription);

@@ -283,10 +283,13 @@ async fn grant_admin_command_makes_an_admin() {
     let app = TestApp::spawn().await;
     let address = email("boss");
     app.sign_up(&address).await;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+    // tokio's Command: a blocking wait would stall this test's runtime, which
+    // also runs the app, while the command waits on the app's database.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
         .args(["grant-admin", &address])
         .env("DATABASE_URL", &app.db.url)
         .output()
+        .await
         .expect("run grant-admin");
     assert!(
         output.status.success(),
@@ -297,10 +300,11 @@ async fn grant_admin_command_makes_an_admin() {
     let me = app.ok(Some(&token), ME, json!({})).await;
     assert_eq!(me["me"]["role"], "ADMIN");
 
-    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+    let unknown = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
         .args(["grant-admin", "nobody@example.com"])
         .env("DATABASE_URL", &app.db.url)
         .output()
+        .await
         .unwrap();
     assert!(!unknown.status.success());
 }

@@ -288,9 +288,9 @@ impl TestApp {
             .collect()
     }
 
-    /// Wait (up to 10 s) until `to` has received `count` emails; returns them.
+    /// Wait (up to 30 s) until `to` has received `count` emails; returns them.
     pub async fn wait_mails(&self, to: &str, count: usize) -> Vec<Mail> {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let mails = self.mails_to(to);
             if mails.len() >= count {
                 return mails;
@@ -315,8 +315,7 @@ impl TestApp {
     /// Sign up, verify via the emailed token, sign in. Returns (token, account id).
     pub async fn verified_user(&self, email: &str) -> (String, String) {
         self.sign_up(email).await;
-        let mail = self.wait_mails(email, 1).await.remove(0);
-        let token = mail.verification_token();
+        let token = self.verification_token(email).await;
         self.ok(
             None,
             "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }",
@@ -324,6 +323,22 @@ impl TestApp {
         )
         .await;
         self.sign_in(email).await
+    }
+
+    /// The token of the latest verification email sent to `to` (waits for it).
+    pub async fn verification_token(&self, to: &str) -> String {
+        for _ in 0..600 {
+            if let Some(mail) = self
+                .mails_to(to)
+                .into_iter()
+                .rev()
+                .find(|m| m.subject.starts_with("Confirm your email"))
+            {
+                return mail.verification_token();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no verification email for {to}");
     }
 
     /// Sign up and sign in without verifying. Returns (token, account id).

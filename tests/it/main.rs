@@ -4,6 +4,7 @@
 mod harness;
 
 mod accounts;
+mod claims;
 mod mail;
 mod orders;
 mod schema;

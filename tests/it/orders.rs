@@ -88,7 +88,7 @@ async fn create_order_validates_input_and_needs_a_sign_in() {
     assert_eq!(error["extensions"]["field"], "product");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_payments_generate_exactly_one_batch() {
     let app = TestApp::spawn().await;
     let (buyer, _) = app.verified_user(&email("buyer")).await;

@@ -1,0 +1,481 @@
+//! Claiming a key by its string, and the owner's approval (product.md
+//! "Claiming", "Claim settings").
+//!
+//! Notifications, decided where product.md leaves room:
+//! - a claim linked at once emails the owner only if "email me when a key is
+//!   claimed" is on;
+//! - under manual approval the owner gets the live event and sees the claim in
+//!   `claimRequests`, and no email (the setting's email is suppressed while
+//!   manual approval applies);
+//! - a claim that waits because the key has another assignee (manual approval
+//!   off) emails the owner if "email me when a key is claimed" is on, since
+//!   nothing else would tell them to act;
+//! - the claimer is emailed the outcome of every claim the owner decides.
+use chrono::{DateTime, Duration, Utc};
+use entity::{account, claim, license, order};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{ExprTrait, Query},
+};
+use serde_json::json;
+
+use super::{Ctx, licenses, rights};
+use crate::{
+    auth::Viewer,
+    db::begin_write,
+    error::{ApiResult, AppError},
+    events::{self, EventKind, NewEvent},
+    mail::{self, Email},
+};
+
+pub const PENDING: &str = "PENDING";
+pub const APPROVED: &str = "APPROVED";
+pub const DECLINED: &str = "DECLINED";
+pub const EXPIRED: &str = "EXPIRED";
+
+/// Pending claims and requests stop being pending after this long.
+pub const PENDING_TTL: Duration = Duration::days(7);
+
+/// A claim's status as of `now`: a pending claim older than [`PENDING_TTL`]
+/// is expired even before the sweeper has marked it.
+pub fn effective_status(claim: &claim::Model, now: DateTime<Utc>) -> &str {
+    if claim.status == PENDING && claim.created_at <= now - PENDING_TTL {
+        EXPIRED
+    } else {
+        &claim.status
+    }
+}
+
+/// What a claim attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The key is now assigned to the claimer.
+    Linked,
+    /// The claim waits for the owner's approval.
+    Pending,
+    /// The key was already the claimer's: nothing changed.
+    AlreadyYours,
+}
+
+pub struct ClaimResult {
+    pub outcome: Outcome,
+    pub claim: Option<claim::Model>,
+    pub license: license::Model,
+}
+
+/// Whether claims on `order` wait for approval: the order's override, else
+/// the owner's setting.
+pub fn manual_approval_applies(order: &order::Model, owner: &account::Model) -> bool {
+    order
+        .require_manual_approval
+        .unwrap_or(owner.require_manual_approval)
+}
+
+fn not_found() -> AppError {
+    // Unknown key, key of another product, unpaid order: one answer, so keys cannot be probed.
+    AppError::NotFound("key")
+}
+
+/// Claim the key `raw_key` for `viewer` (signed in, verified). `product`, when
+/// given, must be the key's product.
+pub async fn claim(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    raw_key: &str,
+    product: Option<&str>,
+) -> ApiResult<ClaimResult> {
+    let claimer_email = viewer.verified_email()?.to_owned();
+    let Some(found) = licenses::find_by_key(&ctx.db, raw_key).await? else {
+        return Err(not_found());
+    };
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let license = license::Entity::find_by_id(found.id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(not_found)?;
+    let order = order::Entity::find_by_id(license.order_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(not_found)?;
+    if product.is_some_and(|p| p.trim() != order.product) {
+        return Err(not_found());
+    }
+    let owner = account::Entity::find_by_id(order.owner_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| AppError::internal("order without owner"))?;
+
+    if license.assignee_email.as_deref() == Some(claimer_email.as_str()) {
+        let claim = claim::Entity::find()
+            .filter(claim::Column::LicenseId.eq(license.id))
+            .filter(claim::Column::ClaimerId.eq(viewer.account_id))
+            .filter(claim::Column::Status.eq(APPROVED))
+            .order_by_desc(claim::Column::Id)
+            .one(&txn)
+            .await?;
+        return Ok(ClaimResult {
+            outcome: Outcome::AlreadyYours,
+            claim,
+            license,
+        });
+    }
+    let mine_pending = claim::Entity::find()
+        .filter(claim::Column::LicenseId.eq(license.id))
+        .filter(claim::Column::ClaimerId.eq(viewer.account_id))
+        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::CreatedAt.gt(now - PENDING_TTL))
+        .one(&txn)
+        .await?;
+    if let Some(pending) = mine_pending {
+        return Ok(ClaimResult {
+            outcome: Outcome::Pending,
+            claim: Some(pending),
+            license,
+        });
+    }
+
+    let manual = manual_approval_applies(&order, &owner);
+    let held_by_other = license.assignee_email.is_some();
+    let link_now = !manual && (!held_by_other || owner.allow_override_assignee);
+    let claim = claim::ActiveModel {
+        license_id: Set(license.id),
+        claimer_id: Set(viewer.account_id),
+        status: Set(if link_now { APPROVED } else { PENDING }.into()),
+        created_at: Set(now),
+        decided_at: Set(link_now.then_some(now)),
+        decided_by: Set(None),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let managers = rights::order_managers(&txn, &order).await?;
+    let mut created = NewEvent::new(EventKind::ClaimCreated, Some(viewer.account_id));
+    created.order_id = Some(order.id);
+    created.license_id = Some(license.id);
+    created.claim_id = Some(claim.id);
+    created.changes = json!({"after": {"status": claim.status, "claimer": claimer_email}});
+    created.recipients = managers.clone();
+    created.recipients.push(viewer.account_id);
+    events::record(&txn, now, created).await?;
+
+    let (outcome, license) = if link_now {
+        let license = link(
+            &txn,
+            &order,
+            license,
+            &claimer_email,
+            viewer.account_id,
+            now,
+        )
+        .await?;
+        if owner.notify_on_claim {
+            mail::enqueue(
+                &txn,
+                now,
+                &owner.email,
+                Email::ClaimReceived {
+                    product: order.product.clone(),
+                    key: license.key.clone(),
+                    claimer: claimer_email.clone(),
+                    pending: false,
+                    link: format!("{}/graphql", ctx.public_url),
+                },
+            )
+            .await?;
+        }
+        (Outcome::Linked, license)
+    } else {
+        if !manual && owner.notify_on_claim {
+            mail::enqueue(
+                &txn,
+                now,
+                &owner.email,
+                Email::ClaimReceived {
+                    product: order.product.clone(),
+                    key: license.key.clone(),
+                    claimer: claimer_email.clone(),
+                    pending: true,
+                    link: format!("{}/graphql", ctx.public_url),
+                },
+            )
+            .await?;
+        }
+        (Outcome::Pending, license)
+    };
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(ClaimResult {
+        outcome,
+        claim: Some(claim),
+        license,
+    })
+}
+
+/// Assign `license` to `email` within the caller's transaction: the history
+/// row, and the previous assignee told by email and event.
+async fn link(
+    txn: &impl ConnectionTrait,
+    order: &order::Model,
+    license: license::Model,
+    email: &str,
+    actor_id: i64,
+    now: DateTime<Utc>,
+) -> ApiResult<license::Model> {
+    let previous = license.assignee_email.clone();
+    let before = licenses::assignment_json(&license);
+    let mut changed: license::ActiveModel = license.clone().into();
+    changed.assignee_email = Set(Some(email.to_owned()));
+    changed.assigned_at = Set(Some(now));
+    changed.organization_name = Set(None);
+    changed.organization_siret = Set(None);
+    let updated = changed.update(txn).await?;
+    let mut assigned = NewEvent::new(EventKind::LicenseAssigned, Some(actor_id));
+    assigned.order_id = Some(order.id);
+    assigned.license_id = Some(updated.id);
+    assigned.changes = json!({"before": before, "after": licenses::assignment_json(&updated)});
+    assigned.recipients = rights::order_managers(txn, order).await?;
+    assigned
+        .recipients
+        .extend(rights::verified_account_id(txn, email).await?);
+    if let Some(previous) = &previous {
+        assigned
+            .recipients
+            .extend(rights::verified_account_id(txn, previous).await?);
+        mail::enqueue(
+            txn,
+            now,
+            previous,
+            Email::AssigneeReplaced {
+                product: order.product.clone(),
+                key: updated.key.clone(),
+            },
+        )
+        .await?;
+    }
+    events::record(txn, now, assigned).await?;
+    Ok(updated)
+}
+
+/// A pending claim on one of `viewer`'s orders, with its key and order locked
+/// (the key first, so competing decisions on one key queue behind each other).
+async fn lock_pending_for_manager(
+    txn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    claim_id: i64,
+    now: DateTime<Utc>,
+) -> ApiResult<(claim::Model, license::Model, order::Model)> {
+    let found = claim::Entity::find_by_id(claim_id)
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("claim"))?;
+    let (license, order) = licenses::lock_for_manager(txn, viewer, found.license_id)
+        .await
+        .map_err(|_| AppError::NotFound("claim"))?;
+    let claim = claim::Entity::find_by_id(claim_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("claim"))?;
+    match effective_status(&claim, now) {
+        PENDING => Ok((claim, license, order)),
+        EXPIRED => Err(AppError::conflict("this claim has expired")),
+        status => Err(AppError::conflict(format!(
+            "this claim is already {}",
+            status.to_lowercase()
+        ))),
+    }
+}
+
+/// Set a claim's decision and record it (event to owner and claimer, email to claimer).
+async fn decide(
+    txn: &impl ConnectionTrait,
+    claim: claim::Model,
+    license: &license::Model,
+    order: &order::Model,
+    approved: bool,
+    decided_by: Option<i64>,
+    now: DateTime<Utc>,
+) -> ApiResult<claim::Model> {
+    let claimer = account::Entity::find_by_id(claim.claimer_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| AppError::internal("claim without claimer"))?;
+    let status = if approved { APPROVED } else { DECLINED };
+    let mut changed: claim::ActiveModel = claim.clone().into();
+    changed.status = Set(status.into());
+    changed.decided_at = Set(Some(now));
+    changed.decided_by = Set(decided_by);
+    let decided = changed.update(txn).await?;
+    let kind = if approved {
+        EventKind::ClaimApproved
+    } else {
+        EventKind::ClaimDeclined
+    };
+    let mut event = NewEvent::new(kind, decided_by);
+    event.order_id = Some(order.id);
+    event.license_id = Some(license.id);
+    event.claim_id = Some(claim.id);
+    event.changes = json!({"before": {"status": claim.status}, "after": {"status": status}});
+    event.recipients = rights::order_managers(txn, order).await?;
+    event.recipients.push(claim.claimer_id);
+    events::record(txn, now, event).await?;
+    mail::enqueue(
+        txn,
+        now,
+        &claimer.email,
+        Email::ClaimDecided {
+            product: order.product.clone(),
+            key: license.key.clone(),
+            approved,
+        },
+    )
+    .await?;
+    Ok(decided)
+}
+
+/// Approve a pending claim: the key goes to the claimer and every other
+/// pending claim on the key is declined.
+pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<claim::Model> {
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let (claim, license, order) = lock_pending_for_manager(&txn, viewer, claim_id, now).await?;
+    let claimer = account::Entity::find_by_id(claim.claimer_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| AppError::internal("claim without claimer"))?;
+    let license = if license.assignee_email.as_deref() == Some(claimer.email.as_str()) {
+        license
+    } else {
+        link(
+            &txn,
+            &order,
+            license,
+            &claimer.email,
+            viewer.account_id,
+            now,
+        )
+        .await?
+    };
+    let approved = decide(
+        &txn,
+        claim,
+        &license,
+        &order,
+        true,
+        Some(viewer.account_id),
+        now,
+    )
+    .await?;
+    let others = claim::Entity::find()
+        .filter(claim::Column::LicenseId.eq(license.id))
+        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::Id.ne(approved.id))
+        .all(&txn)
+        .await?;
+    for other in others {
+        if effective_status(&other, now) == PENDING {
+            decide(
+                &txn,
+                other,
+                &license,
+                &order,
+                false,
+                Some(viewer.account_id),
+                now,
+            )
+            .await?;
+        }
+    }
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(approved)
+}
+
+pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<claim::Model> {
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let (claim, license, order) = lock_pending_for_manager(&txn, viewer, claim_id, now).await?;
+    let declined = decide(
+        &txn,
+        claim,
+        &license,
+        &order,
+        false,
+        Some(viewer.account_id),
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(declined)
+}
+
+/// Filter on a claim's effective status.
+fn status_filter<S: QueryFilter>(query: S, status: Option<&str>, now: DateTime<Utc>) -> S {
+    let cutoff = now - PENDING_TTL;
+    match status {
+        None => query,
+        Some(PENDING) => query
+            .filter(claim::Column::Status.eq(PENDING))
+            .filter(claim::Column::CreatedAt.gt(cutoff)),
+        Some(EXPIRED) => query.filter(
+            claim::Column::Status.eq(EXPIRED).or(claim::Column::Status
+                .eq(PENDING)
+                .and(claim::Column::CreatedAt.lte(cutoff))),
+        ),
+        Some(other) => query.filter(claim::Column::Status.eq(other)),
+    }
+}
+
+/// Claims on keys of orders `viewer` manages, oldest first.
+pub async fn incoming(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    status: Option<&str>,
+    now: DateTime<Utc>,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Vec<claim::Model>> {
+    let managed_orders = rights::managed_orders_query(viewer);
+    let mut query = claim::Entity::find()
+        .filter(
+            claim::Column::LicenseId.in_subquery(
+                Query::select()
+                    .column(license::Column::Id)
+                    .from(license::Entity)
+                    .and_where(license::Column::OrderId.in_subquery(managed_orders))
+                    .to_owned(),
+            ),
+        )
+        .order_by_asc(claim::Column::Id)
+        .limit(limit);
+    query = status_filter(query, status, now);
+    if let Some(after) = after {
+        query = query.filter(claim::Column::Id.gt(after));
+    }
+    Ok(query.all(conn).await?)
+}
+
+/// `viewer`'s own claims, oldest first.
+pub async fn mine(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    status: Option<&str>,
+    now: DateTime<Utc>,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Vec<claim::Model>> {
+    let mut query = claim::Entity::find()
+        .filter(claim::Column::ClaimerId.eq(viewer.account_id))
+        .order_by_asc(claim::Column::Id)
+        .limit(limit);
+    query = status_filter(query, status, now);
+    if let Some(after) = after {
+        query = query.filter(claim::Column::Id.gt(after));
+    }
+    Ok(query.all(conn).await?)
+}
