@@ -131,6 +131,10 @@ impl App {
             }
             .run(),
         ));
+        tasks.push(tokio::spawn(crate::domain::expiry::run(
+            ctx.clone(),
+            interval,
+        )));
         let state = AppState {
             limits: Arc::new(http::RateLimits::new(config.claim_rate_per_minute)),
             ctx,
@@ -177,6 +181,10 @@ fn router(state: AppState, schema: AppSchema) -> Router {
         .route(
             "/verify-email",
             get(http::verify_email_page).post(http::verify_email_submit),
+        )
+        .route(
+            "/transfers/confirm",
+            get(http::transfer_page).post(http::transfer_submit),
         )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(server)

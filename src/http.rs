@@ -15,10 +15,11 @@ use serde::Deserialize;
 
 use crate::{
     app::AppState,
-    auth::{self, bearer},
-    domain::accounts,
+    auth::{self, Viewer, bearer},
+    domain::{accounts, orders, transfers},
     error::AppError,
     graphql::{AppSchema, Auth, Loaders},
+    pages,
 };
 
 #[derive(Clone)]
@@ -158,30 +159,18 @@ fn well_formed_token(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head>\
-         <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{title}</h1>{body}</body></html>"
-    ))
-}
-
 /// The link in the verification email: a page with a button, so that a mail
 /// scanner opening the link verifies nothing.
 pub async fn verify_email_page(Query(form): Query<TokenForm>) -> Html<String> {
     if !well_formed_token(&form.token) {
-        return page(
-            "Invalid link",
-            "<p>This verification link is not valid.</p>",
-        );
+        return pages::message("Invalid link", "This verification link is not valid.");
     }
-    page(
-        "Confirm your email address",
-        &format!(
-            "<form method=post action=/verify-email><input type=hidden name=token value=\"{}\">\
-             <button type=submit>Confirm my email address</button></form>",
-            form.token
-        ),
-    )
+    pages::render(&pages::Page {
+        title: "Confirm your email address",
+        form: Some("verify"),
+        token: Some(&form.token),
+        ..Default::default()
+    })
 }
 
 pub async fn verify_email_submit(
@@ -189,20 +178,92 @@ pub async fn verify_email_submit(
     Form(form): Form<TokenForm>,
 ) -> Html<String> {
     match accounts::verify_email(&server.state.ctx, &form.token).await {
-        Ok(_) => page(
+        Ok(_) => pages::message(
             "Email address confirmed",
-            "<p>You can close this page and sign in.</p>",
+            "You can close this page and sign in.",
         ),
-        Err(error) => page("Not confirmed", &format!("<p>{}</p>", error_text(&error))),
+        Err(error) => pages::message("Not confirmed", error_text(&error)),
+    }
+}
+
+/// The link in the new owner's transfer email: explains the transfer and asks
+/// for an explicit, signed-in confirmation. Opening it changes nothing.
+pub async fn transfer_page(
+    State(server): State<Server>,
+    Query(form): Query<TokenForm>,
+) -> Html<String> {
+    let invalid = || pages::message("Invalid link", "This transfer link is not valid.");
+    if !well_formed_token(&form.token) {
+        return invalid();
+    }
+    let Ok((transfer, order)) = transfers::find_by_token(&server.state.ctx.db, &form.token).await
+    else {
+        return invalid();
+    };
+    if transfers::effective_status(&transfer, server.state.ctx.clock.now()) != transfers::PENDING {
+        return pages::message(
+            "Transfer closed",
+            "This transfer was already accepted, cancelled, or has expired.",
+        );
+    }
+    let from = transfers::from_email(&server.state.ctx.db, &transfer)
+        .await
+        .unwrap_or_default();
+    let number = orders::number(order.id);
+    pages::render(&pages::Page {
+        title: "Confirm the order transfer",
+        form: Some("transfer"),
+        token: Some(&form.token),
+        from: Some(&from),
+        to: Some(&transfer.to_email),
+        order: Some(&number),
+        product: Some(&order.product),
+        ..Default::default()
+    })
+}
+
+#[derive(Deserialize)]
+pub struct TransferForm {
+    token: String,
+    email: String,
+    password: String,
+}
+
+/// The explicit confirmation: signs in with the addressee's credentials and accepts.
+pub async fn transfer_submit(
+    State(server): State<Server>,
+    Form(form): Form<TransferForm>,
+) -> Html<String> {
+    let ctx = &server.state.ctx;
+    let viewer = match accounts::check_password(ctx, &form.email, &form.password).await {
+        Ok(account) => Viewer::of(&account),
+        Err(_) => return pages::message("Not confirmed", "Wrong email or password."),
+    };
+    match transfers::accept(ctx, &viewer, &form.token).await {
+        Ok(_) => pages::message(
+            "Transfer confirmed",
+            "The order and its keys are now yours.",
+        ),
+        Err(AppError::Forbidden(_)) => pages::message(
+            "Not confirmed",
+            "This transfer is addressed to another email address.",
+        ),
+        Err(AppError::EmailNotVerified) => {
+            pages::message("Not confirmed", "Verify your email address first.")
+        }
+        Err(error) => pages::message("Not confirmed", error_text(&error)),
     }
 }
 
 fn error_text(error: &AppError) -> &'static str {
     match error {
-        AppError::Expired(_) => "This link has expired. Sign in to get a new one.",
-        AppError::Conflict(_) => "This link was already used.",
+        AppError::Expired(_) => "This link has expired.",
+        AppError::Conflict(_) => "This link was already used or the request was cancelled.",
+        AppError::DeviceActive { .. } => {
+            "Keys of this order are active on devices: they must be deactivated first."
+        }
         AppError::Internal => "Something went wrong on our side. Try again later.",
-        _ => "This verification link is not valid.",
+        _ => "This link is not valid.",
     }
 }
 

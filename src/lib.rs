@@ -32,5 +32,7 @@ pub mod http;
 pub mod mail;
 /// Counters exported on `/metrics`.
 pub mod metrics;
+/// HTML pages opened by links in emails (confirm, never by a plain GET).
+pub mod pages;
 /// Logging setup.
 pub mod telemetry;

@@ -25,6 +25,18 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// The viewer of an account proven by its password on a page (no session).
+    pub fn of(account: &account::Model) -> Viewer {
+        Viewer {
+            account_id: account.id,
+            email: account.email.clone(),
+            email_verified: account.email_verified_at.is_some(),
+            is_admin: account.role == "ADMIN",
+            session_id: 0,
+            session_expires_at: chrono::Utc::now(),
+        }
+    }
+
     /// The verified email of the caller, or `EMAIL_NOT_VERIFIED`: nothing
     /// addressed to an email is usable before the address is proven.
     pub fn verified_email(&self) -> ApiResult<&str> {

@@ -125,12 +125,61 @@ pub async fn verify_email(ctx: &Ctx, raw_token: &str) -> ApiResult<account::Mode
     let account = if account.email_verified_at.is_none() {
         let mut verified: account::ActiveModel = account.into();
         verified.email_verified_at = Set(Some(now));
-        verified.update(&txn).await?
+        let account = verified.update(&txn).await?;
+        receive_waiting_requests(&txn, &account).await?;
+        account
     } else {
         account
     };
     txn.commit().await?;
     Ok(account)
+}
+
+/// Requests sent to this address before anyone had proven it become the
+/// newly verified account's events too, so its feed shows what waits for it.
+async fn receive_waiting_requests(
+    conn: &impl sea_orm::ConnectionTrait,
+    account: &account::Model,
+) -> ApiResult<()> {
+    use entity::{event, event_recipient, license_request};
+    use sea_orm::{QuerySelect, sea_query::OnConflict};
+    let waiting: Vec<i64> = event::Entity::find()
+        .select_only()
+        .column(event::Column::Id)
+        .filter(event::Column::Kind.eq(crate::events::EventKind::RequestCreated.as_str()))
+        .filter(
+            event::Column::RequestId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(license_request::Column::Id)
+                    .from(license_request::Entity)
+                    .and_where(license_request::Column::BuyerEmail.eq(&account.email))
+                    .and_where(license_request::Column::Status.eq(super::claims::PENDING))
+                    .to_owned(),
+            ),
+        )
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    event_recipient::Entity::insert_many(waiting.into_iter().map(|event_id| {
+        event_recipient::ActiveModel {
+            account_id: Set(account.id),
+            event_id: Set(event_id),
+        }
+    }))
+    .on_conflict(
+        OnConflict::columns([
+            event_recipient::Column::AccountId,
+            event_recipient::Column::EventId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
 }
 
 /// Resend the verification email to a signed-in account that is not verified yet.
@@ -149,14 +198,10 @@ pub async fn resend_verification(ctx: &Ctx, viewer: &Viewer) -> ApiResult<()> {
     Ok(())
 }
 
-/// Check the password and open a session. Unknown email, malformed email and
-/// wrong password get one and the same answer, after the same work.
-pub async fn sign_in(
-    ctx: &Ctx,
-    email: &str,
-    password: &str,
-    session_ttl: Duration,
-) -> ApiResult<(String, account::Model)> {
+/// The account whose password this is. Unknown email, malformed email and
+/// wrong password get one and the same answer (`UNAUTHENTICATED`), after the
+/// same work.
+pub async fn check_password(ctx: &Ctx, email: &str, password: &str) -> ApiResult<account::Model> {
     let account = match email::normalize(email, "email") {
         Ok(email) => {
             account::Entity::find()
@@ -169,9 +214,20 @@ pub async fn sign_in(
     let stored = account.as_ref().map(|a| a.password_hash.clone());
     let password_ok = password.len() <= 4 * password::MAX_LEN
         && password::verify(password.to_owned(), stored).await?;
-    let (Some(account), true) = (account, password_ok) else {
-        return Err(AppError::Unauthenticated);
-    };
+    match (account, password_ok) {
+        (Some(account), true) => Ok(account),
+        _ => Err(AppError::Unauthenticated),
+    }
+}
+
+/// Check the password and open a session.
+pub async fn sign_in(
+    ctx: &Ctx,
+    email: &str,
+    password: &str,
+    session_ttl: Duration,
+) -> ApiResult<(String, account::Model)> {
+    let account = check_password(ctx, email, password).await?;
     let raw = token::generate();
     let now = ctx.clock.now();
     session::ActiveModel {

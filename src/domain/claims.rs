@@ -215,8 +215,8 @@ pub async fn claim(
     })
 }
 
-/// Assign `license` to `email` within the caller's transaction: the history
-/// row, and the previous assignee told by email and event.
+/// Give `license` to the claimer `email` in the caller's transaction; a
+/// replaced assignee is told by email (and by the assignment event).
 async fn link(
     txn: &impl ConnectionTrait,
     order: &order::Model,
@@ -226,29 +226,13 @@ async fn link(
     now: DateTime<Utc>,
 ) -> ApiResult<license::Model> {
     let previous = license.assignee_email.clone();
-    let before = licenses::assignment_json(&license);
-    let mut changed: license::ActiveModel = license.clone().into();
-    changed.assignee_email = Set(Some(email.to_owned()));
-    changed.assigned_at = Set(Some(now));
-    changed.organization_name = Set(None);
-    changed.organization_siret = Set(None);
-    let updated = changed.update(txn).await?;
-    let mut assigned = NewEvent::new(EventKind::LicenseAssigned, Some(actor_id));
-    assigned.order_id = Some(order.id);
-    assigned.license_id = Some(updated.id);
-    assigned.changes = json!({"before": before, "after": licenses::assignment_json(&updated)});
-    assigned.recipients = rights::order_managers(txn, order).await?;
-    assigned
-        .recipients
-        .extend(rights::verified_account_id(txn, email).await?);
-    if let Some(previous) = &previous {
-        assigned
-            .recipients
-            .extend(rights::verified_account_id(txn, previous).await?);
+    let updated =
+        licenses::set_assignment(txn, actor_id, order, license, Some((email, None)), now).await?;
+    if let Some(previous) = previous.filter(|p| p != email) {
         mail::enqueue(
             txn,
             now,
-            previous,
+            &previous,
             Email::AssigneeReplaced {
                 product: order.product.clone(),
                 key: updated.key.clone(),
@@ -256,7 +240,6 @@ async fn link(
         )
         .await?;
     }
-    events::record(txn, now, assigned).await?;
     Ok(updated)
 }
 
@@ -478,4 +461,23 @@ pub async fn mine(
         query = query.filter(claim::Column::Id.gt(after));
     }
     Ok(query.all(conn).await?)
+}
+
+/// The claim `claim_id` if `viewer` is its claimer or manages its key's order.
+pub async fn readable(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    claim_id: i64,
+) -> ApiResult<Option<claim::Model>> {
+    let Some(claim) = claim::Entity::find_by_id(claim_id).one(conn).await? else {
+        return Ok(None);
+    };
+    if claim.claimer_id == viewer.account_id {
+        return Ok(Some(claim));
+    }
+    match licenses::readable(conn, viewer, claim.license_id).await {
+        Ok((_, _, licenses::Access::Manager | licenses::Access::Admin)) => Ok(Some(claim)),
+        Ok(_) | Err(AppError::NotFound(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }

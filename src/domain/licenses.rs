@@ -115,7 +115,61 @@ pub fn assignment_json(license: &license::Model) -> serde_json::Value {
     })
 }
 
-/// Assign or reassign a key to an email (and optionally an organization).
+/// Change a key's assignee (and organization) in the caller's transaction and
+/// record it in the history: `Some(email)` assigns, `None` unassigns. The
+/// order's managers and the old and new assignees receive the event. Taking
+/// a key from its assignee while it is active on a device is refused with
+/// `DEVICE_ACTIVE`. Emails are the caller's business (each path tells people
+/// differently). A change that changes nothing records nothing.
+pub async fn set_assignment(
+    txn: &impl ConnectionTrait,
+    actor_id: i64,
+    order: &order::Model,
+    license: license::Model,
+    assignee: Option<(&str, Option<siret::Organization>)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<license::Model> {
+    let before = assignment_json(&license);
+    let previous = license.assignee_email.clone();
+    let new_email = assignee.as_ref().map(|(email, _)| email.to_string());
+    if previous.is_some() && previous != new_email {
+        // A key in use on a device must be deactivated before it changes hands.
+        super::devices::ensure_none_active(txn, license.id).await?;
+    }
+    let organization = assignee.and_then(|(_, org)| org);
+    let mut changed: license::ActiveModel = license.clone().into();
+    changed.assignee_email = Set(new_email.clone());
+    changed.organization_name = Set(organization.as_ref().map(|o| o.name.clone()));
+    changed.organization_siret = Set(organization.as_ref().map(|o| o.siret.clone()));
+    if previous != new_email {
+        changed.assigned_at = Set(new_email.as_ref().map(|_| now));
+    }
+    let updated = changed.update(txn).await?;
+    let after = assignment_json(&updated);
+    if before == after {
+        return Ok(updated);
+    }
+    let kind = if new_email.is_some() {
+        EventKind::LicenseAssigned
+    } else {
+        EventKind::LicenseUnassigned
+    };
+    let mut event = NewEvent::new(kind, Some(actor_id));
+    event.order_id = Some(order.id);
+    event.license_id = Some(license.id);
+    event.changes = json!({"before": before, "after": after});
+    event.recipients = rights::order_managers(txn, order).await?;
+    for email in [&previous, &new_email].into_iter().flatten() {
+        event
+            .recipients
+            .extend(rights::verified_account_id(txn, email).await?);
+    }
+    events::record(txn, now, event).await?;
+    Ok(updated)
+}
+
+/// Assign or reassign a key to an email (and optionally an organization);
+/// the new assignee is emailed the key, the previous one is told.
 pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<license::Model> {
     let email = email::normalize(&input.email, "email")?;
     let organization = siret::validate_organization(
@@ -126,35 +180,16 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
     let txn = begin_write(&ctx.db).await?;
     let (license, order) = lock_for_manager(&txn, viewer, input.license_id).await?;
     let previous = license.assignee_email.clone();
-    let mut changed: license::ActiveModel = license.clone().into();
-    changed.assignee_email = Set(Some(email.clone()));
-    changed.organization_name = Set(organization.as_ref().map(|o| o.name.clone()));
-    changed.organization_siret = Set(organization.as_ref().map(|o| o.siret.clone()));
+    let updated = set_assignment(
+        &txn,
+        viewer.account_id,
+        &order,
+        license,
+        Some((&email, organization)),
+        now,
+    )
+    .await?;
     if previous.as_deref() != Some(email.as_str()) {
-        changed.assigned_at = Set(Some(now));
-    }
-    let updated = changed.update(&txn).await?;
-    if assignment_json(&updated) == assignment_json(&license) {
-        // Nothing changed: no history row, no email.
-        return Ok(updated);
-    }
-    let mut event = NewEvent::new(EventKind::LicenseAssigned, Some(viewer.account_id));
-    event.order_id = Some(order.id);
-    event.license_id = Some(license.id);
-    event.changes =
-        json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
-    event.recipients = rights::order_managers(&txn, &order).await?;
-    event
-        .recipients
-        .extend(rights::verified_account_id(&txn, &email).await?);
-    if let Some(previous) = &previous {
-        event
-            .recipients
-            .extend(rights::verified_account_id(&txn, previous).await?);
-    }
-    events::record(&txn, now, event).await?;
-    if previous.as_deref() != Some(email.as_str()) {
-        let link = format!("{}/graphql", ctx.public_url);
         mail::enqueue(
             &txn,
             now,
@@ -162,7 +197,7 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
             Email::LicenseAssigned {
                 product: order.product.clone(),
                 key: updated.key.clone(),
-                link,
+                link: format!("{}/graphql", ctx.public_url),
             },
         )
         .await?;
@@ -192,22 +227,7 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
     let Some(previous) = license.assignee_email.clone() else {
         return Err(AppError::conflict("this key is not assigned"));
     };
-    let mut changed: license::ActiveModel = license.clone().into();
-    changed.assignee_email = Set(None);
-    changed.assigned_at = Set(None);
-    changed.organization_name = Set(None);
-    changed.organization_siret = Set(None);
-    let updated = changed.update(&txn).await?;
-    let mut event = NewEvent::new(EventKind::LicenseUnassigned, Some(viewer.account_id));
-    event.order_id = Some(order.id);
-    event.license_id = Some(license.id);
-    event.changes =
-        json!({"before": assignment_json(&license), "after": assignment_json(&updated)});
-    event.recipients = rights::order_managers(&txn, &order).await?;
-    event
-        .recipients
-        .extend(rights::verified_account_id(&txn, &previous).await?);
-    events::record(&txn, now, event).await?;
+    let updated = set_assignment(&txn, viewer.account_id, &order, license, None, now).await?;
     mail::enqueue(
         &txn,
         now,

@@ -3,13 +3,17 @@
 //! GraphQL or HTTP, so they are the one place each rule is written.
 pub mod accounts;
 pub mod claims;
+pub mod devices;
 pub mod email;
+pub mod expiry;
 pub mod keys;
 pub mod licenses;
 pub mod orders;
+pub mod requests;
 pub mod rights;
 pub mod settings;
 pub mod siret;
+pub mod transfers;
 
 use std::sync::Arc;
 

@@ -131,6 +131,11 @@ async fn generate_keys(
     Ok(())
 }
 
+/// The human-readable order number.
+pub fn number(order_id: i64) -> String {
+    format!("KL-{order_id:06}")
+}
+
 /// The order `order_id` if `viewer` may read it (manager or admin), else `NOT_FOUND`.
 pub async fn readable(
     conn: &impl ConnectionTrait,

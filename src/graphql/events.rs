@@ -9,11 +9,13 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use super::{
     ContextExt,
     accounts::Account,
+    claims::Claim,
     orders::{License, Order},
     pagination::Page,
+    requests::{LicenseRequest, OrderTransfer},
 };
 use crate::{
-    domain::{licenses, orders},
+    domain::{claims, licenses, orders, requests, transfers},
     error::{ApiResult, AppError},
     events::{LiveEvent, stream},
 };
@@ -98,6 +100,35 @@ impl Event {
             Err(AppError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
         }
+    }
+    /// The claim concerned, when the caller is its claimer or manages its key.
+    async fn claim(&self, ctx: &Context<'_>) -> ApiResult<Option<Claim>> {
+        let (Some(id), Ok(viewer)) = (self.0.claim_id, ctx.viewer()) else {
+            return Ok(None);
+        };
+        Ok(claims::readable(&ctx.state().ctx.db, viewer, id)
+            .await?
+            .map(Claim))
+    }
+
+    /// The license request concerned, when the caller is one of its parties.
+    async fn request(&self, ctx: &Context<'_>) -> ApiResult<Option<LicenseRequest>> {
+        let (Some(id), Ok(viewer)) = (self.0.request_id, ctx.viewer()) else {
+            return Ok(None);
+        };
+        Ok(requests::readable(&ctx.state().ctx.db, viewer, id)
+            .await?
+            .map(LicenseRequest))
+    }
+
+    /// The order transfer concerned, when the caller is one of its parties.
+    async fn transfer(&self, ctx: &Context<'_>) -> ApiResult<Option<OrderTransfer>> {
+        let (Some(id), Ok(viewer)) = (self.0.transfer_id, ctx.viewer()) else {
+            return Ok(None);
+        };
+        Ok(transfers::readable(&ctx.state().ctx.db, viewer, id)
+            .await?
+            .map(OrderTransfer))
     }
 }
 

@@ -8,6 +8,7 @@ mod limits;
 mod loaders;
 mod orders;
 mod pagination;
+mod requests;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
@@ -21,6 +22,7 @@ pub struct QueryRoot(
     accounts::AccountQuery,
     orders::OrderQuery,
     claims::ClaimQuery,
+    requests::RequestQuery,
     events::EventQuery,
 );
 
@@ -29,6 +31,7 @@ pub struct MutationRoot(
     accounts::AccountMutation,
     orders::OrderMutation,
     claims::ClaimMutation,
+    requests::RequestMutation,
 );
 
 #[derive(MergedSubscription, Default)]

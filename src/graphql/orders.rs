@@ -54,7 +54,7 @@ impl Order {
 
     /// Human-readable order number.
     async fn number(&self) -> String {
-        order_number(self.0.id)
+        orders::number(self.0.id)
     }
 
     async fn product(&self) -> &str {
@@ -142,10 +142,6 @@ impl Order {
         )
         .await
     }
-}
-
-pub fn order_number(id: i64) -> String {
-    format!("KL-{id:06}")
 }
 
 /// An organization a key is bound to.

@@ -7,4 +7,6 @@ mod accounts;
 mod claims;
 mod mail;
 mod orders;
+mod requests;
 mod schema;
+mod transfers;

@@ -1,0 +1,121 @@
+//! The sweeper: pending claims and requests older than 7 days become
+//! `EXPIRED`, each with a `REQUEST_EXPIRED` event. Reads never wait for it
+//! (lists and statuses compute expiry from the clock); it makes the change
+//! durable and tells people. Safe with many instances: each row changes with
+//! a conditional update, and only the instance whose update took effect
+//! writes the event.
+use std::time::Duration;
+
+use entity::{claim, license, license_request, order};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde_json::json;
+
+use super::{
+    Ctx,
+    claims::{EXPIRED, PENDING, PENDING_TTL},
+    rights,
+};
+use crate::{
+    db::begin_write,
+    error::ApiResult,
+    events::{self, EventKind, NewEvent},
+};
+
+/// Rows expired per statement batch.
+const BATCH: u64 = 200;
+
+/// Run [`sweep`] every `interval` forever.
+pub async fn run(ctx: Ctx, interval: Duration) {
+    loop {
+        if let Err(error) = sweep(&ctx).await {
+            tracing::warn!(error = %error.message(), "expiry sweeper failed, will retry");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Expire what is due now; returns how many claims and requests expired.
+pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
+    let mut expired = 0;
+    let cutoff = ctx.clock.now() - PENDING_TTL;
+    let claims = claim::Entity::find()
+        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::CreatedAt.lte(cutoff))
+        .limit(BATCH)
+        .all(&ctx.db)
+        .await?;
+    for claim in claims {
+        let txn = begin_write(&ctx.db).await?;
+        if mark_expired_claim(&txn, &claim, ctx.clock.now()).await? {
+            let license = license::Entity::find_by_id(claim.license_id)
+                .one(&txn)
+                .await?;
+            let order = match &license {
+                Some(l) => order::Entity::find_by_id(l.order_id).one(&txn).await?,
+                None => None,
+            };
+            let mut event = NewEvent::new(EventKind::RequestExpired, None);
+            event.claim_id = Some(claim.id);
+            event.license_id = Some(claim.license_id);
+            event.order_id = order.as_ref().map(|o| o.id);
+            event.changes = json!({"before": {"status": PENDING}, "after": {"status": EXPIRED}});
+            event.recipients = vec![claim.claimer_id];
+            if let Some(order) = &order {
+                event
+                    .recipients
+                    .extend(rights::order_managers(&txn, order).await?);
+            }
+            events::record(&txn, ctx.clock.now(), event).await?;
+            expired += 1;
+        }
+        txn.commit().await?;
+    }
+    let requests = license_request::Entity::find()
+        .filter(license_request::Column::Status.eq(PENDING))
+        .filter(license_request::Column::CreatedAt.lte(cutoff))
+        .limit(BATCH)
+        .all(&ctx.db)
+        .await?;
+    for request in requests {
+        let txn = begin_write(&ctx.db).await?;
+        let changed = license_request::Entity::update_many()
+            .col_expr(license_request::Column::Status, EXPIRED.into())
+            .col_expr(license_request::Column::DecidedAt, ctx.clock.now().into())
+            .filter(license_request::Column::Id.eq(request.id))
+            .filter(license_request::Column::Status.eq(PENDING))
+            .exec(&txn)
+            .await?;
+        if changed.rows_affected == 1 {
+            let mut event = NewEvent::new(EventKind::RequestExpired, None);
+            event.request_id = Some(request.id);
+            event.changes = json!({"before": {"status": PENDING}, "after": {"status": EXPIRED}});
+            event.recipients = vec![request.requester_id];
+            event
+                .recipients
+                .extend(rights::verified_account_id(&txn, &request.buyer_email).await?);
+            events::record(&txn, ctx.clock.now(), event).await?;
+            expired += 1;
+        }
+        txn.commit().await?;
+    }
+    if expired > 0 {
+        ctx.committed().await;
+    }
+    Ok(expired)
+}
+
+/// Conditionally mark one claim expired; true when this call did it.
+async fn mark_expired_claim(
+    conn: &impl ConnectionTrait,
+    claim: &claim::Model,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<bool> {
+    let changed = claim::Entity::update_many()
+        .col_expr(claim::Column::Status, EXPIRED.into())
+        .col_expr(claim::Column::DecidedAt, now.into())
+        .filter(claim::Column::Id.eq(claim.id))
+        .filter(claim::Column::Status.eq(PENDING))
+        .exec(conn)
+        .await?;
+    Ok(changed.rows_affected == 1)
+}

@@ -1,0 +1,289 @@
+//! Asking a buyer for a license (product.md "Requesting"). A request is
+//! addressed to an email: the buyer sees it once an account has verified that
+//! address, and approves it by choosing one of their free keys.
+use chrono::{DateTime, Utc};
+use entity::{account, license_request};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::ExprTrait,
+};
+use serde_json::json;
+
+use super::{
+    Ctx,
+    claims::{APPROVED, DECLINED, EXPIRED, PENDING, PENDING_TTL},
+    email, licenses, rights,
+};
+use crate::{
+    auth::Viewer,
+    db::begin_write,
+    error::{ApiResult, AppError},
+    events::{self, EventKind, NewEvent},
+    mail::{self, Email},
+};
+
+/// Longest message a requester may write.
+pub const MAX_MESSAGE: usize = 1000;
+
+/// A request's status as of `now` (pending for at most 7 days).
+pub fn effective_status(request: &license_request::Model, now: DateTime<Utc>) -> &str {
+    if request.status == PENDING && request.created_at <= now - PENDING_TTL {
+        EXPIRED
+    } else {
+        &request.status
+    }
+}
+
+/// Ask the buyer at `buyer_email` for a license.
+pub async fn create(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    buyer_email: &str,
+    message: Option<&str>,
+) -> ApiResult<license_request::Model> {
+    let requester_email = viewer.verified_email()?.to_owned();
+    let buyer_email = email::normalize(buyer_email, "buyerEmail")?;
+    if buyer_email == requester_email {
+        return Err(AppError::validation(
+            "buyerEmail",
+            "you cannot ask yourself for a license",
+        ));
+    }
+    let message = message.unwrap_or_default().trim().to_owned();
+    if message.chars().count() > MAX_MESSAGE {
+        return Err(AppError::validation(
+            "message",
+            format!("message must be at most {MAX_MESSAGE} characters"),
+        ));
+    }
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let request = license_request::ActiveModel {
+        requester_id: Set(viewer.account_id),
+        buyer_email: Set(buyer_email.clone()),
+        message: Set(message.clone()),
+        status: Set(PENDING.into()),
+        license_id: Set(None),
+        created_at: Set(now),
+        decided_at: Set(None),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let mut event = NewEvent::new(EventKind::RequestCreated, Some(viewer.account_id));
+    event.request_id = Some(request.id);
+    event.changes = json!({"after": {"status": PENDING, "buyerEmail": buyer_email}});
+    event.recipients = vec![viewer.account_id];
+    event
+        .recipients
+        .extend(rights::verified_account_id(&txn, &buyer_email).await?);
+    events::record(&txn, now, event).await?;
+    mail::enqueue(
+        &txn,
+        now,
+        &buyer_email,
+        Email::RequestReceived {
+            requester: requester_email,
+            message,
+            link: format!("{}/graphql", ctx.public_url),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(request)
+}
+
+/// A pending request addressed to `viewer`'s verified email, locked.
+async fn lock_pending_for_buyer(
+    txn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    request_id: i64,
+    now: DateTime<Utc>,
+) -> ApiResult<license_request::Model> {
+    let buyer_email = viewer.verified_email()?;
+    let request = license_request::Entity::find_by_id(request_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .filter(|r| r.buyer_email == buyer_email)
+        .ok_or(AppError::NotFound("request"))?;
+    match effective_status(&request, now) {
+        PENDING => Ok(request),
+        EXPIRED => Err(AppError::conflict("this request has expired")),
+        status => Err(AppError::conflict(format!(
+            "this request is already {}",
+            status.to_lowercase()
+        ))),
+    }
+}
+
+/// Record the decision on a request: status, event to both, email to the requester.
+async fn decide(
+    txn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    request: license_request::Model,
+    license: Option<(i64, String, i64)>,
+    now: DateTime<Utc>,
+) -> ApiResult<license_request::Model> {
+    let approved = license.is_some();
+    let status = if approved { APPROVED } else { DECLINED };
+    let requester = account::Entity::find_by_id(request.requester_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| AppError::internal("request without requester"))?;
+    let mut changed: license_request::ActiveModel = request.clone().into();
+    changed.status = Set(status.into());
+    changed.decided_at = Set(Some(now));
+    changed.license_id = Set(license.as_ref().map(|(id, _, _)| *id));
+    let decided = changed.update(txn).await?;
+    let kind = if approved {
+        EventKind::RequestApproved
+    } else {
+        EventKind::RequestDeclined
+    };
+    let mut event = NewEvent::new(kind, Some(viewer.account_id));
+    event.request_id = Some(request.id);
+    event.license_id = license.as_ref().map(|(id, _, _)| *id);
+    event.order_id = license.as_ref().map(|(_, _, order)| *order);
+    event.changes = json!({"before": {"status": request.status}, "after": {"status": status}});
+    event.recipients = vec![viewer.account_id, request.requester_id];
+    events::record(txn, now, event).await?;
+    mail::enqueue(
+        txn,
+        now,
+        &requester.email,
+        Email::RequestDecided {
+            buyer: viewer.email.clone(),
+            approved,
+            key: license.map(|(_, key, _)| key),
+        },
+    )
+    .await?;
+    Ok(decided)
+}
+
+/// Approve a request by giving the requester one of the buyer's free keys.
+pub async fn approve(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    request_id: i64,
+    license_id: i64,
+) -> ApiResult<license_request::Model> {
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
+    let (license, order) = licenses::lock_for_manager(&txn, viewer, license_id)
+        .await
+        .map_err(|_| AppError::conflict("this key is not one of yours"))?;
+    if license.assignee_email.is_some() {
+        return Err(AppError::conflict(
+            "this key is already assigned; choose a free key",
+        ));
+    }
+    let requester = account::Entity::find_by_id(request.requester_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| AppError::internal("request without requester"))?;
+    let license = licenses::set_assignment(
+        &txn,
+        viewer.account_id,
+        &order,
+        license,
+        Some((&requester.email, None)),
+        now,
+    )
+    .await?;
+    let decided = decide(
+        &txn,
+        viewer,
+        request,
+        Some((license.id, license.key.clone(), order.id)),
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(decided)
+}
+
+pub async fn decline(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    request_id: i64,
+) -> ApiResult<license_request::Model> {
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
+    let decided = decide(&txn, viewer, request, None, now).await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(decided)
+}
+
+/// Which side of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Addressed to the caller's verified email.
+    Incoming,
+    /// Made by the caller.
+    Outgoing,
+}
+
+/// Requests to or from `viewer`, oldest first, filtered on effective status.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    direction: Direction,
+    status: Option<&str>,
+    now: DateTime<Utc>,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Vec<license_request::Model>> {
+    let mut query = license_request::Entity::find()
+        .order_by_asc(license_request::Column::Id)
+        .limit(limit);
+    query = match direction {
+        Direction::Incoming => {
+            query.filter(license_request::Column::BuyerEmail.eq(viewer.verified_email()?))
+        }
+        Direction::Outgoing => {
+            query.filter(license_request::Column::RequesterId.eq(viewer.account_id))
+        }
+    };
+    let cutoff = now - PENDING_TTL;
+    query = match status {
+        None => query,
+        Some(PENDING) => query
+            .filter(license_request::Column::Status.eq(PENDING))
+            .filter(license_request::Column::CreatedAt.gt(cutoff)),
+        Some(EXPIRED) => query.filter(
+            license_request::Column::Status
+                .eq(EXPIRED)
+                .or(license_request::Column::Status
+                    .eq(PENDING)
+                    .and(license_request::Column::CreatedAt.lte(cutoff))),
+        ),
+        Some(other) => query.filter(license_request::Column::Status.eq(other)),
+    };
+    if let Some(after) = after {
+        query = query.filter(license_request::Column::Id.gt(after));
+    }
+    Ok(query.all(conn).await?)
+}
+
+/// The request `request_id` if `viewer` made it or it is addressed to their verified email.
+pub async fn readable(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    request_id: i64,
+) -> ApiResult<Option<license_request::Model>> {
+    Ok(license_request::Entity::find_by_id(request_id)
+        .one(conn)
+        .await?
+        .filter(|r| {
+            r.requester_id == viewer.account_id
+                || (viewer.email_verified && r.buyer_email == viewer.email)
+                || viewer.is_admin
+        }))
+}

@@ -1,0 +1,352 @@
+//! License requests (asking a buyer for a key) and order transfers.
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
+use chrono::{DateTime, Utc};
+use entity::{license_request, order_transfer};
+
+use super::{
+    ContextExt,
+    accounts::Account,
+    orders::{License, Order},
+    pagination::{Page, parse_id},
+};
+use crate::{
+    domain::{claims, licenses, orders, requests, transfers},
+    error::{ApiResult, AppError},
+};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Direction {
+    /// Addressed to you.
+    Incoming,
+    /// Started by you.
+    Outgoing,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Declined,
+    Expired,
+}
+
+impl RequestStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => claims::PENDING,
+            RequestStatus::Approved => claims::APPROVED,
+            RequestStatus::Declined => claims::DECLINED,
+            RequestStatus::Expired => claims::EXPIRED,
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            claims::APPROVED => RequestStatus::Approved,
+            claims::DECLINED => RequestStatus::Declined,
+            claims::EXPIRED => RequestStatus::Expired,
+            _ => RequestStatus::Pending,
+        }
+    }
+}
+
+/// A request for a license, from a person without a key to a buyer.
+pub struct LicenseRequest(pub license_request::Model);
+
+#[Object]
+impl LicenseRequest {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// Pending requests older than 7 days read as `EXPIRED`.
+    async fn status(&self, ctx: &Context<'_>) -> RequestStatus {
+        RequestStatus::parse(requests::effective_status(
+            &self.0,
+            ctx.state().ctx.clock.now(),
+        ))
+    }
+
+    async fn requester(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
+        let loaders = ctx.data_unchecked::<super::Loaders>();
+        Ok(loaders
+            .accounts
+            .load_one(self.0.requester_id)
+            .await?
+            .map(Account))
+    }
+
+    async fn buyer_email(&self) -> &str {
+        &self.0.buyer_email
+    }
+
+    /// The requester's message: untrusted text, escape it when rendering.
+    async fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The key given on approval, when the caller may see it.
+    async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
+        let (Some(id), viewer) = (self.0.license_id, ctx.viewer()?) else {
+            return Ok(None);
+        };
+        match licenses::readable(&ctx.state().ctx.db, viewer, id).await {
+            Ok((license, order, access)) => Ok(Some(License::new(license, Some(order), access))),
+            Err(AppError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn decided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.decided_at
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum TransferStatus {
+    Pending,
+    Accepted,
+    Cancelled,
+    Expired,
+}
+
+impl TransferStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Pending => transfers::PENDING,
+            TransferStatus::Accepted => transfers::ACCEPTED,
+            TransferStatus::Cancelled => transfers::CANCELLED,
+            TransferStatus::Expired => transfers::EXPIRED,
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            transfers::ACCEPTED => TransferStatus::Accepted,
+            transfers::CANCELLED => TransferStatus::Cancelled,
+            transfers::EXPIRED => TransferStatus::Expired,
+            _ => TransferStatus::Pending,
+        }
+    }
+}
+
+/// A transfer of an order's ownership.
+pub struct OrderTransfer(pub order_transfer::Model);
+
+#[Object]
+impl OrderTransfer {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn status(&self, ctx: &Context<'_>) -> TransferStatus {
+        TransferStatus::parse(transfers::effective_status(
+            &self.0,
+            ctx.state().ctx.clock.now(),
+        ))
+    }
+
+    /// The order, when the caller has rights on it (the owner before, the new owner after).
+    async fn order(&self, ctx: &Context<'_>) -> ApiResult<Option<Order>> {
+        let viewer = ctx.viewer()?;
+        match orders::readable(&ctx.state().ctx.db, viewer, self.0.order_id).await {
+            Ok(order) => Ok(Some(Order(order))),
+            Err(AppError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn order_number(&self) -> String {
+        orders::number(self.0.order_id)
+    }
+
+    async fn from_email(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        transfers::from_email(&ctx.state().ctx.db, &self.0).await
+    }
+
+    async fn to_email(&self) -> &str {
+        &self.0.to_email
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+
+    async fn decided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.decided_at
+    }
+}
+
+#[derive(InputObject)]
+pub struct RequestLicenseInput {
+    /// Email of the buyer you ask.
+    pub buyer_email: String,
+    /// Optional, at most 1000 characters.
+    pub message: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct RequestLicensePayload {
+    request: LicenseRequest,
+}
+
+#[derive(Default)]
+pub struct RequestQuery;
+
+#[Object]
+impl RequestQuery {
+    /// Requests to you (INCOMING, by your verified email) or from you (OUTGOING).
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn license_requests(
+        &self,
+        ctx: &Context<'_>,
+        direction: Direction,
+        status: Option<RequestStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, LicenseRequest>> {
+        let viewer = ctx.viewer()?;
+        let page = Page::new(first, after)?;
+        let state = ctx.state();
+        let direction = match direction {
+            Direction::Incoming => requests::Direction::Incoming,
+            Direction::Outgoing => requests::Direction::Outgoing,
+        };
+        let rows = requests::list(
+            &state.ctx.db,
+            viewer,
+            direction,
+            status.map(RequestStatus::as_str),
+            state.ctx.clock.now(),
+            page.after,
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.connection(rows, |r| r.id, LicenseRequest))
+    }
+
+    /// Transfers from you (OUTGOING) or to your verified email (INCOMING), newest first (at most 100).
+    async fn order_transfers(
+        &self,
+        ctx: &Context<'_>,
+        direction: Direction,
+        status: Option<TransferStatus>,
+    ) -> ApiResult<Vec<OrderTransfer>> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let direction = match direction {
+            Direction::Incoming => transfers::Direction::Incoming,
+            Direction::Outgoing => transfers::Direction::Outgoing,
+        };
+        let rows = transfers::list(
+            &state.ctx.db,
+            viewer,
+            direction,
+            status.map(TransferStatus::as_str),
+            state.ctx.clock.now(),
+        )
+        .await?;
+        Ok(rows.into_iter().map(OrderTransfer).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct RequestMutation;
+
+#[Object]
+impl RequestMutation {
+    /// Ask a buyer (by email) for a license. Needs a verified account.
+    async fn request_license(
+        &self,
+        ctx: &Context<'_>,
+        input: RequestLicenseInput,
+    ) -> ApiResult<RequestLicensePayload> {
+        let viewer = ctx.viewer()?;
+        let request = requests::create(
+            &ctx.state().ctx,
+            viewer,
+            &input.buyer_email,
+            input.message.as_deref(),
+        )
+        .await?;
+        Ok(RequestLicensePayload {
+            request: LicenseRequest(request),
+        })
+    }
+
+    /// Approve a request by assigning one of your free keys to the requester.
+    async fn approve_license_request(
+        &self,
+        ctx: &Context<'_>,
+        request_id: ID,
+        license_id: ID,
+    ) -> ApiResult<LicenseRequest> {
+        let viewer = ctx.viewer()?;
+        let request = parse_id(&request_id, "request")?;
+        let license = parse_id(&license_id, "license")
+            .map_err(|_| AppError::conflict("this key is not one of yours"))?;
+        Ok(LicenseRequest(
+            requests::approve(&ctx.state().ctx, viewer, request, license).await?,
+        ))
+    }
+
+    async fn decline_license_request(
+        &self,
+        ctx: &Context<'_>,
+        request_id: ID,
+    ) -> ApiResult<LicenseRequest> {
+        let viewer = ctx.viewer()?;
+        let request = parse_id(&request_id, "request")?;
+        Ok(LicenseRequest(
+            requests::decline(&ctx.state().ctx, viewer, request).await?,
+        ))
+    }
+
+    /// Offer an order to another account; both parties are emailed, the new
+    /// owner with a single-use confirmation link valid 7 days.
+    async fn start_order_transfer(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+        new_owner_email: String,
+    ) -> ApiResult<OrderTransfer> {
+        let viewer = ctx.viewer()?;
+        let order = parse_id(&order_id, "order")?;
+        Ok(OrderTransfer(
+            transfers::start(&ctx.state().ctx, viewer, order, &new_owner_email).await?,
+        ))
+    }
+
+    /// Accept a transfer with the token from its email, signed in with the addressed, verified email.
+    async fn accept_order_transfer(
+        &self,
+        ctx: &Context<'_>,
+        token: String,
+    ) -> ApiResult<OrderTransfer> {
+        let viewer = ctx.viewer()?;
+        Ok(OrderTransfer(
+            transfers::accept(&ctx.state().ctx, viewer, &token).await?,
+        ))
+    }
+
+    /// The owner cancels a pending transfer.
+    async fn cancel_order_transfer(
+        &self,
+        ctx: &Context<'_>,
+        transfer_id: ID,
+    ) -> ApiResult<OrderTransfer> {
+        let viewer = ctx.viewer()?;
+        let transfer = parse_id(&transfer_id, "transfer")?;
+        Ok(OrderTransfer(
+            transfers::cancel(&ctx.state().ctx, viewer, transfer).await?,
+        ))
+    }
+}

@@ -1,0 +1,70 @@
+//! The few HTML pages that links in emails open. Each shows what will happen
+//! and a button: opening a link (as mail scanners do) changes nothing; only
+//! the explicit POST does. Values are escaped (minijinja, HTML auto-escape).
+use std::sync::LazyLock;
+
+use axum::response::Html;
+use minijinja::{AutoEscape, Environment};
+use serde::Serialize;
+
+const LAYOUT: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:3em auto">
+<h1>{{ title }}</h1>
+{% if message %}<p>{{ message }}</p>{% endif %}
+{% if form == "verify" %}
+<form method="post" action="/verify-email">
+  <input type="hidden" name="token" value="{{ token }}">
+  <button type="submit">Confirm my email address</button>
+</form>
+{% elif form == "transfer" %}
+<p>{{ from }} wants to transfer order <strong>{{ order }}</strong> ({{ product }}) and every key in it to <strong>{{ to }}</strong>.</p>
+<p>Sign in as {{ to }} to confirm. Nothing happens until you press the button.</p>
+<form method="post" action="/transfers/confirm">
+  <input type="hidden" name="token" value="{{ token }}">
+  <p><label>Email <input type="email" name="email" value="{{ to }}" required></label></p>
+  <p><label>Password <input type="password" name="password" required></label></p>
+  <button type="submit">Confirm the transfer</button>
+</form>
+{% endif %}
+</body></html>
+"#;
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.add_template("page", LAYOUT)
+        .expect("page template parses");
+    env
+});
+
+/// What a page shows.
+#[derive(Serialize, Default)]
+pub struct Page<'a> {
+    pub title: &'a str,
+    pub message: Option<&'a str>,
+    /// `verify`, `transfer` or none.
+    pub form: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub order: Option<&'a str>,
+    pub product: Option<&'a str>,
+}
+
+pub fn render(page: &Page<'_>) -> Html<String> {
+    let html = ENV
+        .get_template("page")
+        .and_then(|t| t.render(page))
+        .unwrap_or_else(|_| "<!doctype html><p>Something went wrong.</p>".into());
+    Html(html)
+}
+
+/// A page with a title and a sentence.
+pub fn message(title: &str, message: &str) -> Html<String> {
+    render(&Page {
+        title,
+        message: Some(message),
+        ..Page::default()
+    })
+}
