@@ -136,7 +136,10 @@ impl App {
             interval,
         )));
         let state = AppState {
-            limits: Arc::new(http::RateLimits::new(config.claim_rate_per_minute)),
+            limits: Arc::new(http::RateLimits::new(
+                config.claim_rate_per_minute,
+                config.device_rate_per_minute,
+            )),
             ctx,
             hub,
             bus,

@@ -79,6 +79,9 @@ pub struct Config {
     /// Claim attempts allowed per account and per client address, per minute.
     #[arg(long, env = "CLAIM_RATE_PER_MINUTE", default_value_t = 30)]
     pub claim_rate_per_minute: u32,
+    /// Device activations/deactivations allowed per client address, per minute.
+    #[arg(long, env = "DEVICE_RATE_PER_MINUTE", default_value_t = 120)]
+    pub device_rate_per_minute: u32,
     /// Background jobs (mail sender, expiry sweeper, relay tick) run every this many ms.
     #[arg(long, env = "JOB_INTERVAL_MS", default_value_t = 1000)]
     pub job_interval_ms: u64,

@@ -278,26 +278,42 @@ pub enum LimitKey {
 /// guess secrets.
 pub struct RateLimits {
     claims: DefaultKeyedRateLimiter<LimitKey>,
+    devices: DefaultKeyedRateLimiter<LimitKey>,
+}
+
+fn per_minute(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
+    let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_minute(n))
+}
+
+/// Count one attempt against every key; `RATE_LIMITED` when any is exhausted.
+fn check(limiter: &DefaultKeyedRateLimiter<LimitKey>, keys: &[LimitKey]) -> Result<(), AppError> {
+    for key in keys {
+        if let Err(not_until) = limiter.check_key(key) {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            return Err(AppError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl RateLimits {
-    pub fn new(per_minute: u32) -> Self {
-        let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    pub fn new(claims_per_minute: u32, device_changes_per_minute: u32) -> Self {
         RateLimits {
-            claims: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            claims: per_minute(claims_per_minute),
+            devices: per_minute(device_changes_per_minute),
         }
     }
 
-    /// Count one claim attempt against every key; `RATE_LIMITED` when any is exhausted.
+    /// A claim attempt (keys could otherwise be guessed).
     pub fn claim(&self, keys: &[LimitKey]) -> Result<(), AppError> {
-        for key in keys {
-            if let Err(not_until) = self.claims.check_key(key) {
-                let wait = not_until.wait_time_from(self.claims.clock().now());
-                return Err(AppError::RateLimited {
-                    retry_after_secs: wait.as_secs().max(1),
-                });
-            }
-        }
-        Ok(())
+        check(&self.claims, keys)
+    }
+
+    /// A device activation or deactivation by the licensed software.
+    pub fn devices(&self, keys: &[LimitKey]) -> Result<(), AppError> {
+        check(&self.devices, keys)
     }
 }

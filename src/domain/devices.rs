@@ -1,11 +1,20 @@
 //! Devices a key is activated on (product.md "Companies and devices"). A key
 //! with active devices cannot change hands until they are deactivated.
-use entity::{activation, license};
+use chrono::{DateTime, Utc};
+use entity::{activation, license, order};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Query,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Query,
 };
+use serde_json::json;
 
-use crate::error::{ActiveDevice, ApiResult, AppError};
+use super::{Ctx, keys, licenses, rights};
+use crate::{
+    auth::Viewer,
+    db::begin_write,
+    error::{ActiveDevice, ApiResult, AppError},
+    events::{self, EventKind, NewEvent},
+};
 
 fn refusal(active: Vec<activation::Model>) -> ApiResult<()> {
     if active.is_empty() {
@@ -52,4 +61,246 @@ pub async fn ensure_none_active_on_order(
         .all(conn)
         .await?;
     refusal(active)
+}
+
+/// Longest fingerprint or device name accepted.
+const MAX_FIELD: usize = 200;
+
+fn check_field(value: &str, field: &'static str) -> ApiResult<String> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_FIELD {
+        return Err(AppError::validation(
+            field,
+            format!("{field} must be 1 to {MAX_FIELD} characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A key, its order, locked for a device change; `NOT_FOUND` for any key
+/// that does not exist (unknown and foreign keys answer alike).
+async fn lock_by_key(
+    conn: &impl ConnectionTrait,
+    raw_key: &str,
+) -> ApiResult<(license::Model, order::Model)> {
+    let key = keys::normalize(raw_key).ok_or(AppError::NotFound("key"))?;
+    let license = license::Entity::find()
+        .filter(license::Column::Key.eq(key))
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("key"))?;
+    let order = order::Entity::find_by_id(license.order_id)
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("key"))?;
+    Ok((license, order))
+}
+
+async fn record_device_event(
+    conn: &impl ConnectionTrait,
+    kind: EventKind,
+    actor_id: Option<i64>,
+    license: &license::Model,
+    order: &order::Model,
+    activation: &activation::Model,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let mut event = NewEvent::new(kind, actor_id);
+    event.order_id = Some(order.id);
+    event.license_id = Some(license.id);
+    let device = json!({"fingerprint": activation.fingerprint, "name": activation.name});
+    event.changes = if kind == EventKind::DeviceActivated {
+        json!({"after": device})
+    } else {
+        json!({"before": device})
+    };
+    event.recipients = rights::order_managers(conn, order).await?;
+    if let Some(email) = &license.assignee_email {
+        event
+            .recipients
+            .extend(rights::verified_account_id(conn, email).await?);
+    }
+    events::record(conn, now, event).await?;
+    Ok(())
+}
+
+/// Activate an assigned key on a device, up to its order's per-key device
+/// limit. Activating a fingerprint that is already active changes nothing.
+pub async fn activate(
+    ctx: &Ctx,
+    raw_key: &str,
+    fingerprint: &str,
+    name: &str,
+) -> ApiResult<activation::Model> {
+    let fingerprint = check_field(fingerprint, "fingerprint")?;
+    let name = check_field(name, "name")?;
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let (license, order) = lock_by_key(&txn, raw_key).await?;
+    if license.assignee_email.is_none() {
+        return Err(AppError::conflict("this key is not assigned to anyone yet"));
+    }
+    let active = activation::Entity::find()
+        .filter(activation::Column::LicenseId.eq(license.id))
+        .all(&txn)
+        .await?;
+    if let Some(existing) = active.iter().find(|a| a.fingerprint == fingerprint) {
+        return Ok(existing.clone());
+    }
+    if active.len() >= order.device_limit as usize {
+        return Err(AppError::conflict(format!(
+            "this key is already active on {} device(s), its limit is {}: deactivate one first",
+            active.len(),
+            order.device_limit
+        )));
+    }
+    let activation = activation::ActiveModel {
+        license_id: Set(license.id),
+        fingerprint: Set(fingerprint),
+        name: Set(name),
+        activated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    record_device_event(
+        &txn,
+        EventKind::DeviceActivated,
+        None,
+        &license,
+        &order,
+        &activation,
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(activation)
+}
+
+/// Remove a device activation: by the licensed software (knowing the key), or
+/// by one of the order's managers (`manager` set; the key is then found by id).
+pub async fn deactivate(
+    ctx: &Ctx,
+    target: DeviceOf<'_>,
+    fingerprint: &str,
+) -> ApiResult<activation::Model> {
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let (license, order, actor) = match target {
+        DeviceOf::Key(raw_key) => {
+            let (license, order) = lock_by_key(&txn, raw_key).await?;
+            (license, order, None)
+        }
+        DeviceOf::ManagedLicense(viewer, license_id) => {
+            let (license, order) = licenses::lock_for_manager(&txn, viewer, license_id).await?;
+            (license, order, Some(viewer.account_id))
+        }
+    };
+    let activation = activation::Entity::find()
+        .filter(activation::Column::LicenseId.eq(license.id))
+        .filter(activation::Column::Fingerprint.eq(fingerprint.trim()))
+        .one(&txn)
+        .await?
+        .ok_or(AppError::NotFound("activation"))?;
+    activation::Entity::delete_by_id(activation.id)
+        .exec(&txn)
+        .await?;
+    record_device_event(
+        &txn,
+        EventKind::DeviceDeactivated,
+        actor,
+        &license,
+        &order,
+        &activation,
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.committed().await;
+    Ok(activation)
+}
+
+/// Which key a deactivation is about, and who asks.
+pub enum DeviceOf<'a> {
+    /// The licensed software, by key string (no sign-in).
+    Key(&'a str),
+    /// A manager of the key's order, by license id.
+    ManagedLicense(&'a Viewer, i64),
+}
+
+/// Devices a key is active on, oldest first.
+pub async fn of_license(
+    conn: &impl ConnectionTrait,
+    license_id: i64,
+) -> ApiResult<Vec<activation::Model>> {
+    Ok(activation::Entity::find()
+        .filter(activation::Column::LicenseId.eq(license_id))
+        .order_by_asc(activation::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// Why a key is (not) valid for the licensed software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    Valid,
+    NotFound,
+    NotAssigned,
+    NotActivated,
+    OrderUnpaid,
+}
+
+#[derive(FromQueryResult)]
+struct ValidationRow {
+    license_id: i64,
+    assigned: bool,
+    paid: bool,
+    activated: bool,
+}
+
+/// Validate `raw_key`, optionally on a device `fingerprint`, in one indexed
+/// read. Unknown and malformed keys answer `NotFound` alike.
+pub async fn validate(
+    conn: &impl ConnectionTrait,
+    raw_key: &str,
+    fingerprint: Option<&str>,
+) -> ApiResult<(Validity, Option<i64>)> {
+    let Some(key) = keys::normalize(raw_key) else {
+        return Ok((Validity::NotFound, None));
+    };
+    let backend = conn.get_database_backend();
+    let (key_param, fp_param) = match backend {
+        sea_orm::DatabaseBackend::Postgres => ("$1", "$2"),
+        _ => ("?1", "?2"),
+    };
+    let sql = format!(
+        "SELECT l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, o.status = 'PAID' AS paid, \
+         EXISTS (SELECT 1 FROM activations a WHERE a.license_id = l.id AND a.fingerprint = {fp_param}) AS activated \
+         FROM licenses l JOIN orders o ON o.id = l.order_id WHERE l.key = {key_param}"
+    );
+    let row = ValidationRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            key.into(),
+            fingerprint.unwrap_or("").trim().to_owned().into(),
+        ],
+    ))
+    .one(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok((Validity::NotFound, None));
+    };
+    let validity = if !row.paid {
+        Validity::OrderUnpaid
+    } else if !row.assigned {
+        Validity::NotAssigned
+    } else if fingerprint.is_some() && !row.activated {
+        Validity::NotActivated
+    } else {
+        Validity::Valid
+    };
+    Ok((validity, Some(row.license_id)))
 }

@@ -9,6 +9,7 @@ pub mod expiry;
 pub mod keys;
 pub mod licenses;
 pub mod orders;
+pub mod organizations;
 pub mod requests;
 pub mod rights;
 pub mod settings;

@@ -26,6 +26,8 @@ pub struct NewOrder {
     pub product: String,
     pub quantity: i32,
     pub device_limit: Option<i32>,
+    /// Buy for this organization (the caller must be a member).
+    pub organization_id: Option<i64>,
 }
 
 pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<order::Model> {
@@ -49,9 +51,16 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
             "device limit must be between 1 and 1000",
         ));
     }
+    if let Some(organization_id) = new.organization_id
+        && super::organizations::membership(&ctx.db, viewer, organization_id)
+            .await?
+            .is_none()
+    {
+        return Err(AppError::NotFound("organization"));
+    }
     let order = order::ActiveModel {
         owner_id: Set(viewer.account_id),
-        organization_id: Set(None),
+        organization_id: Set(new.organization_id),
         product: Set(product.to_owned()),
         quantity: Set(new.quantity),
         status: Set(STATUS_PENDING_PAYMENT.into()),
@@ -162,7 +171,7 @@ pub async fn list_managed(
 ) -> ApiResult<Vec<order::Model>> {
     use sea_orm::QueryOrder;
     let mut query = order::Entity::find()
-        .filter(order::Column::OwnerId.eq(viewer.account_id))
+        .filter(order::Column::Id.in_subquery(rights::managed_orders_query(viewer)))
         .order_by_asc(order::Column::Id)
         .limit(limit);
     if let Some(after) = after {

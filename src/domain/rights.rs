@@ -1,7 +1,16 @@
 //! Who may do what on an order. One place, so every rule asks the same question.
-use entity::{account, order};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+//!
+//! An order without an organization is managed by its owner. An order bought
+//! for an organization is managed by the organization's admins, and by the
+//! buying member while they are still a member. Memberships count only for a
+//! verified email.
+use entity::{account, order, organization_member};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Query, SelectStatement},
+};
 
+use super::organizations::{self, ADMIN};
 use crate::{
     auth::Viewer,
     error::{ApiResult, AppError},
@@ -10,11 +19,19 @@ use crate::{
 /// True when `viewer` holds the owner's rights on `order` (assign, approve
 /// claims, settings, transfer).
 pub async fn can_manage(
-    _conn: &impl ConnectionTrait,
+    conn: &impl ConnectionTrait,
     viewer: &Viewer,
     order: &order::Model,
 ) -> ApiResult<bool> {
-    Ok(order.owner_id == viewer.account_id)
+    let Some(organization_id) = order.organization_id else {
+        return Ok(order.owner_id == viewer.account_id);
+    };
+    Ok(
+        match organizations::membership(conn, viewer, organization_id).await? {
+            Some(member) => member.role == ADMIN || order.owner_id == viewer.account_id,
+            None => false,
+        },
+    )
 }
 
 /// `can_manage`, or `NOT_FOUND` for a stranger: whether an order exists is
@@ -29,6 +46,41 @@ pub async fn require_manage(
     } else {
         Err(AppError::NotFound("order"))
     }
+}
+
+/// Ids of the orders `viewer` manages, as a subquery (the same rule as [`can_manage`]).
+pub fn managed_orders_query(viewer: &Viewer) -> SelectStatement {
+    let mine = order::Column::OwnerId.eq(viewer.account_id);
+    let condition = if viewer.email_verified {
+        let my_organizations = |admin_only: bool| {
+            let mut q = Query::select();
+            q.column(organization_member::Column::OrganizationId)
+                .from(organization_member::Entity)
+                .and_where(organization_member::Column::Email.eq(&viewer.email));
+            if admin_only {
+                q.and_where(organization_member::Column::Role.eq(ADMIN));
+            }
+            q.to_owned()
+        };
+        Condition::any()
+            .add(
+                Condition::all().add(mine).add(
+                    Condition::any()
+                        .add(order::Column::OrganizationId.is_null())
+                        .add(order::Column::OrganizationId.in_subquery(my_organizations(false))),
+                ),
+            )
+            .add(order::Column::OrganizationId.in_subquery(my_organizations(true)))
+    } else {
+        Condition::all()
+            .add(mine)
+            .add(order::Column::OrganizationId.is_null())
+    };
+    Query::select()
+        .column(order::Column::Id)
+        .from(order::Entity)
+        .cond_where(condition)
+        .to_owned()
 }
 
 /// The account that verified `email`, if any: only a verified address links
@@ -47,19 +99,35 @@ pub async fn verified_account_id(
         .await?)
 }
 
-/// Ids of the orders `viewer` manages, as a subquery.
-pub fn managed_orders_query(viewer: &Viewer) -> sea_orm::sea_query::SelectStatement {
-    sea_orm::sea_query::Query::select()
-        .column(order::Column::Id)
-        .from(order::Entity)
-        .and_where(order::Column::OwnerId.eq(viewer.account_id))
-        .to_owned()
-}
-
-/// Accounts that receive an order's events as its owner.
+/// Accounts that receive an order's events as its managers: the owner (while
+/// a member, for an organization's order) and the organization's admins.
 pub async fn order_managers(
-    _conn: &impl ConnectionTrait,
+    conn: &impl ConnectionTrait,
     order: &order::Model,
 ) -> ApiResult<Vec<i64>> {
-    Ok(vec![order.owner_id])
+    let Some(organization_id) = order.organization_id else {
+        return Ok(vec![order.owner_id]);
+    };
+    let members: Vec<(String, String)> = organization_member::Entity::find()
+        .select_only()
+        .column(organization_member::Column::Email)
+        .column(organization_member::Column::Role)
+        .filter(organization_member::Column::OrganizationId.eq(organization_id))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let accounts = account::Entity::find()
+        .filter(account::Column::Email.is_in(members.iter().map(|(email, _)| email.clone())))
+        .filter(account::Column::EmailVerifiedAt.is_not_null())
+        .all(conn)
+        .await?;
+    Ok(accounts
+        .into_iter()
+        .filter(|a| {
+            members
+                .iter()
+                .any(|(email, role)| *email == a.email && (role == ADMIN || a.id == order.owner_id))
+        })
+        .map(|a| a.id)
+        .collect())
 }

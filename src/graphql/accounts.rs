@@ -45,6 +45,19 @@ impl Account {
         self.0.created_at
     }
 
+    /// The caller's organizations and roles (empty for other accounts).
+    async fn organizations(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Vec<super::organizations::Membership>> {
+        match ctx.viewer() {
+            Ok(viewer) if viewer.account_id == self.0.id => {
+                super::organizations::memberships(ctx).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// How this account's keys may be claimed; null unless it is the caller's own account.
     async fn claim_settings(&self, ctx: &Context<'_>) -> Option<ClaimSettings> {
         let viewer = ctx.viewer().ok()?;

@@ -3,10 +3,12 @@
 mod accounts;
 mod claims;
 mod context;
+mod devices;
 mod events;
 mod limits;
 mod loaders;
 mod orders;
+mod organizations;
 mod pagination;
 mod requests;
 
@@ -23,6 +25,7 @@ pub struct QueryRoot(
     orders::OrderQuery,
     claims::ClaimQuery,
     requests::RequestQuery,
+    devices::DeviceQuery,
     events::EventQuery,
 );
 
@@ -32,6 +35,8 @@ pub struct MutationRoot(
     orders::OrderMutation,
     claims::ClaimMutation,
     requests::RequestMutation,
+    organizations::OrganizationMutation,
+    devices::DeviceMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     domain::{
+        devices,
         licenses::{self, Access, AssignmentFilter},
         orders,
     },
@@ -71,6 +72,17 @@ impl Order {
         } else {
             OrderStatus::PendingPayment
         }
+    }
+
+    /// The organization the order was bought for, if any.
+    async fn organization(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Option<super::organizations::Organization>> {
+        let Some(id) = self.0.organization_id else {
+            return Ok(None);
+        };
+        super::organizations::Organization::load(ctx, id).await
     }
 
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
@@ -226,6 +238,12 @@ impl License {
         self.model.assigned_at
     }
 
+    /// Devices the key is active on.
+    async fn activations(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::devices::Activation>> {
+        let rows = devices::of_license(&ctx.state().ctx.db, self.model.id).await?;
+        Ok(rows.into_iter().map(super::devices::Activation).collect())
+    }
+
     /// Every change to this key, oldest first (order managers and admins).
     async fn history(
         &self,
@@ -269,6 +287,8 @@ pub struct CreateOrderInput {
     pub quantity: i32,
     /// Devices each key may be activated on (default 1).
     pub device_limit: Option<i32>,
+    /// Buy for this organization (you must be a member): its admins share the owner's rights.
+    pub organization_id: Option<ID>,
 }
 
 #[derive(InputObject)]
@@ -343,10 +363,15 @@ impl OrderMutation {
     /// Create an order waiting for payment.
     async fn create_order(&self, ctx: &Context<'_>, input: CreateOrderInput) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
+        let organization_id = input
+            .organization_id
+            .map(|id| parse_id(&id, "organization"))
+            .transpose()?;
         let new = orders::NewOrder {
             product: input.product,
             quantity: input.quantity,
             device_limit: input.device_limit,
+            organization_id,
         };
         Ok(Order(orders::create(&ctx.state().ctx, viewer, new).await?))
     }

@@ -5,8 +5,10 @@ mod harness;
 
 mod accounts;
 mod claims;
+mod devices;
 mod mail;
 mod orders;
+mod organizations;
 mod requests;
 mod schema;
 mod transfers;

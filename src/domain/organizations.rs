@@ -1,0 +1,202 @@
+//! Organizations (product.md "Companies and devices"): admins and members,
+//! known by email; a member acts once an account has verified that email.
+//! An organization always keeps at least one admin.
+use entity::{organization, organization_member};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+
+use super::{Ctx, email, siret};
+use crate::{
+    auth::Viewer,
+    db::begin_write,
+    error::{ApiResult, AppError},
+};
+
+pub const ADMIN: &str = "ADMIN";
+pub const MEMBER: &str = "MEMBER";
+
+/// The caller's membership of `organization_id` (by verified email), if any.
+pub async fn membership(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    organization_id: i64,
+) -> ApiResult<Option<organization_member::Model>> {
+    if !viewer.email_verified {
+        return Ok(None);
+    }
+    Ok(
+        organization_member::Entity::find_by_id((organization_id, viewer.email.clone()))
+            .one(conn)
+            .await?,
+    )
+}
+
+/// Organizations the caller belongs to, with their role.
+pub async fn of_viewer(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+) -> ApiResult<Vec<(organization::Model, String)>> {
+    if !viewer.email_verified {
+        return Ok(Vec::new());
+    }
+    let rows = organization_member::Entity::find()
+        .filter(organization_member::Column::Email.eq(&viewer.email))
+        .order_by_asc(organization_member::Column::OrganizationId)
+        .all(conn)
+        .await?;
+    let ids: Vec<i64> = rows.iter().map(|m| m.organization_id).collect();
+    let orgs = organization::Entity::find()
+        .filter(organization::Column::Id.is_in(ids))
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|m| {
+            let org = orgs.iter().find(|o| o.id == m.organization_id)?.clone();
+            Some((org, m.role))
+        })
+        .collect())
+}
+
+/// Create an organization; the caller (verified) becomes its first admin.
+pub async fn create(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    name: &str,
+    siret_number: &str,
+) -> ApiResult<organization::Model> {
+    let admin_email = viewer.verified_email()?.to_owned();
+    let org = siret::validate_organization(Some(name), Some(siret_number))?
+        .ok_or_else(|| AppError::validation("name", "an organization needs a name and a SIRET"))?;
+    let now = ctx.clock.now();
+    let txn = begin_write(&ctx.db).await?;
+    let created = organization::ActiveModel {
+        name: Set(org.name),
+        siret: Set(org.siret),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    organization_member::ActiveModel {
+        organization_id: Set(created.id),
+        email: Set(admin_email),
+        role: Set(ADMIN.into()),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// `NOT_FOUND` unless the caller is a verified admin of the organization.
+async fn require_admin(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    organization_id: i64,
+) -> ApiResult<()> {
+    match membership(conn, viewer, organization_id).await? {
+        Some(m) if m.role == ADMIN => Ok(()),
+        Some(_) => Err(AppError::Forbidden(
+            "only organization admins manage members",
+        )),
+        None => Err(AppError::NotFound("organization")),
+    }
+}
+
+fn parse_role(role: &str) -> ApiResult<&'static str> {
+    match role {
+        ADMIN => Ok(ADMIN),
+        MEMBER => Ok(MEMBER),
+        _ => Err(AppError::validation("role", "role is ADMIN or MEMBER")),
+    }
+}
+
+/// Number of admins left if `email` stops being one.
+async fn other_admins(
+    conn: &impl ConnectionTrait,
+    organization_id: i64,
+    email: &str,
+) -> ApiResult<usize> {
+    Ok(organization_member::Entity::find()
+        .filter(organization_member::Column::OrganizationId.eq(organization_id))
+        .filter(organization_member::Column::Role.eq(ADMIN))
+        .filter(organization_member::Column::Email.ne(email))
+        .all(conn)
+        .await?
+        .len())
+}
+
+/// Add a member (or change their role), by an organization admin.
+pub async fn add_member(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    organization_id: i64,
+    member_email: &str,
+    role: &str,
+) -> ApiResult<organization_member::Model> {
+    let member_email = email::normalize(member_email, "email")?;
+    let role = parse_role(role)?;
+    let txn = begin_write(&ctx.db).await?;
+    require_admin(&txn, viewer, organization_id).await?;
+    let existing = organization_member::Entity::find_by_id((organization_id, member_email.clone()))
+        .one(&txn)
+        .await?;
+    let member = match existing {
+        Some(existing) => {
+            if existing.role == ADMIN
+                && role != ADMIN
+                && other_admins(&txn, organization_id, &member_email).await? == 0
+            {
+                return Err(AppError::conflict(
+                    "an organization keeps at least one admin",
+                ));
+            }
+            let mut changed: organization_member::ActiveModel = existing.into();
+            changed.role = Set(role.into());
+            changed.update(&txn).await?
+        }
+        None => {
+            organization_member::ActiveModel {
+                organization_id: Set(organization_id),
+                email: Set(member_email),
+                role: Set(role.into()),
+                created_at: Set(ctx.clock.now()),
+            }
+            .insert(&txn)
+            .await?
+        }
+    };
+    txn.commit().await?;
+    Ok(member)
+}
+
+/// Remove a member, by an organization admin. Orders the member bought stay
+/// with the organization; the member's rights on them end.
+pub async fn remove_member(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    organization_id: i64,
+    member_email: &str,
+) -> ApiResult<()> {
+    let member_email = email::normalize(member_email, "email")?;
+    let txn = begin_write(&ctx.db).await?;
+    require_admin(&txn, viewer, organization_id).await?;
+    let member = organization_member::Entity::find_by_id((organization_id, member_email.clone()))
+        .one(&txn)
+        .await?
+        .ok_or(AppError::NotFound("member"))?;
+    if member.role == ADMIN && other_admins(&txn, organization_id, &member_email).await? == 0 {
+        return Err(AppError::conflict(
+            "an organization keeps at least one admin",
+        ));
+    }
+    organization_member::Entity::delete_by_id((organization_id, member_email))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Organizations and their members.
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use entity::{organization, organization_member};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::{ContextExt, pagination::parse_id};
+use crate::{domain::organizations, error::ApiResult};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum OrganizationRole {
+    Admin,
+    Member,
+}
+
+impl OrganizationRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrganizationRole::Admin => organizations::ADMIN,
+            OrganizationRole::Member => organizations::MEMBER,
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == organizations::ADMIN {
+            OrganizationRole::Admin
+        } else {
+            OrganizationRole::Member
+        }
+    }
+}
+
+/// A company account: its admins hold the owner's rights on the orders bought for it.
+pub struct Organization(pub organization::Model);
+
+impl Organization {
+    pub async fn load(ctx: &Context<'_>, id: i64) -> ApiResult<Option<Organization>> {
+        Ok(organization::Entity::find_by_id(id)
+            .one(&ctx.state().ctx.db)
+            .await?
+            .map(Organization))
+    }
+}
+
+#[Object]
+impl Organization {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn siret(&self) -> &str {
+        &self.0.siret
+    }
+
+    /// Members and their roles; visible to members only (empty for others).
+    async fn members(&self, ctx: &Context<'_>) -> ApiResult<Vec<OrganizationMember>> {
+        let viewer = ctx.viewer()?;
+        let db = &ctx.state().ctx.db;
+        if organizations::membership(db, viewer, self.0.id)
+            .await?
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
+        let rows = organization_member::Entity::find()
+            .filter(organization_member::Column::OrganizationId.eq(self.0.id))
+            .all(db)
+            .await?;
+        Ok(rows.into_iter().map(OrganizationMember::from).collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct OrganizationMember {
+    email: String,
+    role: OrganizationRole,
+}
+
+impl From<organization_member::Model> for OrganizationMember {
+    fn from(m: organization_member::Model) -> Self {
+        OrganizationMember {
+            role: OrganizationRole::parse(&m.role),
+            email: m.email,
+        }
+    }
+}
+
+/// One of the caller's memberships.
+#[derive(SimpleObject)]
+pub struct Membership {
+    organization: Organization,
+    role: OrganizationRole,
+}
+
+/// The caller's organizations (for `me.organizations`).
+pub async fn memberships(ctx: &Context<'_>) -> ApiResult<Vec<Membership>> {
+    let viewer = ctx.viewer()?;
+    let rows = organizations::of_viewer(&ctx.state().ctx.db, viewer).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(org, role)| Membership {
+            organization: Organization(org),
+            role: OrganizationRole::parse(&role),
+        })
+        .collect())
+}
+
+#[derive(Default)]
+pub struct OrganizationMutation;
+
+#[Object]
+impl OrganizationMutation {
+    /// Create an organization (name + valid SIRET); you become its first admin.
+    async fn create_organization(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        siret: String,
+    ) -> ApiResult<Organization> {
+        let viewer = ctx.viewer()?;
+        Ok(Organization(
+            organizations::create(&ctx.state().ctx, viewer, &name, &siret).await?,
+        ))
+    }
+
+    /// Organization admins: add a member by email (or change their role). The
+    /// member acts once they have verified that email.
+    async fn add_organization_member(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: ID,
+        email: String,
+        role: OrganizationRole,
+    ) -> ApiResult<OrganizationMember> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&organization_id, "organization")?;
+        let member =
+            organizations::add_member(&ctx.state().ctx, viewer, id, &email, role.as_str()).await?;
+        Ok(member.into())
+    }
+
+    /// Organization admins: remove a member. Their orders stay with the
+    /// organization; an organization keeps at least one admin.
+    async fn remove_organization_member(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: ID,
+        email: String,
+    ) -> ApiResult<bool> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&organization_id, "organization")?;
+        organizations::remove_member(&ctx.state().ctx, viewer, id, &email).await?;
+        Ok(true)
+    }
+}
