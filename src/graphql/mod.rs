@@ -1,6 +1,7 @@
 //! The GraphQL schema. Resolvers are thin: take the viewer, call `domain`,
 //! map the result to a GraphQL type. One module per area; the roots merge them.
 mod accounts;
+mod admin;
 mod claims;
 mod context;
 mod devices;
@@ -27,6 +28,7 @@ pub struct QueryRoot(
     requests::RequestQuery,
     devices::DeviceQuery,
     events::EventQuery,
+    admin::AdminQuery,
 );
 
 #[derive(MergedObject, Default)]

@@ -460,3 +460,27 @@ async fn nested_key_lists_cost_a_constant_number_of_sql_statements() {
     // orders, the assignees: five statements.
     assert_eq!(counts[0], 5.0, "statements per request: {counts:?}");
 }
+
+#[tokio::test]
+async fn admins_read_across_accounts_and_see_their_audit_log() {
+    let app = TestApp::spawn().await;
+    let (buyer, _) = app.verified_user(&email("buyer")).await;
+    let (order, _, _) = app.paid_order(&buyer, 2).await;
+    let admin = app.admin().await;
+    let q = "{ admin { accounts { edges { node { email } } } orders { edges { node { id } } } licenses { edges { node { id key } } } events { edges { node { kind } } } auditLog { edges { node { kind actor { role } order { id } } } } } }";
+    assert_eq!(app.err(Some(&buyer), q, json!({})).await, "FORBIDDEN");
+    assert_eq!(app.err(None, q, json!({})).await, "UNAUTHENTICATED");
+    let data = app.ok(Some(&admin), q, json!({})).await;
+    assert!(data["admin"]["accounts"]["edges"].as_array().unwrap().len() >= 2);
+    assert_eq!(data["admin"]["orders"]["edges"][0]["node"]["id"], order);
+    let licenses = data["admin"]["licenses"]["edges"].as_array().unwrap();
+    assert_eq!(licenses.len(), 2);
+    assert!(
+        licenses.iter().all(|l| l["node"]["key"].is_null()),
+        "admins do not see key strings"
+    );
+    let audit = data["admin"]["auditLog"]["edges"].as_array().unwrap();
+    assert_eq!(audit[0]["node"]["kind"], "ORDER_PAID");
+    assert_eq!(audit[0]["node"]["actor"]["role"], "ADMIN");
+    assert_eq!(audit[0]["node"]["order"]["id"], order);
+}
