@@ -153,7 +153,7 @@ async fn receive_waiting_requests(
                     .column(license_request::Column::Id)
                     .from(license_request::Entity)
                     .and_where(license_request::Column::BuyerEmail.eq(&account.email))
-                    .and_where(license_request::Column::Status.eq(super::claims::PENDING))
+                    .and_where(license_request::Column::Status.eq(super::expiry::PENDING))
                     .to_owned(),
             ),
         )

@@ -11,13 +11,11 @@
 //!   off) emails the owner if "email me when a key is claimed" is on, since
 //!   nothing else would tell them to act;
 //! - the claimer is emailed the outcome of every claim the owner decides.
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use entity::{account, claim, license, order};
 use sea_orm::{
-    ActiveModelTrait,
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{ExprTrait, Query},
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Query,
 };
 use serde_json::json;
 
@@ -30,22 +28,12 @@ use crate::{
     mail::{self, Email},
 };
 
-pub const PENDING: &str = "PENDING";
-pub const APPROVED: &str = "APPROVED";
-pub const DECLINED: &str = "DECLINED";
-pub const EXPIRED: &str = "EXPIRED";
+use super::expiry::{self, PENDING_TTL};
+pub use super::expiry::{APPROVED, DECLINED, EXPIRED, PENDING};
 
-/// Pending claims and requests stop being pending after this long.
-pub const PENDING_TTL: Duration = Duration::days(7);
-
-/// A claim's status as of `now`: a pending claim older than [`PENDING_TTL`]
-/// is expired even before the sweeper has marked it.
+/// A claim's status as of `now` (the 7-day rule of [`expiry`]).
 pub fn effective_status(claim: &claim::Model, now: DateTime<Utc>) -> &str {
-    if claim.status == PENDING && claim.created_at <= now - PENDING_TTL {
-        EXPIRED
-    } else {
-        &claim.status
-    }
+    expiry::effective_status(&claim.status, claim.created_at, now)
 }
 
 /// What a claim attempt did.
@@ -162,8 +150,8 @@ pub async fn claim(
     created.recipients.push(viewer.account_id);
     events::record(&txn, now, created).await?;
 
-    let (outcome, license) = if link_now {
-        let license = link(
+    let license = if link_now {
+        link(
             &txn,
             &order,
             license,
@@ -171,40 +159,31 @@ pub async fn claim(
             viewer.account_id,
             now,
         )
-        .await?;
-        if owner.notify_on_claim {
-            mail::enqueue(
-                &txn,
-                now,
-                &owner.email,
-                Email::ClaimReceived {
-                    product: order.product.clone(),
-                    key: license.key.clone(),
-                    claimer: claimer_email.clone(),
-                    pending: false,
-                    link: format!("{}/graphql", ctx.public_url),
-                },
-            )
-            .await?;
-        }
-        (Outcome::Linked, license)
+        .await?
     } else {
-        if !manual && owner.notify_on_claim {
-            mail::enqueue(
-                &txn,
-                now,
-                &owner.email,
-                Email::ClaimReceived {
-                    product: order.product.clone(),
-                    key: license.key.clone(),
-                    claimer: claimer_email.clone(),
-                    pending: true,
-                    link: format!("{}/graphql", ctx.public_url),
-                },
-            )
-            .await?;
-        }
-        (Outcome::Pending, license)
+        license
+    };
+    // The owner hears of a linked claim, or of one waiting because the key is
+    // held, if they asked to; under manual approval the email is suppressed.
+    if owner.notify_on_claim && !manual {
+        mail::enqueue(
+            &txn,
+            now,
+            &owner.email,
+            Email::ClaimReceived {
+                product: order.product.clone(),
+                key: license.key.clone(),
+                claimer: claimer_email.clone(),
+                pending: !link_now,
+                link: format!("{}/graphql", ctx.public_url),
+            },
+        )
+        .await?;
+    }
+    let outcome = if link_now {
+        Outcome::Linked
+    } else {
+        Outcome::Pending
     };
     txn.commit().await?;
     ctx.committed().await;
@@ -399,18 +378,14 @@ pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
 
 /// Filter on a claim's effective status.
 fn status_filter<S: QueryFilter>(query: S, status: Option<&str>, now: DateTime<Utc>) -> S {
-    let cutoff = now - PENDING_TTL;
     match status {
         None => query,
-        Some(PENDING) => query
-            .filter(claim::Column::Status.eq(PENDING))
-            .filter(claim::Column::CreatedAt.gt(cutoff)),
-        Some(EXPIRED) => query.filter(
-            claim::Column::Status.eq(EXPIRED).or(claim::Column::Status
-                .eq(PENDING)
-                .and(claim::Column::CreatedAt.lte(cutoff))),
-        ),
-        Some(other) => query.filter(claim::Column::Status.eq(other)),
+        Some(wanted) => query.filter(expiry::status_condition(
+            claim::Column::Status,
+            claim::Column::CreatedAt,
+            wanted,
+            now,
+        )),
     }
 }
 

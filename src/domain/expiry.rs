@@ -1,25 +1,66 @@
-//! The sweeper: pending claims and requests older than 7 days become
-//! `EXPIRED`, each with a `REQUEST_EXPIRED` event. Reads never wait for it
-//! (lists and statuses compute expiry from the clock); it makes the change
-//! durable and tells people. Safe with many instances: each row changes with
-//! a conditional update, and only the instance whose update took effect
-//! writes the event.
+//! The 7-day rule for claims and requests, and its sweeper.
+//!
+//! A pending claim or request older than [`PENDING_TTL`] is expired: reads
+//! compute that from the clock ([`effective_status`], [`status_condition`]),
+//! so it disappears from pending lists at once, before any sweep. The
+//! sweeper then marks such rows `EXPIRED`, each with a `REQUEST_EXPIRED`
+//! event: it makes the change durable and tells people. Safe with many
+//! instances: each row changes with a conditional update, and only the
+//! instance whose update took effect writes the event.
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use entity::{claim, license, license_request, order};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::IntoColumnRef,
+};
 use serde_json::json;
 
-use super::{
-    Ctx,
-    claims::{EXPIRED, PENDING, PENDING_TTL},
-    rights,
-};
+use super::{Ctx, rights};
 use crate::{
     db::begin_write,
     error::ApiResult,
     events::{self, EventKind, NewEvent},
 };
+
+pub const PENDING: &str = "PENDING";
+pub const APPROVED: &str = "APPROVED";
+pub const DECLINED: &str = "DECLINED";
+pub const EXPIRED: &str = "EXPIRED";
+
+/// Pending claims and requests stop being pending after this long.
+pub const PENDING_TTL: chrono::Duration = chrono::Duration::days(7);
+
+/// The status of a claim or request as of `now`: pending for at most [`PENDING_TTL`].
+pub fn effective_status(status: &str, created_at: DateTime<Utc>, now: DateTime<Utc>) -> &str {
+    if status == PENDING && created_at <= now - PENDING_TTL {
+        EXPIRED
+    } else {
+        status
+    }
+}
+
+/// A filter on the effective status (`wanted`) of claims or requests.
+pub fn status_condition<C: ColumnTrait + IntoColumnRef + Copy>(
+    status: C,
+    created_at: C,
+    wanted: &str,
+    now: DateTime<Utc>,
+) -> Condition {
+    let cutoff = now - PENDING_TTL;
+    match wanted {
+        PENDING => Condition::all()
+            .add(status.eq(PENDING))
+            .add(created_at.gt(cutoff)),
+        EXPIRED => Condition::any().add(status.eq(EXPIRED)).add(
+            Condition::all()
+                .add(status.eq(PENDING))
+                .add(created_at.lte(cutoff)),
+        ),
+        other => Condition::all().add(status.eq(other)),
+    }
+}
 
 /// Rows expired per statement batch.
 const BATCH: u64 = 200;

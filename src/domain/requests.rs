@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use entity::{account, license_request};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::ExprTrait,
+    QueryOrder, QuerySelect,
 };
 use serde_json::json;
 
 use super::{
-    Ctx,
-    claims::{APPROVED, DECLINED, EXPIRED, PENDING, PENDING_TTL},
-    email, licenses, rights,
+    Ctx, email,
+    expiry::{self, APPROVED, DECLINED, EXPIRED, PENDING},
+    licenses, rights,
 };
 use crate::{
     auth::Viewer,
@@ -25,13 +25,9 @@ use crate::{
 /// Longest message a requester may write.
 pub const MAX_MESSAGE: usize = 1000;
 
-/// A request's status as of `now` (pending for at most 7 days).
+/// A request's status as of `now` (the 7-day rule of [`expiry`]).
 pub fn effective_status(request: &license_request::Model, now: DateTime<Utc>) -> &str {
-    if request.status == PENDING && request.created_at <= now - PENDING_TTL {
-        EXPIRED
-    } else {
-        &request.status
-    }
+    expiry::effective_status(&request.status, request.created_at, now)
 }
 
 /// Ask the buyer at `buyer_email` for a license.
@@ -251,21 +247,14 @@ pub async fn list(
             query.filter(license_request::Column::RequesterId.eq(viewer.account_id))
         }
     };
-    let cutoff = now - PENDING_TTL;
-    query = match status {
-        None => query,
-        Some(PENDING) => query
-            .filter(license_request::Column::Status.eq(PENDING))
-            .filter(license_request::Column::CreatedAt.gt(cutoff)),
-        Some(EXPIRED) => query.filter(
-            license_request::Column::Status
-                .eq(EXPIRED)
-                .or(license_request::Column::Status
-                    .eq(PENDING)
-                    .and(license_request::Column::CreatedAt.lte(cutoff))),
-        ),
-        Some(other) => query.filter(license_request::Column::Status.eq(other)),
-    };
+    if let Some(wanted) = status {
+        query = query.filter(expiry::status_condition(
+            license_request::Column::Status,
+            license_request::Column::CreatedAt,
+            wanted,
+            now,
+        ));
+    }
     if let Some(after) = after {
         query = query.filter(license_request::Column::Id.gt(after));
     }

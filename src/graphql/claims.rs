@@ -12,37 +12,40 @@ use super::{
 use crate::{
     domain::{
         claims::{self, Outcome},
-        licenses::{self, Access},
+        expiry,
+        licenses::Access,
         settings,
     },
-    error::{ApiResult, AppError},
+    error::ApiResult,
     http::{ClientAddr, LimitKey},
 };
 
+/// Where a claim or a license request stands. Pending ones read as
+/// `EXPIRED` after 7 days.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum ClaimStatus {
+pub enum ApprovalStatus {
     Pending,
     Approved,
     Declined,
     Expired,
 }
 
-impl ClaimStatus {
-    fn as_str(self) -> &'static str {
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
         match self {
-            ClaimStatus::Pending => claims::PENDING,
-            ClaimStatus::Approved => claims::APPROVED,
-            ClaimStatus::Declined => claims::DECLINED,
-            ClaimStatus::Expired => claims::EXPIRED,
+            ApprovalStatus::Pending => expiry::PENDING,
+            ApprovalStatus::Approved => expiry::APPROVED,
+            ApprovalStatus::Declined => expiry::DECLINED,
+            ApprovalStatus::Expired => expiry::EXPIRED,
         }
     }
 
-    fn parse(s: &str) -> ClaimStatus {
+    pub fn parse(s: &str) -> ApprovalStatus {
         match s {
-            claims::APPROVED => ClaimStatus::Approved,
-            claims::DECLINED => ClaimStatus::Declined,
-            claims::EXPIRED => ClaimStatus::Expired,
-            _ => ClaimStatus::Pending,
+            expiry::APPROVED => ApprovalStatus::Approved,
+            expiry::DECLINED => ApprovalStatus::Declined,
+            expiry::EXPIRED => ApprovalStatus::Expired,
+            _ => ApprovalStatus::Pending,
         }
     }
 }
@@ -67,8 +70,8 @@ impl Claim {
     }
 
     /// Pending claims older than 7 days read as `EXPIRED`.
-    async fn status(&self, ctx: &Context<'_>) -> ClaimStatus {
-        ClaimStatus::parse(claims::effective_status(
+    async fn status(&self, ctx: &Context<'_>) -> ApprovalStatus {
+        ApprovalStatus::parse(claims::effective_status(
             &self.0,
             ctx.state().ctx.clock.now(),
         ))
@@ -85,12 +88,7 @@ impl Claim {
 
     /// The key, when the caller may see it (its order's managers; the claimer once it is theirs).
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let viewer = ctx.viewer()?;
-        match licenses::readable(&ctx.state().ctx.db, viewer, self.0.license_id).await {
-            Ok((license, order, access)) => Ok(Some(License::new(license, Some(order), access))),
-            Err(AppError::NotFound(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
+        License::visible(ctx, self.0.license_id).await
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -136,7 +134,7 @@ impl ClaimQuery {
     async fn claim_requests(
         &self,
         ctx: &Context<'_>,
-        status: Option<ClaimStatus>,
+        status: Option<ApprovalStatus>,
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Claim>> {
@@ -146,7 +144,7 @@ impl ClaimQuery {
         let rows = claims::incoming(
             &state.ctx.db,
             viewer,
-            status.map(ClaimStatus::as_str),
+            status.map(ApprovalStatus::as_str),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),
@@ -160,7 +158,7 @@ impl ClaimQuery {
     async fn my_claims(
         &self,
         ctx: &Context<'_>,
-        status: Option<ClaimStatus>,
+        status: Option<ApprovalStatus>,
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Claim>> {
@@ -170,7 +168,7 @@ impl ClaimQuery {
         let rows = claims::mine(
             &state.ctx.db,
             viewer,
-            status.map(ClaimStatus::as_str),
+            status.map(ApprovalStatus::as_str),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),

@@ -6,11 +6,8 @@ use entity::activation;
 
 use super::{ContextExt, orders::License, pagination::parse_id};
 use crate::{
-    domain::{
-        devices::{self, DeviceOf, Validity},
-        licenses,
-    },
-    error::{ApiResult, AppError},
+    domain::devices::{self, DeviceOf, Validity},
+    error::ApiResult,
     http::{ClientAddr, LimitKey},
 };
 
@@ -75,13 +72,9 @@ impl DeviceQuery {
     ) -> ApiResult<LicenseValidation> {
         let db = &ctx.state().ctx.db;
         let (validity, license_id) = devices::validate(db, &key, fingerprint.as_deref()).await?;
-        let license = match (license_id, ctx.viewer()) {
-            (Some(id), Ok(viewer)) => match licenses::readable(db, viewer, id).await {
-                Ok((license, order, access)) => Some(License::new(license, Some(order), access)),
-                Err(AppError::NotFound(_)) => None,
-                Err(error) => return Err(error),
-            },
-            _ => None,
+        let license = match license_id {
+            Some(id) => License::visible(ctx, id).await?,
+            None => None,
         };
         Ok(LicenseValidation {
             valid: validity == Validity::Valid,

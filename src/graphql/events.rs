@@ -15,7 +15,7 @@ use super::{
     requests::{LicenseRequest, OrderTransfer},
 };
 use crate::{
-    domain::{claims, licenses, orders, requests, transfers},
+    domain::{claims, orders, requests, transfers},
     error::{ApiResult, AppError},
     events::{LiveEvent, stream},
 };
@@ -92,13 +92,9 @@ impl Event {
 
     /// The key concerned, when the caller may see it.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let (Some(id), Ok(viewer)) = (self.0.license_id, ctx.viewer()) else {
-            return Ok(None);
-        };
-        match licenses::readable(&ctx.state().ctx.db, viewer, id).await {
-            Ok((license, order, access)) => Ok(Some(License::new(license, Some(order), access))),
-            Err(AppError::NotFound(_)) => Ok(None),
-            Err(error) => Err(error),
+        match self.0.license_id {
+            Some(id) => License::visible(ctx, id).await,
+            None => Ok(None),
         }
     }
     /// The claim concerned, when the caller is its claimer or manages its key.

@@ -178,6 +178,19 @@ impl License {
             access,
         }
     }
+
+    /// The key `license_id` as the caller may see it, or `None` when they may
+    /// not (for fields that point at a key from a claim, request or event).
+    pub async fn visible(ctx: &Context<'_>, license_id: i64) -> ApiResult<Option<License>> {
+        let Ok(viewer) = ctx.viewer() else {
+            return Ok(None);
+        };
+        match licenses::readable(&ctx.state().ctx.db, viewer, license_id).await {
+            Ok((license, order, access)) => Ok(Some(License::new(license, Some(order), access))),
+            Err(AppError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
 }
 
 #[Object]

@@ -10,7 +10,7 @@ use super::{
     pagination::{Page, parse_id},
 };
 use crate::{
-    domain::{claims, licenses, orders, requests, transfers},
+    domain::{orders, requests, transfers},
     error::{ApiResult, AppError},
 };
 
@@ -22,33 +22,8 @@ pub enum Direction {
     Outgoing,
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum RequestStatus {
-    Pending,
-    Approved,
-    Declined,
-    Expired,
-}
-
-impl RequestStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            RequestStatus::Pending => claims::PENDING,
-            RequestStatus::Approved => claims::APPROVED,
-            RequestStatus::Declined => claims::DECLINED,
-            RequestStatus::Expired => claims::EXPIRED,
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            claims::APPROVED => RequestStatus::Approved,
-            claims::DECLINED => RequestStatus::Declined,
-            claims::EXPIRED => RequestStatus::Expired,
-            _ => RequestStatus::Pending,
-        }
-    }
-}
+/// Requests share the claims' statuses.
+use super::claims::ApprovalStatus;
 
 /// A request for a license, from a person without a key to a buyer.
 pub struct LicenseRequest(pub license_request::Model);
@@ -60,8 +35,8 @@ impl LicenseRequest {
     }
 
     /// Pending requests older than 7 days read as `EXPIRED`.
-    async fn status(&self, ctx: &Context<'_>) -> RequestStatus {
-        RequestStatus::parse(requests::effective_status(
+    async fn status(&self, ctx: &Context<'_>) -> ApprovalStatus {
+        ApprovalStatus::parse(requests::effective_status(
             &self.0,
             ctx.state().ctx.clock.now(),
         ))
@@ -87,13 +62,9 @@ impl LicenseRequest {
 
     /// The key given on approval, when the caller may see it.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        let (Some(id), viewer) = (self.0.license_id, ctx.viewer()?) else {
-            return Ok(None);
-        };
-        match licenses::readable(&ctx.state().ctx.db, viewer, id).await {
-            Ok((license, order, access)) => Ok(Some(License::new(license, Some(order), access))),
-            Err(AppError::NotFound(_)) => Ok(None),
-            Err(error) => Err(error),
+        match self.0.license_id {
+            Some(id) => License::visible(ctx, id).await,
+            None => Ok(None),
         }
     }
 
@@ -209,7 +180,7 @@ impl RequestQuery {
         &self,
         ctx: &Context<'_>,
         direction: Direction,
-        status: Option<RequestStatus>,
+        status: Option<ApprovalStatus>,
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, LicenseRequest>> {
@@ -224,7 +195,7 @@ impl RequestQuery {
             &state.ctx.db,
             viewer,
             direction,
-            status.map(RequestStatus::as_str),
+            status.map(ApprovalStatus::as_str),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),

@@ -14,7 +14,7 @@ const DECLINE: &str = "mutation($c:ID!){ declineClaim(claimId:$c){ id status } }
 const ASSIGN: &str =
     "mutation($l:ID!,$e:String!){ assignLicense(input:{licenseId:$l,email:$e}){ id } }";
 const LICENSE: &str = "query($l:ID!){ license(id:$l){ assigneeEmail } }";
-const INCOMING: &str = "query($s:ClaimStatus){ claimRequests(status:$s){ edges { node { id status claimer { email } license { key } } } } }";
+const INCOMING: &str = "query($s:ApprovalStatus){ claimRequests(status:$s){ edges { node { id status claimer { email } license { key } } } } }";
 
 /// An app with a generous claim rate limit (tests of the limit set their own).
 async fn app() -> TestApp {

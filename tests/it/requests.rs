@@ -8,7 +8,7 @@ fn email(prefix: &str) -> String {
 }
 
 const REQUEST: &str = "mutation($b:String!,$m:String){ requestLicense(input:{buyerEmail:$b, message:$m}){ request { id status buyerEmail message } } }";
-const LIST: &str = "query($d:Direction!,$s:RequestStatus){ licenseRequests(direction:$d, status:$s){ edges { node { id status message requester { email } license { key } } } } }";
+const LIST: &str = "query($d:Direction!,$s:ApprovalStatus){ licenseRequests(direction:$d, status:$s){ edges { node { id status message requester { email } license { key } } } } }";
 const APPROVE: &str =
     "mutation($r:ID!,$l:ID!){ approveLicenseRequest(requestId:$r, licenseId:$l){ id status } }";
 const DECLINE: &str = "mutation($r:ID!){ declineLicenseRequest(requestId:$r){ id status } }";
