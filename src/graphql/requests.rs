@@ -6,6 +6,7 @@ use entity::{license_request, order_transfer};
 use super::{
     ContextExt,
     accounts::Account,
+    claims::ApprovalStatus,
     orders::{License, Order},
     pagination::{Page, parse_id},
 };
@@ -21,9 +22,6 @@ pub enum Direction {
     /// Started by you.
     Outgoing,
 }
-
-/// Requests share the claims' statuses.
-use super::claims::ApprovalStatus;
 
 /// A request for a license, from a person without a key to a buyer.
 pub struct LicenseRequest(pub license_request::Model);
