@@ -12,11 +12,11 @@ run:
 
 # The test suite on SQLite
 test:
-    cargo test --workspace
+    cargo test
 
 # The test suite on PostgreSQL + Redis (the machine's services)
 test-pg:
-    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo test --workspace
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo test
 
 # Everything CI runs
 ci:
