@@ -35,6 +35,55 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A migrated PostgreSQL database of this test process, copied for each test
+/// (`CREATE DATABASE … TEMPLATE`), which is much faster than migrating each.
+static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+fn database_url(admin_url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin_url).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// Create and migrate this process's template; drop templates left by test
+/// processes that are gone.
+async fn migrated_template(admin_url: &str) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let admin = sea_orm::Database::connect(admin_url)
+        .await
+        .expect("TEST_DATABASE_URL must be reachable");
+    let backend = admin.get_database_backend();
+    let leftovers = admin
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT datname FROM pg_database WHERE datname LIKE 'kl_tpl_%'",
+        ))
+        .await
+        .unwrap_or_default();
+    for row in leftovers {
+        let Ok(name) = row.try_get::<String>("", "datname") else {
+            continue;
+        };
+        let pid = name.trim_start_matches("kl_tpl_");
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+    let name = format!("kl_tpl_{}", std::process::id());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create template database");
+    admin.close().await.ok();
+    let db = keyledger::db::connect(&database_url(admin_url, &name))
+        .await
+        .expect("migrate the template database");
+    db.close().await.ok();
+    name
+}
+
 /// A database of the test's own, dropped (PostgreSQL) or deleted (SQLite) at the end.
 pub struct TestDb {
     pub url: String,
@@ -48,19 +97,18 @@ impl TestDb {
         match std::env::var("TEST_DATABASE_URL") {
             Ok(admin_url) if !admin_url.is_empty() => {
                 use sea_orm::ConnectionTrait;
+                let template = TEMPLATE.get_or_init(|| migrated_template(&admin_url)).await;
                 let name = unique("kl_test");
                 let admin = sea_orm::Database::connect(&admin_url)
                     .await
                     .expect("TEST_DATABASE_URL must be reachable");
                 admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
                     .await
                     .expect("create test database");
                 admin.close().await.ok();
-                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
-                url.set_path(&format!("/{name}"));
                 TestDb {
-                    url: url.to_string(),
+                    url: database_url(&admin_url, &name),
                     admin_url: Some(admin_url),
                     name,
                     _dir: None,
