@@ -4,6 +4,7 @@
 mod harness;
 
 mod accounts;
+mod events;
 mod mail;
 mod orders;
 mod schema;
