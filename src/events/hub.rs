@@ -12,9 +12,9 @@ use crate::metrics::Metrics;
 
 /// How many undelivered signals one account's subscriptions may fall behind
 /// before they are told they lagged (and catch up from the database). Kept
-/// small: the buffer is allocated per connected account (about 48 bytes a
+/// small: the buffer is allocated per connected account (about 35 bytes a
 /// slot), and a subscription that lags loses nothing, it re-reads.
-const PER_ACCOUNT_BUFFER: usize = 32;
+const PER_ACCOUNT_BUFFER: usize = 16;
 
 /// What a subscription is told.
 #[derive(Debug, Clone)]

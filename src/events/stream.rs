@@ -117,7 +117,10 @@ impl State {
                 return self.end(AppError::Unauthenticated);
             }
             if self.check_session {
-                match session_holds(&self.db, self.subscriber.session_id, self.clock.now()).await {
+                // Database futures are boxed: an idle stream (most of them)
+                // then keeps only its wait, not room for a query, in memory.
+                let check = session_holds(&self.db, self.subscriber.session_id, self.clock.now());
+                match Box::pin(check).await {
                     Ok(true) => self.check_session = false,
                     Ok(false) => return self.end(AppError::Unauthenticated),
                     Err(error) => return self.end(error),
@@ -131,14 +134,13 @@ impl State {
                 continue;
             }
             if self.needs_replay {
-                match for_account(
+                let replay = for_account(
                     &self.db,
                     self.subscriber.account_id,
                     self.cursor,
                     REPLAY_PAGE,
-                )
-                .await
-                {
+                );
+                match Box::pin(replay).await {
                     Ok(events) => {
                         self.needs_replay = events.len() as u64 == REPLAY_PAGE;
                         self.pending.extend(events);
@@ -288,7 +290,7 @@ mod tests {
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.position, 1);
 
-        // 100 signals into a buffer of 32 while the stream is not polled.
+        // 100 signals into a buffer of 16 while the stream is not polled.
         write(100).await;
         relay.step().await.unwrap();
         for expected in 2..=101 {
