@@ -30,3 +30,11 @@ schema:
 lint:
     cargo fmt --all
     cargo clippy --all-targets --workspace -- -D warnings
+
+# Live events benchmark (release build, PostgreSQL + Redis): latency with 1,000 and 10,000 idle subscribers, memory per subscriber
+bench-events:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # 10,000 websockets need as many descriptors in the server and in the client.
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    BENCH_DATABASE_URL={{pg}} BENCH_REDIS_URL={{redis}} cargo bench --bench events

@@ -96,7 +96,7 @@ impl App {
         let mut tasks = Vec::new();
         let bus = match &config.redis_url {
             Some(url) => {
-                let redis = RedisBus::new(url, &config.redis_channel)?;
+                let redis = RedisBus::new(url, &config.redis_channel, hub.clone())?;
                 tasks.push(tokio::spawn(redis.clone().run_subscriber(hub.clone())));
                 Bus::Redis(redis)
             }

@@ -82,6 +82,11 @@ pub async fn graphiql() -> Html<String> {
     )
 }
 
+/// Initial read buffer of a websocket connection.
+const WS_READ_BUFFER: usize = 1024;
+/// Largest websocket message accepted (as the HTTP endpoint's 2 MB body limit).
+const WS_MAX_MESSAGE: usize = 2 * 1024 * 1024;
+
 /// Websocket subscriptions (`graphql-transport-ws` and legacy `graphql-ws`).
 /// The token travels in `connection_init`'s payload, `{"authorization":
 /// "Bearer TOKEN"}`, since browsers cannot set headers on a websocket. A bad
@@ -94,6 +99,11 @@ pub async fn graphql_ws(
 ) -> Response {
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        // tungstenite zero-fills its whole read buffer on each read, so its
+        // 128 KiB default stays resident for every idle subscriber; GraphQL
+        // messages are small (the buffer grows for a larger one).
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| {
             let state = server.state.clone();
             GraphQLWebSocket::new(socket, server.schema.clone(), protocol)

@@ -1,6 +1,9 @@
 //! Carries relay batches to every instance's hub: directly in-process without
 //! `REDIS_URL`, through one Redis pub/sub channel with it.
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -21,7 +24,23 @@ pub struct RedisBus {
     channel: String,
     /// Lazily (re)opened publishing connection.
     conn: std::sync::Arc<Mutex<Option<redis::aio::MultiplexedConnection>>>,
+    /// This instance's hub: what Redis could not carry still reaches the
+    /// subscriptions of this instance.
+    local: Hub,
+    /// Highest position handed to `local` directly while Redis was failing,
+    /// so a batch retried many times is not handed over many times.
+    local_through: std::sync::Arc<AtomicI64>,
 }
+
+/// Connecting to Redis and each command give up after this long, so a hung
+/// Redis delays the relay's retry loop (and readiness) by no more.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the subscriber connection is checked with a PING (a connection
+/// that died without closing would otherwise wait forever).
+const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+/// Reconnect back-off of the subscriber: from the first to the last.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 impl Bus {
     /// Publish a message; an error means it may not have reached other instances.
@@ -31,7 +50,13 @@ impl Bus {
                 hub.dispatch(message);
                 Ok(())
             }
-            Bus::Redis(redis) => redis.publish(&message).await,
+            Bus::Redis(redis) => match redis.publish(&message).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    redis.dispatch_locally(message);
+                    Err(error)
+                }
+            },
         }
     }
 
@@ -45,13 +70,34 @@ impl Bus {
 }
 
 impl RedisBus {
-    pub fn new(url: &str, channel: &str) -> Result<Self, String> {
+    pub fn new(url: &str, channel: &str, local: Hub) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
         Ok(RedisBus {
             client,
             channel: channel.to_owned(),
             conn: Default::default(),
+            local,
+            local_through: Default::default(),
         })
+    }
+
+    /// Redis did not take `message`: hand it to this instance's own
+    /// subscriptions now (the relay will publish the events again for the
+    /// other instances; a sign-out reaches them through their resync, which
+    /// re-checks the session).
+    fn dispatch_locally(&self, message: BusMessage) {
+        let message = match message {
+            BusMessage::Events { prev, mut events } => {
+                let through = self.local_through.load(Ordering::SeqCst);
+                events.retain(|e| e.position > through);
+                let Some(last) = events.last() else { return };
+                self.local_through
+                    .fetch_max(last.position, Ordering::SeqCst);
+                BusMessage::Events { prev, events }
+            }
+            revoked @ BusMessage::SessionRevoked { .. } => revoked,
+        };
+        self.local.dispatch(message);
     }
 
     async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
@@ -60,8 +106,8 @@ impl RedisBus {
             return Ok(conn.clone());
         }
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -101,36 +147,71 @@ impl RedisBus {
     /// the hub's subscribers resync from the database, since messages
     /// published while we were away are lost to pub/sub.
     pub async fn run_subscriber(self, hub: Hub) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RECONNECT_MIN;
         loop {
-            match self.client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&self.channel).await {
-                    Ok(()) => {
-                        tracing::info!("event bus: subscribed to Redis");
-                        backoff = Duration::from_millis(100);
-                        hub.resync_all();
-                        let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
-                            let payload: String = match message.get_payload() {
-                                Ok(payload) => payload,
-                                Err(error) => {
-                                    tracing::warn!(%error, "event bus: unreadable message");
-                                    continue;
-                                }
-                            };
-                            match serde_json::from_str::<BusMessage>(&payload) {
-                                Ok(message) => hub.dispatch(message),
-                                Err(error) => tracing::warn!(%error, "event bus: bad message"),
-                            }
-                        }
-                        tracing::warn!("event bus: Redis subscription ended, reconnecting");
-                    }
-                    Err(error) => tracing::warn!(%error, "event bus: subscribe failed"),
-                },
-                Err(error) => tracing::warn!(%error, "event bus: cannot reach Redis"),
+            match self.subscribe().await {
+                Ok((sink, messages)) => {
+                    tracing::info!("event bus: subscribed to Redis");
+                    backoff = RECONNECT_MIN;
+                    hub.resync_all();
+                    let why = Self::forward(sink, messages, &hub).await;
+                    tracing::warn!(why, "event bus: Redis subscription lost, reconnecting");
+                }
+                Err(error) => tracing::warn!(%error, "event bus: cannot subscribe to Redis"),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            // Up to 50% jitter, so instances do not reconnect in lockstep.
+            let jitter = backoff.mul_f64(rand::random::<f64>() / 2.0);
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    async fn subscribe(
+        &self,
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub.split())
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT * 2, connect).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Hand messages to `hub` until the connection fails; says why it stopped.
+    async fn forward(
+        mut sink: redis::aio::PubSubSink,
+        mut messages: redis::aio::PubSubStream,
+        hub: &Hub,
+    ) -> &'static str {
+        let mut ping = tokio::time::interval(SUBSCRIBER_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { return "connection closed" };
+                    let payload: String = match message.get_payload() {
+                        Ok(payload) => payload,
+                        Err(error) => {
+                            tracing::warn!(%error, "event bus: unreadable message");
+                            continue;
+                        }
+                    };
+                    match serde_json::from_str::<BusMessage>(&payload) {
+                        Ok(message) => hub.dispatch(message),
+                        Err(error) => tracing::warn!(%error, "event bus: bad message"),
+                    }
+                }
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return "no answer to PING";
+                    }
+                }
+            }
         }
     }
 }

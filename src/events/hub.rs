@@ -11,8 +11,10 @@ use super::LiveEvent;
 use crate::metrics::Metrics;
 
 /// How many undelivered signals one account's subscriptions may fall behind
-/// before they are told they lagged (and catch up from the database).
-const PER_ACCOUNT_BUFFER: usize = 256;
+/// before they are told they lagged (and catch up from the database). Kept
+/// small: the buffer is allocated per connected account (about 35 bytes a
+/// slot), and a subscription that lags loses nothing, it re-reads.
+const PER_ACCOUNT_BUFFER: usize = 16;
 
 /// What a subscription is told.
 #[derive(Debug, Clone)]
@@ -57,14 +59,20 @@ impl Hub {
         }
     }
 
-    /// Register a subscription of `account_id`; signals published from now on reach it.
-    pub fn subscribe(&self, account_id: i64) -> broadcast::Receiver<Signal> {
+    /// Register a subscription of `account_id`; signals published from now on
+    /// reach it. Dropping the registration unregisters it.
+    pub fn subscribe(&self, account_id: i64) -> Registration {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        state
+        let rx = state
             .accounts
             .entry(account_id)
             .or_insert_with(|| broadcast::channel(PER_ACCOUNT_BUFFER).0)
-            .subscribe()
+            .subscribe();
+        Registration {
+            rx,
+            hub: self.clone(),
+            account_id,
+        }
     }
 
     /// Hand a bus message to the subscriptions it concerns.
@@ -112,6 +120,9 @@ impl Hub {
     /// reconnected, when messages may have been lost).
     pub fn resync_all(&self) {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Everything up to now is re-read from the database: the next batch
+        // starts a new chain rather than reporting the outage as a gap.
+        state.last_position = None;
         Self::broadcast(&mut state, Signal::Resync);
     }
 
@@ -119,5 +130,35 @@ impl Hub {
         state
             .accounts
             .retain(|_, sender| sender.send(signal.clone()).is_ok());
+    }
+}
+
+/// One subscription's place in the hub.
+pub struct Registration {
+    rx: broadcast::Receiver<Signal>,
+    hub: Hub,
+    account_id: i64,
+}
+
+impl Registration {
+    /// The next signal; `Lagged` when signals were dropped because this
+    /// subscription fell too far behind (it must re-read the database).
+    pub async fn recv(&mut self) -> Result<Signal, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Registration {
+    /// Forget the account's channel (and its buffer) with its last subscription.
+    fn drop(&mut self) {
+        let mut state = self.hub.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // `self.rx` is still alive here: one receiver left means only us.
+        if state
+            .accounts
+            .get(&self.account_id)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            state.accounts.remove(&self.account_id);
+        }
     }
 }

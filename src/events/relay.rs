@@ -4,8 +4,11 @@
 //! each *committed* event a `position` (in one locked statement, so positions
 //! only grow in the order events become visible), commits that, and only then
 //! publishes, in position order, everything after `relay_state.published_through`.
-//! Any instance may run a step: a row lock on `relay_state` (PostgreSQL) or the
-//! write lock (SQLite) serializes them, so the published sequence is one chain.
+//! Any instance may position: a row lock on `relay_state` (PostgreSQL) or the
+//! write lock (SQLite) serializes them, so positions form one dense chain.
+//! Publishing is a separate loop that holds no write lock while it reaches
+//! the bus, and only moves `published_through` once the bus took the batch:
+//! while Redis is down, mutations go on and the backlog waits in the table.
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
@@ -16,7 +19,7 @@ use chrono::Utc;
 use entity::{event, event_recipient};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 use tokio::sync::{Notify, watch};
@@ -66,27 +69,77 @@ pub struct Relay {
     pub interval: Duration,
 }
 
+/// First wait before publishing again after the bus failed; doubles up to
+/// [`PUBLISH_RETRY_MAX`].
+const PUBLISH_RETRY_MIN: Duration = Duration::from_millis(100);
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Key of the PostgreSQL advisory lock that makes instances publish one at a
+/// time (so a batch is published once, not once per instance).
+const PUBLISH_LOCK: i64 = 0x6b6c_7265_6c61_7900; // "klrelay\0"
+
 impl Relay {
+    /// Two loops: positioning (which mutations wait for) never waits behind
+    /// publishing, so a slow or absent bus costs requests nothing.
     pub async fn run(self) {
+        let published = Notify::new();
+        tokio::join!(
+            self.position_loop(&published),
+            self.publish_loop(&published)
+        );
+    }
+
+    async fn position_loop(&self, publish: &Notify) {
+        let signal = &self.wake.relay;
         loop {
-            loop {
-                match self.step().await {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "event relay: step failed, will retry");
-                        break;
+            let target = signal.requested.load(Ordering::SeqCst);
+            match self.assign_positions().await {
+                Ok(positioned) => {
+                    signal
+                        .completed
+                        .send_modify(|done| *done = (*done).max(target));
+                    if positioned > 0 {
+                        publish.notify_one();
+                    }
+                    if positioned == BATCH as u64 {
+                        continue;
                     }
                 }
+                Err(error) => tracing::warn!(%error, "event relay: positioning failed, will retry"),
             }
             tokio::select! {
-                _ = self.wake.relay.wake.notified() => {}
+                _ = signal.wake.notified() => {}
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
     }
 
-    /// Position and publish what is pending. True when there may be more.
+    async fn publish_loop(&self, wake: &Notify) {
+        let mut retry = PUBLISH_RETRY_MIN;
+        loop {
+            match self.publish_pending().await {
+                Ok(count) => {
+                    retry = PUBLISH_RETRY_MIN;
+                    if count == BATCH as usize {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(self.interval) => {}
+                    }
+                }
+                Err(error) => {
+                    // Nothing is lost: `published_through` stays, and the
+                    // same events are published again once the bus is back.
+                    tracing::warn!(%error, retry_ms = retry.as_millis() as u64, "event relay: publishing failed, will retry");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(PUBLISH_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Position and publish what is pending, once. True when there may be more.
     pub async fn step(&self) -> Result<bool, String> {
         let signal = &self.wake.relay;
         let target = signal.requested.load(Ordering::SeqCst);
@@ -98,25 +151,18 @@ impl Relay {
         Ok(positioned == BATCH as u64 || published == BATCH as usize)
     }
 
-    async fn lock_state(&self, txn: &impl ConnectionTrait) -> Result<i64, DbErr> {
+    async fn assign_positions(&self) -> Result<u64, DbErr> {
+        let txn = begin_write(&self.db).await?;
         let backend = txn.get_database_backend();
-        let sql = match backend {
+        let lock = match backend {
             DatabaseBackend::Postgres => {
                 "SELECT published_through FROM relay_state WHERE id = 1 FOR UPDATE"
             }
             _ => "SELECT published_through FROM relay_state WHERE id = 1",
         };
-        let row = txn
-            .query_one_raw(Statement::from_string(backend, sql))
+        txn.query_one_raw(Statement::from_string(backend, lock))
             .await?
             .ok_or_else(|| DbErr::RecordNotFound("relay_state".into()))?;
-        row.try_get("", "published_through")
-    }
-
-    async fn assign_positions(&self) -> Result<u64, DbErr> {
-        let txn = begin_write(&self.db).await?;
-        self.lock_state(&txn).await?;
-        let backend = txn.get_database_backend();
         let sql = format!(
             "UPDATE events SET position = base.max_position + ranked.rn \
              FROM (SELECT COALESCE(MAX(position), 0) AS max_position FROM events) AS base, \
@@ -131,14 +177,49 @@ impl Relay {
         Ok(result.rows_affected())
     }
 
+    /// Publish the next batch after `published_through`, then move it on.
+    /// No write lock is held while the bus is reached (on SQLite that would
+    /// stop every writer while Redis is slow); on PostgreSQL an advisory lock
+    /// keeps instances from publishing the same batch at once. A batch that
+    /// is published twice anyway (a crash between publish and update, two
+    /// SQLite processes) is harmless: subscribers drop positions they have.
     async fn publish_pending(&self) -> Result<usize, String> {
-        let txn = begin_write(&self.db).await.map_err(|e| e.to_string())?;
-        let prev = self.lock_state(&txn).await.map_err(|e| e.to_string())?;
+        let count = match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+                txn.execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [PUBLISH_LOCK.into()],
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+                let count = self.publish_next(&txn).await?;
+                txn.commit().await.map_err(|e| e.to_string())?;
+                count
+            }
+            _ => self.publish_next(&self.db).await?,
+        };
+        Ok(count)
+    }
+
+    async fn publish_next(&self, conn: &impl ConnectionTrait) -> Result<usize, String> {
+        let backend = conn.get_database_backend();
+        let prev: i64 = conn
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT published_through FROM relay_state WHERE id = 1",
+            ))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("relay_state row missing")?
+            .try_get("", "published_through")
+            .map_err(|e| e.to_string())?;
         let rows = event::Entity::find()
             .filter(event::Column::Position.gt(prev))
             .order_by_asc(event::Column::Position)
             .limit(BATCH as u64)
-            .all(&txn)
+            .all(conn)
             .await
             .map_err(|e| e.to_string())?;
         let Some(last) = rows.last().and_then(|r| r.position) else {
@@ -148,7 +229,7 @@ impl Relay {
         let mut recipients: HashMap<i64, Vec<i64>> = HashMap::new();
         for r in event_recipient::Entity::find()
             .filter(event_recipient::Column::EventId.is_in(ids))
-            .all(&txn)
+            .all(conn)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -169,17 +250,17 @@ impl Relay {
         self.bus
             .publish(BusMessage::Events { prev, events })
             .await?;
-        let backend = txn.get_database_backend();
         let sql = match backend {
             DatabaseBackend::Postgres => {
-                "UPDATE relay_state SET published_through = $1 WHERE id = 1"
+                "UPDATE relay_state SET published_through = $1 WHERE id = 1 AND published_through < $1"
             }
-            _ => "UPDATE relay_state SET published_through = ? WHERE id = 1",
+            _ => {
+                "UPDATE relay_state SET published_through = ?1 WHERE id = 1 AND published_through < ?1"
+            }
         };
-        txn.execute_raw(Statement::from_sql_and_values(backend, sql, [last.into()]))
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, [last.into()]))
             .await
             .map_err(|e| e.to_string())?;
-        txn.commit().await.map_err(|e| e.to_string())?;
         self.metrics.events_published(count as u64, lag);
         Ok(count)
     }

@@ -6,17 +6,17 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
-use entity::{event, event_recipient};
+use entity::{event, event_recipient, session};
 use futures_util::Stream;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, sea_query::Query,
 };
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::{broadcast::error::RecvError, watch};
 
 use super::{
     LiveEvent,
-    hub::{Hub, Signal},
+    hub::{Hub, Registration, Signal},
 };
 use crate::{clock::Clock, error::AppError, metrics::Metrics};
 
@@ -68,11 +68,15 @@ pub fn subscribe(
     let state = State {
         rx: hub.subscribe(subscriber.account_id),
         db,
+        clock_moves: Some(clock.moves()),
         clock,
         subscriber,
         cursor: after,
         pending: VecDeque::new(),
         needs_replay: true,
+        // The connection may have been authenticated long before this
+        // subscription started: a sign-out since then is only in the database.
+        check_session: true,
         ended: false,
         _connected: metrics.subscriber_connected(),
     };
@@ -83,14 +87,19 @@ pub fn subscribe(
 }
 
 struct State {
-    rx: Receiver<Signal>,
+    rx: Registration,
     db: DatabaseConnection,
     clock: Clock,
+    /// Changes when a test moves the clock: the expiry wait is recomputed.
+    clock_moves: Option<watch::Receiver<()>>,
     subscriber: Subscriber,
     /// Position of the last event delivered.
     cursor: i64,
     pending: VecDeque<LiveEvent>,
     needs_replay: bool,
+    /// Messages may have been lost (a sign-out among them): ask the database
+    /// whether the session still holds before reading on.
+    check_session: bool,
     ended: bool,
     _connected: crate::metrics::ConnectedGuard,
 }
@@ -104,6 +113,19 @@ impl State {
             return None;
         }
         loop {
+            if self.clock.now() >= self.subscriber.session_expires_at {
+                return self.end(AppError::Unauthenticated);
+            }
+            if self.check_session {
+                // Database futures are boxed: an idle stream (most of them)
+                // then keeps only its wait, not room for a query, in memory.
+                let check = session_holds(&self.db, self.subscriber.session_id, self.clock.now());
+                match Box::pin(check).await {
+                    Ok(true) => self.check_session = false,
+                    Ok(false) => return self.end(AppError::Unauthenticated),
+                    Err(error) => return self.end(error),
+                }
+            }
             if let Some(event) = self.pending.pop_front() {
                 if event.position > self.cursor {
                     self.cursor = event.position;
@@ -112,14 +134,13 @@ impl State {
                 continue;
             }
             if self.needs_replay {
-                match for_account(
+                let replay = for_account(
                     &self.db,
                     self.subscriber.account_id,
                     self.cursor,
                     REPLAY_PAGE,
-                )
-                .await
-                {
+                );
+                match Box::pin(replay).await {
                     Ok(events) => {
                         self.needs_replay = events.len() as u64 == REPLAY_PAGE;
                         self.pending.extend(events);
@@ -134,7 +155,10 @@ impl State {
             tokio::select! {
                 signal = self.rx.recv() => match signal {
                     Ok(Signal::Event(event)) => self.pending.push_back((*event).clone()),
-                    Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => self.needs_replay = true,
+                    Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
+                        self.needs_replay = true;
+                        self.check_session = true;
+                    }
                     Ok(Signal::SessionRevoked { session_id }) => {
                         if session_id == self.subscriber.session_id {
                             return self.end(AppError::Unauthenticated);
@@ -142,7 +166,8 @@ impl State {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = tokio::time::sleep(remaining) => return self.end(AppError::Unauthenticated),
+                _ = tokio::time::sleep(remaining) => {}
+                _ = clock_moved(&mut self.clock_moves) => {}
             }
         }
     }
@@ -150,5 +175,133 @@ impl State {
     fn end(&mut self, error: AppError) -> Option<Result<LiveEvent, AppError>> {
         self.ended = true;
         Some(Err(error))
+    }
+}
+
+/// Resolves when the clock was moved; never once its sender is gone.
+async fn clock_moved(moves: &mut Option<watch::Receiver<()>>) {
+    match moves {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *moves = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// True while the session is neither signed out nor expired.
+async fn session_holds(
+    db: &impl ConnectionTrait,
+    session_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, AppError> {
+    let session = session::Entity::find_by_id(session_id).one(db).await?;
+    Ok(session.is_some_and(|s| s.revoked_at.is_none() && s.expires_at > now))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use entity::account;
+    use futures_util::StreamExt;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, TransactionTrait};
+
+    use super::*;
+    use crate::{
+        domain::Wake,
+        events::{EventKind, NewEvent, bus::Bus, record, relay::Relay},
+    };
+
+    /// A subscription that falls behind by more than its hub buffer (here one
+    /// relay batch of 100 events for its account) re-reads the database and
+    /// still delivers every event, in order, once.
+    #[tokio::test]
+    async fn a_lagging_subscription_catches_up_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = crate::db::connect(&url).await.unwrap();
+        let clock = Clock::default();
+        let account = account::ActiveModel {
+            email: Set("lag@example.com".into()),
+            password_hash: Set(String::new()),
+            role: Set("USER".into()),
+            require_manual_approval: Set(false),
+            allow_override_assignee: Set(false),
+            notify_on_claim: Set(false),
+            allow_assignee_organization: Set(false),
+            created_at: Set(clock.now()),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let expires_at = clock.now() + chrono::Duration::days(1);
+        let session = session::ActiveModel {
+            account_id: Set(account.id),
+            token_hash: Set("lag".into()),
+            created_at: Set(clock.now()),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let metrics = Metrics::default();
+        let hub = Hub::new(metrics.clone());
+        let relay = Relay {
+            db: db.clone(),
+            bus: Bus::Local(hub.clone()),
+            wake: Wake::default(),
+            metrics: metrics.clone(),
+            interval: Duration::from_secs(60),
+        };
+        let write = |count: usize| {
+            let db = db.clone();
+            let now = clock.now();
+            async move {
+                let txn = db.begin().await.unwrap();
+                for _ in 0..count {
+                    let mut event = NewEvent::new(EventKind::LicenseAssigned, None);
+                    event.recipients = vec![account.id];
+                    record(&txn, now, event).await.unwrap();
+                }
+                txn.commit().await.unwrap();
+            }
+        };
+        let subscriber = Subscriber {
+            account_id: account.id,
+            session_id: session.id,
+            session_expires_at: expires_at,
+        };
+        let mut stream = Box::pin(subscribe(
+            db.clone(),
+            &hub,
+            clock.clone(),
+            metrics,
+            subscriber,
+            0,
+        ));
+
+        write(1).await;
+        relay.step().await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.position, 1);
+
+        // 100 signals into a buffer of 16 while the stream is not polled.
+        write(100).await;
+        relay.step().await.unwrap();
+        for expected in 2..=101 {
+            let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("caught up")
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.position, expected);
+        }
+        let more = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+        assert!(more.is_err(), "nothing after the last event");
     }
 }

@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod claims;
 mod devices;
+mod events;
 mod mail;
 mod orders;
 mod organizations;

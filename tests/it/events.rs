@@ -1,0 +1,715 @@
+//! Live events over real websockets: both sub-protocols, isolation between
+//! accounts, resume, the seam between replay and live, sign-out and expiry,
+//! two instances through Redis, and a Redis outage (on a Redis server of the
+//! test's own that it kills and restarts).
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+use crate::harness::{Options, TestApp, TestDb, test_redis_url, unique};
+
+fn email(tag: &str) -> String {
+    format!("{}@events.example.com", unique(tag))
+}
+
+const SUBSCRIPTION: &str =
+    "subscription($after: ID){ events(after: $after){ id kind license { id } order { id } } }";
+
+/// How long a test waits for something that should happen. Generous: a
+/// Redis reconnect alone may take a few seconds.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a test waits to be reasonably sure that nothing arrives.
+const QUIET: Duration = Duration::from_millis(700);
+
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    /// `graphql-transport-ws` (the graphql-ws library).
+    TransportWs,
+    /// Legacy `graphql-ws` (subscriptions-transport-ws).
+    LegacyWs,
+}
+
+/// One websocket carrying one `events` subscription.
+struct Sub {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    protocol: Protocol,
+}
+
+impl Sub {
+    /// Connect, authenticate with `token`, subscribe after `after`, and wait
+    /// until `app` counts `expect_total` live subscriptions (streams start
+    /// lazily: a mutation fired before that could be missed by the test's
+    /// assumptions, not by the server).
+    async fn open(
+        app: &TestApp,
+        token: &str,
+        protocol: Protocol,
+        after: Option<&str>,
+        expect_total: usize,
+    ) -> Sub {
+        let mut sub = Sub::connect(app, token, protocol).await;
+        sub.subscribe(after).await;
+        wait_subscribers(app, expect_total).await;
+        sub
+    }
+
+    async fn connect(app: &TestApp, token: &str, protocol: Protocol) -> Sub {
+        let mut request = format!("ws://{}/graphql/ws", app.addr)
+            .into_client_request()
+            .unwrap();
+        let name = match protocol {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::LegacyWs => "graphql-ws",
+        };
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(name));
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        assert_eq!(
+            response.headers().get("sec-websocket-protocol").unwrap(),
+            name,
+            "the server speaks the protocol asked for"
+        );
+        let mut sub = Sub { socket, protocol };
+        sub.send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}))
+            .await;
+        let ack = sub.message(PATIENCE).await.expect("connection_ack");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        sub
+    }
+
+    async fn subscribe(&mut self, after: Option<&str>) {
+        let kind = match self.protocol {
+            Protocol::TransportWs => "subscribe",
+            Protocol::LegacyWs => "start",
+        };
+        self.send(json!({
+            "type": kind,
+            "id": "1",
+            "payload": {"query": SUBSCRIPTION, "variables": {"after": after}},
+        }))
+        .await;
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("websocket send");
+    }
+
+    /// The next protocol message other than keep-alives, or `None` if none
+    /// arrives `within` (or the socket closed).
+    async fn message(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
+            match frame.expect("websocket frame") {
+                Message::Text(text) => {
+                    let message: Value = serde_json::from_str(&text).expect("JSON message");
+                    match message["type"].as_str() {
+                        Some("ka") | Some("pong") => continue,
+                        Some("ping") => {
+                            self.send(json!({"type": "pong"})).await;
+                            continue;
+                        }
+                        _ => return Some(message),
+                    }
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next event; fails on anything else.
+    async fn event(&mut self) -> Value {
+        let message = self.message(PATIENCE).await.expect("an event arrives");
+        let data_type = match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::LegacyWs => "data",
+        };
+        assert_eq!(message["type"], data_type, "{message}");
+        assert_eq!(message["id"], "1", "{message}");
+        assert!(
+            message["payload"]["errors"].is_null(),
+            "unexpected errors: {message}"
+        );
+        message["payload"]["data"]["events"].clone()
+    }
+
+    /// The next `n` events.
+    async fn events(&mut self, n: usize) -> Vec<Value> {
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(self.event().await);
+        }
+        events
+    }
+
+    /// Assert that no message arrives for a while.
+    async fn quiet(&mut self) {
+        if let Some(message) = self.message(QUIET).await {
+            panic!("nothing expected, got {message}");
+        }
+    }
+
+    /// The stream's end: its error's `extensions.code`, after which the
+    /// subscription is complete.
+    async fn ended_with(&mut self) -> String {
+        let message = self.message(PATIENCE).await.expect("the stream ends");
+        let errors = match message["type"].as_str() {
+            Some("next") | Some("data") => message["payload"]["errors"].clone(),
+            Some("error") => message["payload"].clone(),
+            _ => panic!("expected an error, got {message}"),
+        };
+        let code = errors[0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an error with extensions.code: {message}"))
+            .to_owned();
+        let complete = self.message(PATIENCE).await.expect("complete");
+        assert_eq!(complete["type"], "complete", "{complete}");
+        code
+    }
+}
+
+/// Wait until `app` counts exactly `n` live subscriptions.
+async fn wait_subscribers(app: &TestApp, n: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let count = app.metric("keyledger_subscribers").await as usize;
+        if count == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {n} subscriber(s), /metrics says {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A verified buyer with a paid order of `keys` keys (and so one
+/// `ORDER_PAID` event). Returns (token, license ids).
+async fn buyer(app: &TestApp, keys: i32) -> (String, Vec<String>) {
+    let (token, _) = app.verified_user(&email("buyer")).await;
+    let (_, licenses, _) = app.paid_order(&token, keys).await;
+    (token, licenses)
+}
+
+/// Assign `license` to a fresh address: one `LICENSE_ASSIGNED` event for its owner.
+async fn assign(app: &TestApp, token: &str, license: &str) {
+    app.ok(
+        Some(token),
+        "mutation($l:ID!,$e:String!){ assignLicense(input:{licenseId:$l, email:$e}){ id } }",
+        json!({"l": license, "e": email("assignee")}),
+    )
+    .await;
+}
+
+/// The caller's events through the `events` query (the database's view).
+async fn feed(app: &TestApp, token: &str) -> Vec<String> {
+    let data = app
+        .ok(
+            Some(token),
+            "{ events(first: 100){ edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    data["events"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn position(event: &Value) -> i64 {
+    event["id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn receives_an_assignment_over(protocol: Protocol) {
+    let app = TestApp::spawn().await;
+    let (token, licenses) = buyer(&app, 1).await;
+    let mut sub = Sub::open(&app, &token, protocol, None, 1).await;
+    let paid = sub.event().await;
+    assert_eq!(paid["kind"], "ORDER_PAID");
+
+    assign(&app, &token, &licenses[0]).await;
+    let assigned = sub.event().await;
+    assert_eq!(assigned["kind"], "LICENSE_ASSIGNED");
+    assert_eq!(assigned["license"]["id"], licenses[0]);
+    assert!(position(&assigned) > position(&paid));
+    assert_eq!(ids(&[paid, assigned]), feed(&app, &token).await);
+    sub.quiet().await;
+}
+
+#[tokio::test]
+async fn an_event_reaches_a_graphql_transport_ws_subscriber() {
+    receives_an_assignment_over(Protocol::TransportWs).await;
+}
+
+#[tokio::test]
+async fn an_event_reaches_a_legacy_graphql_ws_subscriber() {
+    receives_an_assignment_over(Protocol::LegacyWs).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_receives_only_its_own_accounts_events() {
+    let app = TestApp::spawn().await;
+    let (alice, alice_keys) = buyer(&app, 1).await;
+    let (bob, bob_keys) = buyer(&app, 1).await;
+    let alice_feed = feed(&app, &alice).await;
+    let bob_feed = feed(&app, &bob).await;
+    let mut alice_sub = Sub::open(
+        &app,
+        &alice,
+        Protocol::TransportWs,
+        alice_feed.last().map(String::as_str),
+        1,
+    )
+    .await;
+    let mut bob_sub = Sub::open(
+        &app,
+        &bob,
+        Protocol::LegacyWs,
+        bob_feed.last().map(String::as_str),
+        2,
+    )
+    .await;
+
+    assign(&app, &alice, &alice_keys[0]).await;
+    let event = alice_sub.event().await;
+    assert_eq!(event["license"]["id"], alice_keys[0]);
+    bob_sub.quiet().await;
+
+    // Bob's stream is alive: his own event is the first thing he gets.
+    assign(&app, &bob, &bob_keys[0]).await;
+    let event = bob_sub.event().await;
+    assert_eq!(event["license"]["id"], bob_keys[0]);
+    alice_sub.quiet().await;
+}
+
+#[tokio::test]
+async fn resuming_after_a_cursor_replays_exactly_the_missed_events() {
+    let app = TestApp::spawn().await;
+    let (token, licenses) = buyer(&app, 5).await;
+    let mut sub = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    let seen = sub.events(1).await;
+    assign(&app, &token, &licenses[0]).await;
+    let seen = [seen, sub.events(1).await].concat();
+    let cursor = seen.last().unwrap()["id"].as_str().unwrap().to_owned();
+    drop(sub);
+    wait_subscribers(&app, 0).await;
+
+    // Missed while away.
+    for license in &licenses[1..4] {
+        assign(&app, &token, license).await;
+    }
+    let mut sub = Sub::open(&app, &token, Protocol::LegacyWs, Some(&cursor), 1).await;
+    let missed = sub.events(3).await;
+    let licenses_missed: Vec<&Value> = missed.iter().map(|e| &e["license"]["id"]).collect();
+    assert_eq!(licenses_missed, licenses[1..4].iter().collect::<Vec<_>>());
+    // Then live, with nothing replayed twice.
+    assign(&app, &token, &licenses[4]).await;
+    let live = sub.event().await;
+    assert_eq!(live["license"]["id"], licenses[4]);
+    sub.quiet().await;
+
+    let all = [seen, missed, vec![live]].concat();
+    assert_eq!(ids(&all), feed(&app, &token).await, "in order, once each");
+}
+
+#[tokio::test]
+async fn subscriptions_started_while_events_are_produced_see_each_once() {
+    const ROUNDS: usize = 30;
+    let app = TestApp::spawn().await;
+    let (token, licenses) = buyer(&app, 3).await;
+    let started = tokio::sync::Semaphore::new(0);
+    let producer = async {
+        for round in 0..ROUNDS {
+            assign(&app, &token, &licenses[round % licenses.len()]).await;
+            if round % 10 == 4 {
+                started.add_permits(1);
+            }
+        }
+    };
+    let consumer = async {
+        let mut subs = Vec::new();
+        for protocol in [
+            Protocol::TransportWs,
+            Protocol::LegacyWs,
+            Protocol::TransportWs,
+        ] {
+            started.acquire().await.unwrap().forget();
+            let mut sub = Sub::connect(&app, &token, protocol).await;
+            sub.subscribe(None).await;
+            subs.push(sub);
+        }
+        subs
+    };
+    let ((), subs) = tokio::join!(producer, consumer);
+    let expected = feed(&app, &token).await;
+    assert_eq!(
+        expected.len(),
+        1 + ROUNDS,
+        "ORDER_PAID and every assignment"
+    );
+    for mut sub in subs {
+        let got = sub.events(expected.len()).await;
+        assert_eq!(ids(&got), expected, "no gap, no duplicate at the seam");
+        sub.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_subscription_with_unauthenticated() {
+    let app = TestApp::spawn().await;
+    let address = email("leaver");
+    let (token, _) = app.verified_user(&address).await;
+    let (other_session, _) = app.sign_in(&address).await;
+    let (_, licenses, _) = app.paid_order(&token, 1).await;
+    let mut leaving = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    let mut staying = Sub::open(&app, &other_session, Protocol::LegacyWs, None, 2).await;
+    leaving.events(1).await;
+    staying.events(1).await;
+
+    app.ok(Some(&token), "mutation { signOut }", json!({}))
+        .await;
+    assert_eq!(leaving.ended_with().await, "UNAUTHENTICATED");
+    wait_subscribers(&app, 1).await;
+
+    // The account's other session keeps its stream.
+    assign(&app, &other_session, &licenses[0]).await;
+    assert_eq!(staying.event().await["kind"], "LICENSE_ASSIGNED");
+
+    // A connection authenticated before the sign-out cannot start a new one.
+    let (token, _) = app.sign_in(&address).await;
+    let mut late = Sub::connect(&app, &token, Protocol::TransportWs).await;
+    app.ok(Some(&token), "mutation { signOut }", json!({}))
+        .await;
+    late.subscribe(None).await;
+    assert_eq!(late.ended_with().await, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn an_expired_session_ends_the_subscription_with_unauthenticated() {
+    let app = TestApp::spawn().await;
+    let (token, _) = buyer(&app, 1).await;
+    let mut sub = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    sub.events(1).await;
+    sub.quiet().await;
+    // SESSION_TTL_HOURS is 720.
+    app.clock.advance(chrono::Duration::hours(721));
+    assert_eq!(sub.ended_with().await, "UNAUTHENTICATED");
+    wait_subscribers(&app, 0).await;
+}
+
+#[tokio::test]
+async fn metrics_count_subscribers_and_events() {
+    let app = TestApp::spawn().await;
+    let (token, licenses) = buyer(&app, 1).await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "keyledger_subscribers",
+        "keyledger_events_published_total",
+        "keyledger_events_delivered_total",
+        "keyledger_relay_lag_milliseconds",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')),
+            "/metrics exposes {name}:\n{text}"
+        );
+    }
+    // ORDER_PAID went out before anyone listened.
+    assert!(app.metric("keyledger_events_published_total").await >= 1.0);
+    let delivered = app.metric("keyledger_events_delivered_total").await;
+
+    let mut first = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    let mut second = Sub::open(&app, &token, Protocol::LegacyWs, None, 2).await;
+    first.events(1).await;
+    second.events(1).await;
+    assign(&app, &token, &licenses[0]).await;
+    first.event().await;
+    second.event().await;
+    assert_eq!(
+        app.metric("keyledger_events_delivered_total").await,
+        delivered + 2.0,
+        "one live event, handed to two subscriptions"
+    );
+    drop(first);
+    wait_subscribers(&app, 1).await;
+    drop(second);
+    wait_subscribers(&app, 0).await;
+}
+
+/// Two instances on one database and one Redis channel: a change made through
+/// one reaches a subscriber of the other.
+#[tokio::test]
+async fn a_mutation_on_one_instance_reaches_a_subscriber_on_another() {
+    let Some(redis_url) = test_redis_url() else {
+        eprintln!("skipped: needs TEST_REDIS_URL (two instances meet only through Redis)");
+        return;
+    };
+    let db = Arc::new(TestDb::create().await);
+    let channel = unique("kl_events");
+    let options = || Options {
+        db: Some(db.clone()),
+        redis_url: Some(redis_url.clone()),
+        redis_channel: Some(channel.clone()),
+        ..Options::default()
+    };
+    let a = TestApp::spawn_with(options()).await;
+    let b = TestApp::spawn_with(options()).await;
+    let (token, licenses) = buyer(&b, 2).await;
+    let mut on_a = Sub::open(&a, &token, Protocol::TransportWs, None, 1).await;
+    let mut on_b = Sub::open(&b, &token, Protocol::LegacyWs, None, 1).await;
+    assert_eq!(on_a.event().await["kind"], "ORDER_PAID");
+    assert_eq!(on_b.event().await["kind"], "ORDER_PAID");
+
+    assign(&b, &token, &licenses[0]).await;
+    assert_eq!(on_a.event().await["license"]["id"], licenses[0]);
+    assert_eq!(on_b.event().await["license"]["id"], licenses[0]);
+    assign(&a, &token, &licenses[1]).await;
+    assert_eq!(on_a.event().await["license"]["id"], licenses[1]);
+    assert_eq!(on_b.event().await["license"]["id"], licenses[1]);
+    on_a.quiet().await;
+    on_b.quiet().await;
+
+    // A sign-out on one instance ends the stream on the other.
+    b.ok(Some(&token), "mutation { signOut }", json!({})).await;
+    assert_eq!(on_a.ended_with().await, "UNAUTHENTICATED");
+    assert_eq!(on_b.ended_with().await, "UNAUTHENTICATED");
+}
+
+/// A Redis server of the test's own, on a spare port, that it can kill.
+struct OwnRedis {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = OwnRedis { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port and wait until it answers PING.
+    async fn restart(&mut self) {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Send `kill -SIG` to the server (`STOP` hangs it, `CONT` resumes it).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis-server");
+        }
+    }
+}
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn readiness_reports_redis() {
+    let mut redis = OwnRedis::start().await;
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = readiness(&app).await;
+    assert_eq!((status, &body["redis"]), (200, &json!("ok")), "{body}");
+    assert_eq!(body["database"], "ok");
+    redis.kill().await;
+    let (status, body) = readiness(&app).await;
+    assert_eq!(
+        (status, &body["redis"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    assert_eq!(body["database"], "ok");
+    redis.restart().await;
+    let (status, _) = readiness(&app).await;
+    assert_eq!(status, 200);
+
+    let local = TestApp::spawn_with(Options {
+        redis_url: None,
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = readiness(&local).await;
+    assert_eq!((status, &body["redis"]), (200, &json!("not configured")));
+}
+
+/// Redis dies while changes are made on two instances, then comes back:
+/// the changes succeed meanwhile, and each subscriber ends with every event,
+/// in order, once.
+#[tokio::test]
+async fn a_redis_outage_loses_no_event() {
+    let mut redis = OwnRedis::start().await;
+    let db = Arc::new(TestDb::create().await);
+    let channel = unique("kl_events");
+    let options = || Options {
+        db: Some(db.clone()),
+        redis_url: Some(redis.url()),
+        redis_channel: Some(channel.clone()),
+        ..Options::default()
+    };
+    let a = TestApp::spawn_with(options()).await;
+    let b = TestApp::spawn_with(options()).await;
+    let (token, licenses) = buyer(&a, 3).await;
+    let mut on_a = Sub::open(&a, &token, Protocol::TransportWs, None, 1).await;
+    let mut on_b = Sub::open(&b, &token, Protocol::LegacyWs, None, 1).await;
+    let mut seen_a = on_a.events(1).await;
+    let mut seen_b = on_b.events(1).await;
+    assign(&a, &token, &licenses[0]).await;
+    seen_a.extend(on_a.events(1).await);
+    seen_b.extend(on_b.events(1).await);
+
+    redis.kill().await;
+    let (status, _) = readiness(&a).await;
+    assert_eq!(status, 503);
+    for round in 0..6 {
+        let instance = if round % 2 == 0 { &a } else { &b };
+        assign(instance, &token, &licenses[round % licenses.len()]).await;
+    }
+    redis.restart().await;
+    assign(&b, &token, &licenses[2]).await;
+
+    let expected = feed(&a, &token).await;
+    assert_eq!(expected.len(), 1 + 1 + 6 + 1);
+    seen_a.extend(on_a.events(expected.len() - seen_a.len()).await);
+    seen_b.extend(on_b.events(expected.len() - seen_b.len()).await);
+    assert_eq!(
+        ids(&seen_a),
+        expected,
+        "instance A: every event, in order, once"
+    );
+    assert_eq!(
+        ids(&seen_b),
+        expected,
+        "instance B: every event, in order, once"
+    );
+    on_a.quiet().await;
+    on_b.quiet().await;
+
+    // And the bus carries new events again.
+    assign(&a, &token, &licenses[0]).await;
+    assert_eq!(on_b.event().await["license"]["id"], licenses[0]);
+    assert_eq!(on_a.event().await["license"]["id"], licenses[0]);
+    let (status, _) = readiness(&b).await;
+    assert_eq!(status, 200);
+}
+
+/// Redis hangs (stopped, its connections open but silent): mutations stay
+/// fast, because positioning never waits for the bus, and nothing is lost
+/// once Redis answers again.
+#[tokio::test]
+async fn a_hung_redis_slows_no_mutation() {
+    let mut redis = OwnRedis::start().await;
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await;
+    let (token, licenses) = buyer(&app, 3).await;
+    let mut sub = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    let mut seen = sub.events(1).await;
+
+    redis.signal("STOP");
+    for license in &licenses {
+        let started = std::time::Instant::now();
+        assign(&app, &token, license).await;
+        // Publishing to a silent Redis gives up after 1 s; a mutation must
+        // not wait for that (nor for the 2 s position wait).
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "a mutation took {:?} while Redis hung",
+            started.elapsed()
+        );
+    }
+    redis.signal("CONT");
+
+    let expected = feed(&app, &token).await;
+    assert_eq!(expected.len(), 1 + licenses.len());
+    seen.extend(sub.events(expected.len() - seen.len()).await);
+    assert_eq!(ids(&seen), expected, "every event, in order, once");
+    sub.quiet().await;
+    redis.kill().await;
+}
