@@ -30,3 +30,11 @@ schema:
 lint:
     cargo fmt --all
     cargo clippy --all-targets --workspace -- -D warnings
+
+# Benchmarks (release build, PostgreSQL + Redis of this machine; see README "Benchmarks")
+bench:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load
+
+# Only the key-generation timing: markOrderPaid of 100,000 keys on PostgreSQL and SQLite
+bench-keys:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- keys
