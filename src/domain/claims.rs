@@ -16,12 +16,12 @@ use entity::{account, claim, license, order};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{ExprTrait, Query},
 };
 use serde_json::json;
 
-use super::{Ctx, licenses, rights};
+use super::{Ctx, keys, licenses, rights};
 use crate::{
     auth::Viewer,
     db::begin_write,
@@ -87,27 +87,35 @@ pub async fn claim(
     product: Option<&str>,
 ) -> ApiResult<ClaimResult> {
     let claimer_email = viewer.verified_email()?.to_owned();
-    let Some(found) = licenses::find_by_key(&ctx.db, raw_key).await? else {
+    let Some(key) = keys::normalize(raw_key) else {
         return Err(not_found());
     };
     let now = ctx.clock.now();
     let txn = begin_write(&ctx.db).await?;
-    let license = license::Entity::find_by_id(found.id)
+    // The key is found and locked in one statement, then its order is read
+    // with the owner's settings in one more: a claim is on the hot path.
+    let license = license::Entity::find()
+        .filter(license::Column::Key.eq(key))
         .lock_exclusive()
         .one(&txn)
         .await?
         .ok_or_else(not_found)?;
-    let order = order::Entity::find_by_id(license.order_id)
+    let (order, owner) = order::Entity::find_by_id(license.order_id)
+        .join(
+            JoinType::LeftJoin,
+            order::Entity::belongs_to(account::Entity)
+                .from(order::Column::OwnerId)
+                .to(account::Column::Id)
+                .into(),
+        )
+        .select_also(account::Entity)
         .one(&txn)
         .await?
         .ok_or_else(not_found)?;
     if product.is_some_and(|p| p.trim() != order.product) {
         return Err(not_found());
     }
-    let owner = account::Entity::find_by_id(order.owner_id)
-        .one(&txn)
-        .await?
-        .ok_or_else(|| AppError::internal("order without owner"))?;
+    let owner = owner.ok_or_else(|| AppError::internal("order without owner"))?;
 
     if license.assignee_email.as_deref() == Some(claimer_email.as_str()) {
         let claim = claim::Entity::find()
@@ -163,11 +171,13 @@ pub async fn claim(
     events::record(&txn, now, created).await?;
 
     let (outcome, license) = if link_now {
+        // The claimer verified `claimer_email`: they are the account it links to.
         let license = link(
             &txn,
             &order,
             license,
             &claimer_email,
+            Some(viewer.account_id),
             viewer.account_id,
             now,
         )
@@ -216,12 +226,15 @@ pub async fn claim(
 }
 
 /// Assign `license` to `email` within the caller's transaction: the history
-/// row, and the previous assignee told by email and event.
+/// row, and the previous assignee told by email and event. `email_account`
+/// is the account that verified `email` when the caller already knows it
+/// (else it is looked up).
 async fn link(
     txn: &impl ConnectionTrait,
     order: &order::Model,
     license: license::Model,
     email: &str,
+    email_account: Option<i64>,
     actor_id: i64,
     now: DateTime<Utc>,
 ) -> ApiResult<license::Model> {
@@ -238,9 +251,11 @@ async fn link(
     assigned.license_id = Some(updated.id);
     assigned.changes = json!({"before": before, "after": licenses::assignment_json(&updated)});
     assigned.recipients = rights::order_managers(txn, order).await?;
-    assigned
-        .recipients
-        .extend(rights::verified_account_id(txn, email).await?);
+    let email_account = match email_account {
+        Some(id) => Some(id),
+        None => rights::verified_account_id(txn, email).await?,
+    };
+    assigned.recipients.extend(email_account);
     if let Some(previous) = &previous {
         assigned
             .recipients
@@ -355,6 +370,7 @@ pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
             &order,
             license,
             &claimer.email,
+            None,
             viewer.account_id,
             now,
         )
