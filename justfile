@@ -38,3 +38,14 @@ bench-events:
     # 10,000 websockets need as many descriptors in the server and in the client.
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     BENCH_DATABASE_URL={{pg}} BENCH_REDIS_URL={{redis}} cargo bench --bench events
+
+# All benchmarks (release build, PostgreSQL + Redis of this machine; see README "Benchmarks")
+bench: bench-load bench-events
+
+# Claims vs the raw SQL ceiling, the read query, signIn, key generation, validateLicense
+bench-load:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load
+
+# Only the key-generation timing: markOrderPaid of 100,000 keys on PostgreSQL and SQLite
+bench-keys:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- keys

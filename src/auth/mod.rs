@@ -6,7 +6,7 @@ pub mod token;
 
 use chrono::{DateTime, Utc};
 use entity::{account, session};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect};
 
 use crate::error::{ApiResult, AppError};
 
@@ -66,22 +66,29 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Resolve a session token to its viewer: `UNAUTHENTICATED` for an unknown,
-/// expired or revoked token (one answer, so tokens cannot be probed).
+/// expired or revoked token (one answer, so tokens cannot be probed). Every
+/// authenticated request starts here: the session and its account are read
+/// in one statement.
 pub async fn authenticate(
     db: &impl ConnectionTrait,
     raw_token: &str,
     now: DateTime<Utc>,
 ) -> ApiResult<Viewer> {
-    let session = session::Entity::find()
+    let (session, account) = session::Entity::find()
         .filter(session::Column::TokenHash.eq(token::hash(raw_token)))
+        .join(
+            JoinType::LeftJoin,
+            session::Entity::belongs_to(account::Entity)
+                .from(session::Column::AccountId)
+                .to(account::Column::Id)
+                .into(),
+        )
+        .select_also(account::Entity)
         .one(db)
         .await?
-        .filter(|s| s.revoked_at.is_none() && s.expires_at > now)
+        .filter(|(s, _)| s.revoked_at.is_none() && s.expires_at > now)
         .ok_or(AppError::Unauthenticated)?;
-    let account = account::Entity::find_by_id(session.account_id)
-        .one(db)
-        .await?
-        .ok_or(AppError::Unauthenticated)?;
+    let account = account.ok_or(AppError::Unauthenticated)?;
     Ok(Viewer {
         account_id: account.id,
         email_verified: account.email_verified_at.is_some(),

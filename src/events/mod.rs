@@ -10,7 +10,10 @@ pub mod stream;
 
 use chrono::{DateTime, Utc};
 use entity::{event, event_recipient};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseBackend, EntityTrait,
+    FromQueryResult, Statement,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
@@ -108,12 +111,20 @@ impl NewEvent {
 }
 
 /// Write `new` (and its recipients) in the caller's transaction: it exists,
-/// and will be delivered, exactly when that transaction commits.
+/// and will be delivered, exactly when that transaction commits. On
+/// PostgreSQL the event and its recipients are one statement (every mutation
+/// records at least one event, so this is on every write path).
 pub async fn record(
     conn: &impl ConnectionTrait,
     now: DateTime<Utc>,
-    new: NewEvent,
+    mut new: NewEvent,
 ) -> ApiResult<event::Model> {
+    let mut recipients = std::mem::take(&mut new.recipients);
+    recipients.sort_unstable();
+    recipients.dedup();
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        return record_postgres(conn, now, new, &recipients).await;
+    }
     let row = event::ActiveModel {
         position: Set(None),
         kind: Set(new.kind.as_str().to_owned()),
@@ -129,9 +140,6 @@ pub async fn record(
     }
     .insert(conn)
     .await?;
-    let mut recipients = new.recipients;
-    recipients.sort_unstable();
-    recipients.dedup();
     if !recipients.is_empty() {
         event_recipient::Entity::insert_many(recipients.into_iter().map(|account_id| {
             event_recipient::ActiveModel {
@@ -143,6 +151,52 @@ pub async fn record(
         .await?;
     }
     Ok(row)
+}
+
+/// [`record`] on PostgreSQL: the recipients' INSERT rides in a data-modifying
+/// `WITH` on the event's, which returns the event row.
+async fn record_postgres(
+    conn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    new: NewEvent,
+    recipients: &[i64],
+) -> ApiResult<event::Model> {
+    let mut values: Vec<sea_orm::Value> = vec![
+        new.kind.as_str().into(),
+        new.actor_id.into(),
+        new.order_id.into(),
+        new.license_id.into(),
+        new.claim_id.into(),
+        new.request_id.into(),
+        new.transfer_id.into(),
+        new.changes.to_string().into(),
+        now.into(),
+    ];
+    let mut sql = String::from(
+        "WITH e AS (INSERT INTO events (position, kind, actor_id, order_id, license_id, \
+         claim_id, request_id, transfer_id, changes, occurred_at) \
+         VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *)",
+    );
+    if !recipients.is_empty() {
+        let rows: Vec<String> = (0..recipients.len())
+            .map(|i| format!("(${}::bigint)", values.len() + 1 + i))
+            .collect();
+        sql.push_str(&format!(
+            ", r AS (INSERT INTO event_recipients (account_id, event_id) \
+             SELECT t.account_id, e.id FROM e, (VALUES {}) AS t(account_id))",
+            rows.join(", ")
+        ));
+        values.extend(recipients.iter().map(|&id| sea_orm::Value::from(id)));
+    }
+    sql.push_str(" SELECT * FROM e");
+    event::Model::find_by_statement(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        values,
+    ))
+    .one(conn)
+    .await?
+    .ok_or_else(|| crate::error::AppError::internal("INSERT … RETURNING gave no event row"))
 }
 
 /// An event as published on the bus and delivered to subscribers.

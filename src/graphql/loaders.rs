@@ -7,7 +7,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{account, license, order};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
-    sea_query::{Alias, Asterisk, Expr, ExprTrait, Order, Query},
+    sea_query::{Alias, Asterisk, Order, Query, SelectStatement, UnionType},
 };
 
 use super::pagination::Page;
@@ -93,7 +93,9 @@ pub struct LicensePageKey {
 }
 
 /// Pages of keys for many orders in one statement per distinct (filter, page):
-/// `ROW_NUMBER() OVER (PARTITION BY order_id)` cuts each order's page.
+/// each order's page is its own `ORDER BY id LIMIT n` subquery (a short walk
+/// of the `(order_id, id)` index, whatever the order's size), and the
+/// subqueries are glued with `UNION ALL`.
 pub struct LicensePages(DatabaseConnection);
 
 impl Loader<LicensePageKey> for LicensePages {
@@ -113,41 +115,52 @@ impl Loader<LicensePageKey> for LicensePages {
         }
         let mut pages = HashMap::new();
         for ((filter, page), order_ids) in groups {
-            let mut inner = Query::select();
-            inner
-                .column(Asterisk)
-                .expr_as(
-                    Expr::cust("ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY id)"),
-                    Alias::new("rn"),
-                )
-                .from(license::Entity)
-                .and_where(license::Column::OrderId.is_in(order_ids.iter().copied()));
-            if let Some(after) = page.after {
-                inner.and_where(license::Column::Id.gt(after));
-            }
-            match filter {
-                Some(AssignmentFilter::Assigned) => {
-                    inner.and_where(license::Column::AssigneeEmail.is_not_null());
+            let mut statement: Option<SelectStatement> = None;
+            for (n, order_id) in order_ids.iter().enumerate() {
+                let mut inner = Query::select();
+                inner
+                    .column(Asterisk)
+                    .from(license::Entity)
+                    .and_where(license::Column::OrderId.eq(*order_id))
+                    .order_by(license::Column::Id, Order::Asc)
+                    .limit(page.fetch());
+                if let Some(after) = page.after {
+                    inner.and_where(license::Column::Id.gt(after));
                 }
-                Some(AssignmentFilter::Unassigned) => {
-                    inner.and_where(license::Column::AssigneeEmail.is_null());
+                match filter {
+                    Some(AssignmentFilter::Assigned) => {
+                        inner.and_where(license::Column::AssigneeEmail.is_not_null());
+                    }
+                    Some(AssignmentFilter::Unassigned) => {
+                        inner.and_where(license::Column::AssigneeEmail.is_null());
+                    }
+                    None => {}
                 }
-                None => {}
+                // Wrapped, so that both databases accept its ORDER BY and LIMIT inside a UNION.
+                let mut member = Query::select();
+                member
+                    .column(Asterisk)
+                    .from_subquery(inner, Alias::new(format!("page{n}")));
+                match &mut statement {
+                    None => statement = Some(member),
+                    Some(first) => {
+                        first.union(UnionType::All, member);
+                    }
+                }
             }
-            let mut outer = Query::select();
-            outer
-                .column(Asterisk)
-                .from_subquery(inner, Alias::new("paged"))
-                .and_where(Expr::col(Alias::new("rn")).lte(page.fetch() as i64))
-                .order_by(Alias::new("order_id"), Order::Asc)
-                .order_by(Alias::new("id"), Order::Asc);
+            let Some(statement) = statement else {
+                continue;
+            };
             let backend = self.0.get_database_backend();
-            let rows = license::Model::find_by_statement(backend.build(&outer))
+            let rows = license::Model::find_by_statement(backend.build(&statement))
                 .all(&self.0)
                 .await?;
             let mut by_order: HashMap<i64, Vec<license::Model>> = HashMap::new();
             for row in rows {
                 by_order.entry(row.order_id).or_default().push(row);
+            }
+            for page in by_order.values_mut() {
+                page.sort_by_key(|l| l.id);
             }
             for order_id in order_ids {
                 let key = LicensePageKey {

@@ -1,0 +1,190 @@
+//! Driving load: closed-loop (N workers, each sends its next request when the
+//! previous one answered) and open-loop (requests at a fixed rate, latency
+//! measured from the time each was due, so a stall is not hidden by the
+//! generator waiting for it). Only what completes inside the measurement
+//! window counts; the warm-up before it is discarded.
+use std::{
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies are recorded in microseconds, up to a minute.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// How long to warm up and then measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Requests completed successfully inside the window.
+    pub ok: u64,
+    /// Requests that failed (any error answer) inside the window.
+    pub errors: u64,
+    /// Operations per second inside the window (successes only).
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// First error seen, to explain `errors`.
+    pub first_error: Option<String>,
+}
+
+impl Stats {
+    fn from(
+        hist: &Histogram<u64>,
+        ok: u64,
+        errors: u64,
+        seconds: f64,
+        first_error: Option<String>,
+    ) -> Self {
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        Stats {
+            ok,
+            errors,
+            throughput: ok as f64 / seconds,
+            p50_ms: ms(0.50),
+            p90_ms: ms(0.90),
+            p99_ms: ms(0.99),
+            max_ms: hist.max() as f64 / 1000.0,
+            first_error,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    hist: Option<Histogram<u64>>,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, micros: u64, result: &Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.hist
+                    .get_or_insert_with(histogram)
+                    .saturating_record(micros.max(1));
+            }
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| error.clone());
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        if let Some(h) = other.hist {
+            self.hist
+                .get_or_insert_with(histogram)
+                .add(h)
+                .expect("same histogram bounds");
+        }
+    }
+
+    fn stats(self, seconds: f64) -> Stats {
+        let hist = self.hist.unwrap_or_else(histogram);
+        Stats::from(&hist, self.ok, self.errors, seconds, self.first_error)
+    }
+}
+
+/// `concurrency` workers call `op(worker, seq)` back to back for
+/// `window.warmup + window.measure`; `seq` numbers every call of the run.
+pub async fn closed_loop<F, Fut>(concurrency: usize, window: Window, op: F) -> Stats
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let start = Instant::now();
+    let from = start + window.warmup;
+    let until = from + window.measure;
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let op = op.clone();
+        let seq = seq.clone();
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let sent = Instant::now();
+                if sent >= until {
+                    break;
+                }
+                let result = op(worker, seq.fetch_add(1, Ordering::Relaxed)).await;
+                let done = Instant::now();
+                if done >= from && done <= until {
+                    tally.record((done - sent).as_micros() as u64, &result);
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for worker in workers {
+        total.merge(worker.await.expect("load worker"));
+    }
+    total.stats(window.measure.as_secs_f64())
+}
+
+/// Start `op(seq)` every `1 / rate` seconds for `window.warmup + window.measure`,
+/// whatever the previous calls are doing (at most `max_in_flight` at once; a
+/// request that has to wait for a slot is late, and its latency says so).
+pub async fn open_loop<F, Fut>(rate: f64, max_in_flight: usize, window: Window, op: F) -> Stats
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let start = tokio::time::Instant::now();
+    let from = start + window.warmup;
+    let until = from + window.measure;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = Vec::new();
+    for seq in 0u64.. {
+        let due = start + interval.mul_f64(seq as f64);
+        if due >= until {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+        let op = op.clone();
+        let tally = tally.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = op(seq).await;
+            let done = tokio::time::Instant::now();
+            drop(permit);
+            if done >= from && done <= until {
+                let micros = (done - due).as_micros() as u64;
+                tally.lock().expect("tally").record(micros, &result);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("open-loop request");
+    }
+    let tally = std::mem::take(&mut *tally.lock().expect("tally"));
+    tally.stats(window.measure.as_secs_f64())
+}
