@@ -1,16 +1,18 @@
 //! `admin { … }`: cross-account reads for administrators (support in GraphiQL).
 use async_graphql::{Context, Object, connection::Connection};
 use entity::{account, event, license, order};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query,
+};
 
 use super::{
     ContextExt,
     accounts::Account,
-    events::Event,
+    events::{Event, event_page},
     orders::{License, Order},
     pagination::Page,
 };
-use crate::{domain::licenses::Access, error::ApiResult, events::LiveEvent};
+use crate::{domain::licenses::Access, error::ApiResult};
 
 /// Administrators only: every account, order, key and event.
 pub struct Admin;
@@ -70,20 +72,7 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Event>> {
-        let page = Page::new(first, after)?;
-        let mut query = event::Entity::find()
-            .filter(event::Column::Position.is_not_null())
-            .order_by_asc(event::Column::Position)
-            .limit(page.fetch());
-        if let Some(after) = page.after {
-            query = query.filter(event::Column::Position.gt(after));
-        }
-        let rows = query.all(&ctx.state().ctx.db).await?;
-        let events = rows
-            .into_iter()
-            .filter_map(|r| LiveEvent::from_row(r, Vec::new()))
-            .collect();
-        Ok(page.connection(events, |e: &LiveEvent| e.position, Event))
+        event_page(ctx, Condition::all(), first, after).await
     }
 
     /// What administrators did (events caused by an admin account), by position.
@@ -94,26 +83,13 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Event>> {
-        let page = Page::new(first, after)?;
         let admins = Query::select()
             .column(account::Column::Id)
             .from(account::Entity)
             .and_where(account::Column::Role.eq("ADMIN"))
             .to_owned();
-        let mut query = event::Entity::find()
-            .filter(event::Column::Position.is_not_null())
-            .filter(event::Column::ActorId.in_subquery(admins))
-            .order_by_asc(event::Column::Position)
-            .limit(page.fetch());
-        if let Some(after) = page.after {
-            query = query.filter(event::Column::Position.gt(after));
-        }
-        let rows = query.all(&ctx.state().ctx.db).await?;
-        let events = rows
-            .into_iter()
-            .filter_map(|r| LiveEvent::from_row(r, Vec::new()))
-            .collect();
-        Ok(page.connection(events, |e: &LiveEvent| e.position, Event))
+        let by_admins = Condition::all().add(event::Column::ActorId.in_subquery(admins));
+        event_page(ctx, by_admins, first, after).await
     }
 }
 

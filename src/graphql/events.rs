@@ -4,7 +4,7 @@ use async_graphql::{Context, Enum, ID, Json, Object, Subscription, connection::C
 use chrono::{DateTime, Utc};
 use entity::event;
 use futures_util::{StreamExt, stream::BoxStream};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{
     ContextExt,
@@ -141,15 +141,26 @@ pub async fn history(
     first: Option<i32>,
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
+    let condition = match of {
+        HistoryOf::Order(id) => event::Column::OrderId.eq(id),
+        HistoryOf::License(id) => event::Column::LicenseId.eq(id),
+    };
+    event_page(ctx, Condition::all().add(condition), first, after).await
+}
+
+/// A page of positioned events matching `condition`, by position.
+pub async fn event_page(
+    ctx: &Context<'_>,
+    condition: Condition,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Connection<String, Event>> {
     let page = Page::new(first, after)?;
     let mut query = event::Entity::find()
         .filter(event::Column::Position.is_not_null())
+        .filter(condition)
         .order_by_asc(event::Column::Position)
         .limit(page.fetch());
-    query = match of {
-        HistoryOf::Order(id) => query.filter(event::Column::OrderId.eq(id)),
-        HistoryOf::License(id) => query.filter(event::Column::LicenseId.eq(id)),
-    };
     if let Some(after) = page.after {
         query = query.filter(event::Column::Position.gt(after));
     }
