@@ -3,7 +3,7 @@
 //! assignee { email } } }` is three statements for any page sizes).
 use std::collections::HashMap;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{account, license, order};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
@@ -14,7 +14,9 @@ use super::pagination::Page;
 use crate::{domain::licenses::AssignmentFilter, error::AppError};
 
 pub struct Loaders {
-    pub verified_accounts: DataLoader<VerifiedAccountsByEmail>,
+    /// Cached for the request (misses included), so a page can load its
+    /// assignees once and each key read them back.
+    pub verified_accounts: DataLoader<VerifiedAccountsByEmail, HashMapCache>,
     pub accounts: DataLoader<AccountsById>,
     pub orders: DataLoader<OrdersById>,
     pub license_pages: DataLoader<LicensePages>,
@@ -23,7 +25,11 @@ pub struct Loaders {
 impl Loaders {
     pub fn new(db: DatabaseConnection) -> Self {
         Loaders {
-            verified_accounts: DataLoader::new(VerifiedAccountsByEmail(db.clone()), tokio::spawn),
+            verified_accounts: DataLoader::with_cache(
+                VerifiedAccountsByEmail(db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
             accounts: DataLoader::new(AccountsById(db.clone()), tokio::spawn),
             orders: DataLoader::new(OrdersById(db.clone()), tokio::spawn),
             license_pages: DataLoader::new(LicensePages(db), tokio::spawn),
@@ -31,22 +37,29 @@ impl Loaders {
     }
 }
 
-/// Accounts by their *verified* email: an unverified address links to no one.
+/// Accounts by their *verified* email: an unverified address links to no one
+/// (`None`: every email asked gets an answer, so the cache remembers misses).
 pub struct VerifiedAccountsByEmail(DatabaseConnection);
 
 impl Loader<String> for VerifiedAccountsByEmail {
-    type Value = account::Model;
+    type Value = Option<account::Model>;
     type Error = AppError;
 
-    async fn load(&self, emails: &[String]) -> Result<HashMap<String, account::Model>, AppError> {
-        Ok(account::Entity::find()
+    async fn load(
+        &self,
+        emails: &[String],
+    ) -> Result<HashMap<String, Option<account::Model>>, AppError> {
+        let mut found: HashMap<String, Option<account::Model>> =
+            emails.iter().map(|e| (e.clone(), None)).collect();
+        for account in account::Entity::find()
             .filter(account::Column::Email.is_in(emails.iter().cloned()))
             .filter(account::Column::EmailVerifiedAt.is_not_null())
             .all(&self.0)
             .await?
-            .into_iter()
-            .map(|a| (a.email.clone(), a))
-            .collect())
+        {
+            found.insert(account.email.clone(), Some(account));
+        }
+        Ok(found)
     }
 }
 

@@ -131,6 +131,23 @@ impl Order {
             .load_one(key)
             .await?
             .unwrap_or_default();
+        // The page's assignees in one load, when they are asked for: each
+        // key's `assignee` then reads the request's loader cache, rather than
+        // a hundred loads having to land in one batching window (under load
+        // they did not, and one page cost dozens of statements).
+        if ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("assignee")
+            .exists()
+        {
+            let emails: std::collections::HashSet<String> = rows
+                .iter()
+                .filter_map(|l| l.assignee_email.clone())
+                .collect();
+            loaders(ctx).verified_accounts.load_many(emails).await?;
+        }
         let order = self.0.clone();
         Ok(page.connection(
             rows,
@@ -237,6 +254,7 @@ impl License {
             .verified_accounts
             .load_one(email.clone())
             .await?
+            .flatten()
             .map(Account))
     }
 
