@@ -40,7 +40,7 @@ pub fn unique(prefix: &str) -> String {
 pub struct PgDatabase {
     pub url: String,
     admin_url: String,
-    name: String,
+    pub name: String,
 }
 
 impl PgDatabase {
@@ -163,7 +163,11 @@ impl Server {
         }
     }
 
-    /// Stop the process (it holds database connections the ceiling run should not compete with).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stop the process.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -323,4 +327,73 @@ async fn redis_version() -> Option<String> {
     info.lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
         .map(|v| v.trim().to_owned())
+}
+
+/// CPU time (user + system, seconds) of the processes taking part in a run,
+/// read from /proc: how the work splits between the server, PostgreSQL's
+/// backends serving this run's database, and this load generator.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Cpu {
+    pub server: f64,
+    pub postgres: f64,
+    pub client: f64,
+}
+
+impl Cpu {
+    pub fn now(server: Option<u32>, database: &str) -> Cpu {
+        Cpu {
+            server: server.and_then(process_cpu).unwrap_or(0.0),
+            postgres: postgres_cpu(database),
+            client: process_cpu(std::process::id()).unwrap_or(0.0),
+        }
+    }
+
+    /// Milliseconds of CPU per operation between `self` and `later`.
+    pub fn per_op_ms(&self, later: &Cpu, ops: u64) -> Cpu {
+        let per = |a: f64, b: f64| (b - a) * 1000.0 / ops.max(1) as f64;
+        Cpu {
+            server: per(self.server, later.server),
+            postgres: per(self.postgres, later.postgres),
+            client: per(self.client, later.client),
+        }
+    }
+}
+
+/// Linux reports process times in USER_HZ, 100 per second on every architecture Rust targets here.
+const USER_HZ: f64 = 100.0;
+
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// PostgreSQL backends connected to `database` (their process title names it),
+/// autovacuum excluded.
+fn postgres_cpu(database: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let needle = format!(" {database} ");
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let title = String::from_utf8_lossy(&c).replace('\0', " ");
+                    // Backends serving connections, not autovacuum (which the
+                    // bench's bulk inserts set off on its own schedule).
+                    title.starts_with("postgres: ")
+                        && title.contains(&needle)
+                        && !title.contains("autovacuum")
+                })
+                .unwrap_or(false)
+        })
+        .filter_map(process_cpu)
+        .sum()
 }
