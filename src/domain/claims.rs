@@ -389,6 +389,24 @@ fn status_filter<S: QueryFilter>(query: S, status: Option<&str>, now: DateTime<U
     }
 }
 
+/// One page of `query`, oldest first, filtered on effective status.
+async fn page(
+    conn: &impl ConnectionTrait,
+    query: sea_orm::Select<claim::Entity>,
+    status: Option<&str>,
+    now: DateTime<Utc>,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Vec<claim::Model>> {
+    let mut query = status_filter(query, status, now)
+        .order_by_asc(claim::Column::Id)
+        .limit(limit);
+    if let Some(after) = after {
+        query = query.filter(claim::Column::Id.gt(after));
+    }
+    Ok(query.all(conn).await?)
+}
+
 /// Claims on keys of orders `viewer` manages, oldest first.
 pub async fn incoming(
     conn: &impl ConnectionTrait,
@@ -399,23 +417,16 @@ pub async fn incoming(
     limit: u64,
 ) -> ApiResult<Vec<claim::Model>> {
     let managed_orders = rights::managed_orders_query(viewer);
-    let mut query = claim::Entity::find()
-        .filter(
-            claim::Column::LicenseId.in_subquery(
-                Query::select()
-                    .column(license::Column::Id)
-                    .from(license::Entity)
-                    .and_where(license::Column::OrderId.in_subquery(managed_orders))
-                    .to_owned(),
-            ),
-        )
-        .order_by_asc(claim::Column::Id)
-        .limit(limit);
-    query = status_filter(query, status, now);
-    if let Some(after) = after {
-        query = query.filter(claim::Column::Id.gt(after));
-    }
-    Ok(query.all(conn).await?)
+    let query = claim::Entity::find().filter(
+        claim::Column::LicenseId.in_subquery(
+            Query::select()
+                .column(license::Column::Id)
+                .from(license::Entity)
+                .and_where(license::Column::OrderId.in_subquery(managed_orders))
+                .to_owned(),
+        ),
+    );
+    page(conn, query, status, now, after, limit).await
 }
 
 /// `viewer`'s own claims, oldest first.
@@ -427,15 +438,8 @@ pub async fn mine(
     after: Option<i64>,
     limit: u64,
 ) -> ApiResult<Vec<claim::Model>> {
-    let mut query = claim::Entity::find()
-        .filter(claim::Column::ClaimerId.eq(viewer.account_id))
-        .order_by_asc(claim::Column::Id)
-        .limit(limit);
-    query = status_filter(query, status, now);
-    if let Some(after) = after {
-        query = query.filter(claim::Column::Id.gt(after));
-    }
-    Ok(query.all(conn).await?)
+    let query = claim::Entity::find().filter(claim::Column::ClaimerId.eq(viewer.account_id));
+    page(conn, query, status, now, after, limit).await
 }
 
 /// The claim `claim_id` if `viewer` is its claimer or manages its key's order.

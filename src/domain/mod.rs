@@ -23,6 +23,15 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 
+/// Which side of a request or transfer the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Addressed to the caller's verified email.
+    Incoming,
+    /// Started by the caller.
+    Outgoing,
+}
+
 /// What the rules need besides their arguments: the database, the time, and
 /// how to wake the background workers once a change has committed.
 #[derive(Clone)]

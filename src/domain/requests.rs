@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 
 use super::{
-    Ctx, email,
+    Ctx, Direction, email,
     expiry::{self, APPROVED, DECLINED, EXPIRED, PENDING},
     licenses, rights,
 };
@@ -215,15 +215,6 @@ pub async fn decline(
     txn.commit().await?;
     ctx.committed().await;
     Ok(decided)
-}
-
-/// Which side of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Addressed to the caller's verified email.
-    Incoming,
-    /// Made by the caller.
-    Outgoing,
 }
 
 /// Requests to or from `viewer`, oldest first, filtered on effective status.

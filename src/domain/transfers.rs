@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{Ctx, email, orders, rights};
+use super::{Ctx, Direction, email, orders, rights};
 use crate::{
     auth::{Viewer, token},
     db::begin_write,
@@ -242,13 +242,6 @@ pub async fn cancel(
     txn.commit().await?;
     ctx.committed().await;
     Ok(cancelled)
-}
-
-/// Which side of a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Incoming,
-    Outgoing,
 }
 
 /// Transfers from `viewer` (outgoing) or to their verified email (incoming), newest first.

@@ -16,6 +16,7 @@ use crate::{
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::domain::Direction")]
 pub enum Direction {
     /// Addressed to you.
     Incoming,
@@ -185,10 +186,7 @@ impl RequestQuery {
         let viewer = ctx.viewer()?;
         let page = Page::new(first, after)?;
         let state = ctx.state();
-        let direction = match direction {
-            Direction::Incoming => requests::Direction::Incoming,
-            Direction::Outgoing => requests::Direction::Outgoing,
-        };
+        let direction = direction.into();
         let rows = requests::list(
             &state.ctx.db,
             viewer,
@@ -211,10 +209,7 @@ impl RequestQuery {
     ) -> ApiResult<Vec<OrderTransfer>> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
-        let direction = match direction {
-            Direction::Incoming => transfers::Direction::Incoming,
-            Direction::Outgoing => transfers::Direction::Outgoing,
-        };
+        let direction = direction.into();
         let rows = transfers::list(
             &state.ctx.db,
             viewer,
