@@ -92,7 +92,8 @@ impl App {
             Some(transport) => transport,
             None => Transport::from_config(config.smtp_url.as_deref(), config.mail_dir.clone())?,
         };
-        let hub = Hub::new(metrics.clone());
+        let validities = Arc::new(crate::domain::validity_cache::ValidityCache::default());
+        let hub = Hub::new(metrics.clone(), validities.clone());
         let mut tasks = Vec::new();
         let bus = match &config.redis_url {
             Some(url) => {
@@ -109,6 +110,7 @@ impl App {
             clock: clock.clone(),
             public_url: config.public_url().into(),
             wake: wake.clone(),
+            validities,
         };
         tasks.push(tokio::spawn(
             Relay {

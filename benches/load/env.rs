@@ -58,6 +58,12 @@ impl PgDatabase {
         admin.close().await.ok();
         let mut url = url::Url::parse(&admin_url).map_err(|e| e.to_string())?;
         url.set_path(&format!("/{name}"));
+        if !url.query_pairs().any(|(k, _)| k == "sslmode") {
+            // The database is on this machine: TLS would only add CPU on both
+            // ends (for the server and the ceiling alike). A URL that names
+            // an `sslmode` keeps it.
+            url.query_pairs_mut().append_pair("sslmode", "disable");
+        }
         Ok(PgDatabase {
             url: url.to_string(),
             admin_url,

@@ -74,32 +74,76 @@ fn results_dir() -> PathBuf {
 }
 
 /// Rows another bench left in `bench/results/events.json` (issue 6), if any.
+/// The event-delivery rows, from the last `just bench-events`
+/// (`bench/results/events.json`, written by `benches/events.rs`).
 pub fn external_rows() -> Vec<Row> {
     let path = results_dir().join("events.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let unavailable = |why: String| {
         let mut row = Row::new("event delivery (issue 6)", "—");
-        row.note("not measured by this bench: `just bench-events` (benches/events.rs) writes bench/results/events.json, not built on this branch yet");
-        return vec![row];
+        row.note(why);
+        vec![row]
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return unavailable("not measured yet: run `just bench-events`".into());
     };
     #[derive(Deserialize)]
-    struct External {
-        rows: Vec<Row>,
+    struct Events {
+        date: String,
+        latency: Vec<Latency>,
+        memory: Vec<Memory>,
     }
-    match serde_json::from_str::<External>(&text) {
-        Ok(external) => external
-            .rows
-            .into_iter()
-            .map(|mut row| {
-                row.note(format!("from {}", path.display()));
-                row
+    #[derive(Deserialize)]
+    struct Latency {
+        name: String,
+        instances: u64,
+        idle_subscribers: u64,
+        p50_ms: f64,
+        p99_ms: f64,
+    }
+    #[derive(Deserialize)]
+    struct Memory {
+        idle_subscribers: u64,
+        bytes_per_idle_subscriber: f64,
+    }
+    let events: Events = match serde_json::from_str(&text) {
+        Ok(events) => events,
+        Err(error) => return unavailable(format!("{} unreadable: {error}", path.display())),
+    };
+    let date = events.date.get(..10).unwrap_or(&events.date).to_owned();
+    let bytes = |subscribers| {
+        events
+            .memory
+            .iter()
+            .find(|m| m.idle_subscribers == subscribers)
+            .map(|m| {
+                format!(
+                    "; {:.1} KB per idle subscription",
+                    m.bytes_per_idle_subscriber / 1000.0
+                )
             })
-            .collect(),
-        Err(error) => {
-            let mut row = Row::new("event delivery (issue 6)", "—");
-            row.note(format!("{} unreadable: {error}", path.display()));
-            vec![row]
-        }
-    }
+            .unwrap_or_default()
+    };
+    events
+        .latency
+        .iter()
+        .map(|l| {
+            let mut row = Row::new(
+                format!("event delivery, {} (`just bench-events`)", l.name),
+                format!("{} idle", l.idle_subscribers),
+            );
+            row.p50_ms = Some(l.p50_ms);
+            row.p99_ms = Some(l.p99_ms);
+            row.note(format!(
+                "mutation sent → event received, run of {date}{}",
+                if l.instances == 1 {
+                    bytes(l.idle_subscribers)
+                } else {
+                    String::new()
+                }
+            ));
+            row
+        })
+        .collect()
 }
 
 fn cell(value: Option<f64>, digits: usize) -> String {

@@ -10,6 +10,7 @@ mod m20261127_000003_create_orders_and_licenses;
 mod m20261127_000004_create_claims_and_requests;
 mod m20261127_000005_create_events;
 mod m20261127_000006_create_organizations_and_devices;
+mod m20261127_000007_indexes_for_load;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_claims_and_requests::Migration),
             Box::new(m20261127_000005_create_events::Migration),
             Box::new(m20261127_000006_create_organizations_and_devices::Migration),
+            Box::new(m20261127_000007_indexes_for_load::Migration),
         ]
     }
 }

@@ -53,7 +53,7 @@ pub async fn sign_up(ctx: &Ctx, email: &str, password: &str) -> ApiResult<accoun
     })?;
     send_verification(ctx, &txn, &created).await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(created)
 }
 
@@ -194,7 +194,7 @@ pub async fn resend_verification(ctx: &Ctx, viewer: &Viewer) -> ApiResult<()> {
         .ok_or(AppError::Unauthenticated)?;
     send_verification(ctx, &txn, &account).await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(())
 }
 

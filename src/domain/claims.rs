@@ -19,7 +19,11 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{Ctx, licenses, rights};
+use super::{
+    Ctx, keys,
+    licenses::{self, NewAssignee},
+    rights,
+};
 use crate::{
     auth::Viewer,
     db::begin_write,
@@ -75,27 +79,28 @@ pub async fn claim(
     product: Option<&str>,
 ) -> ApiResult<ClaimResult> {
     let claimer_email = viewer.verified_email()?.to_owned();
-    let Some(found) = licenses::find_by_key(&ctx.db, raw_key).await? else {
+    let Some(key) = keys::normalize(raw_key) else {
         return Err(not_found());
     };
     let now = ctx.clock.now();
     let txn = begin_write(&ctx.db).await?;
-    let license = license::Entity::find_by_id(found.id)
+    // A claim is on the hot path: the key is found and locked in one
+    // statement, its order read with the owner's settings in one more.
+    let license = license::Entity::find()
+        .filter(license::Column::Key.eq(key))
         .lock_exclusive()
         .one(&txn)
         .await?
         .ok_or_else(not_found)?;
-    let order = order::Entity::find_by_id(license.order_id)
+    let (order, owner) = order::Entity::find_by_id(license.order_id)
+        .find_also_related(account::Entity)
         .one(&txn)
         .await?
         .ok_or_else(not_found)?;
     if product.is_some_and(|p| p.trim() != order.product) {
         return Err(not_found());
     }
-    let owner = account::Entity::find_by_id(order.owner_id)
-        .one(&txn)
-        .await?
-        .ok_or_else(|| AppError::internal("order without owner"))?;
+    let owner = owner.ok_or_else(|| AppError::internal("order without owner"))?;
 
     if license.assignee_email.as_deref() == Some(claimer_email.as_str()) {
         let claim = claim::Entity::find()
@@ -151,15 +156,13 @@ pub async fn claim(
     events::record(&txn, now, created).await?;
 
     let license = if link_now {
-        link(
-            &txn,
-            &order,
-            license,
-            &claimer_email,
-            viewer.account_id,
-            now,
-        )
-        .await?
+        // The claimer verified `claimer_email`: no need to look the account up.
+        let claimer = NewAssignee {
+            email: &claimer_email,
+            organization: None,
+            account_id: Some(viewer.account_id),
+        };
+        link(&txn, &order, license, claimer, viewer.account_id, now).await?
     } else {
         license
     };
@@ -186,7 +189,7 @@ pub async fn claim(
         Outcome::Pending
     };
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(ClaimResult {
         outcome,
         claim: Some(claim),
@@ -200,13 +203,14 @@ async fn link(
     txn: &impl ConnectionTrait,
     order: &order::Model,
     license: license::Model,
-    email: &str,
+    claimer: NewAssignee<'_>,
     actor_id: i64,
     now: DateTime<Utc>,
 ) -> ApiResult<license::Model> {
     let previous = license.assignee_email.clone();
+    let email = claimer.email;
     let updated =
-        licenses::set_assignment(txn, actor_id, order, license, Some((email, None)), now).await?;
+        licenses::set_assignment(txn, actor_id, order, license, Some(claimer), now).await?;
     if let Some(previous) = previous.filter(|p| p != email) {
         mail::enqueue(
             txn,
@@ -312,15 +316,8 @@ pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
     let license = if license.assignee_email.as_deref() == Some(claimer.email.as_str()) {
         license
     } else {
-        link(
-            &txn,
-            &order,
-            license,
-            &claimer.email,
-            viewer.account_id,
-            now,
-        )
-        .await?
+        let assignee = NewAssignee::email(&claimer.email);
+        link(&txn, &order, license, assignee, viewer.account_id, now).await?
     };
     let approved = decide(
         &txn,
@@ -353,7 +350,7 @@ pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
         }
     }
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(approved)
 }
 
@@ -372,7 +369,7 @@ pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(declined)
 }
 

@@ -175,7 +175,7 @@ pub async fn activate(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(activation)
 }
 
@@ -218,7 +218,7 @@ pub async fn deactivate(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(activation)
 }
 
@@ -260,16 +260,34 @@ struct ValidationRow {
     activated: bool,
 }
 
-/// Validate `raw_key`, optionally on a device `fingerprint`, in one indexed
-/// read. Unknown and malformed keys answer `NotFound` alike.
+/// Validate `raw_key`, optionally on a device `fingerprint`: from the
+/// [`ValidityCache`](super::validity_cache) when nothing changed since the
+/// answer was read, else in one indexed read. Unknown and malformed keys
+/// answer `NotFound` alike.
 pub async fn validate(
-    conn: &impl ConnectionTrait,
+    ctx: &Ctx,
     raw_key: &str,
     fingerprint: Option<&str>,
 ) -> ApiResult<(Validity, Option<i64>)> {
     let Some(key) = keys::normalize(raw_key) else {
         return Ok((Validity::NotFound, None));
     };
+    let fingerprint = fingerprint.map(str::trim);
+    if let Some(answer) = ctx.validities.get(&key, fingerprint) {
+        return Ok(answer);
+    }
+    let generation = ctx.validities.generation();
+    let answer = read_validity(&ctx.db, &key, fingerprint).await?;
+    ctx.validities.put(&key, fingerprint, generation, answer);
+    Ok(answer)
+}
+
+/// [`validate`]'s database read, of a normalised key.
+async fn read_validity(
+    conn: &impl ConnectionTrait,
+    key: &str,
+    fingerprint: Option<&str>,
+) -> ApiResult<(Validity, Option<i64>)> {
     let backend = conn.get_database_backend();
     let (key_param, fp_param) = match backend {
         sea_orm::DatabaseBackend::Postgres => ("$1", "$2"),
@@ -283,10 +301,7 @@ pub async fn validate(
     let row = ValidationRow::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
-        [
-            key.into(),
-            fingerprint.unwrap_or("").trim().to_owned().into(),
-        ],
+        [key.into(), fingerprint.unwrap_or("").to_owned().into()],
     ))
     .one(conn)
     .await?;

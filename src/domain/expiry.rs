@@ -140,7 +140,7 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
         txn.commit().await?;
     }
     if expired > 0 {
-        ctx.committed().await;
+        ctx.committed();
     }
     Ok(expired)
 }

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{Ctx, email, keys, orders, rights, siret};
+use super::{Ctx, email, orders, rights, siret};
 use crate::{
     auth::Viewer,
     db::begin_write,
@@ -85,20 +85,6 @@ pub async fn lock_for_manager(
     Ok((license, order))
 }
 
-/// Find a key by its (normalised) string.
-pub async fn find_by_key(
-    conn: &impl ConnectionTrait,
-    raw_key: &str,
-) -> ApiResult<Option<license::Model>> {
-    let Some(key) = keys::normalize(raw_key) else {
-        return Ok(None);
-    };
-    Ok(license::Entity::find()
-        .filter(license::Column::Key.eq(key))
-        .one(conn)
-        .await?)
-}
-
 pub struct Assignment {
     pub license_id: i64,
     pub email: String,
@@ -115,8 +101,27 @@ pub fn assignment_json(license: &license::Model) -> serde_json::Value {
     })
 }
 
+/// Who a key goes to in [`set_assignment`].
+pub struct NewAssignee<'a> {
+    pub email: &'a str,
+    pub organization: Option<siret::Organization>,
+    /// The account that verified `email`, when the caller already knows it
+    /// (a claimer claiming for themselves); else it is looked up.
+    pub account_id: Option<i64>,
+}
+
+impl<'a> NewAssignee<'a> {
+    pub fn email(email: &'a str) -> Self {
+        NewAssignee {
+            email,
+            organization: None,
+            account_id: None,
+        }
+    }
+}
+
 /// Change a key's assignee (and organization) in the caller's transaction and
-/// record it in the history: `Some(email)` assigns, `None` unassigns. The
+/// record it in the history: `Some(assignee)` assigns, `None` unassigns. The
 /// order's managers and the old and new assignees receive the event. Taking
 /// a key from its assignee while it is active on a device is refused with
 /// `DEVICE_ACTIVE`. Emails are the caller's business (each path tells people
@@ -126,17 +131,18 @@ pub async fn set_assignment(
     actor_id: i64,
     order: &order::Model,
     license: license::Model,
-    assignee: Option<(&str, Option<siret::Organization>)>,
+    assignee: Option<NewAssignee<'_>>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ApiResult<license::Model> {
     let before = assignment_json(&license);
     let previous = license.assignee_email.clone();
-    let new_email = assignee.as_ref().map(|(email, _)| email.to_string());
+    let new_email = assignee.as_ref().map(|a| a.email.to_owned());
+    let known_account = assignee.as_ref().and_then(|a| a.account_id);
     if previous.is_some() && previous != new_email {
         // A key in use on a device must be deactivated before it changes hands.
         super::devices::ensure_none_active(txn, license.id).await?;
     }
-    let organization = assignee.and_then(|(_, org)| org);
+    let organization = assignee.and_then(|a| a.organization);
     let mut changed: license::ActiveModel = license.clone().into();
     changed.assignee_email = Set(new_email.clone());
     changed.organization_name = Set(organization.as_ref().map(|o| o.name.clone()));
@@ -159,10 +165,17 @@ pub async fn set_assignment(
     event.license_id = Some(license.id);
     event.changes = json!({"before": before, "after": after});
     event.recipients = rights::order_managers(txn, order).await?;
-    for email in [&previous, &new_email].into_iter().flatten() {
+    if let Some(previous) = &previous {
         event
             .recipients
-            .extend(rights::verified_account_id(txn, email).await?);
+            .extend(rights::verified_account_id(txn, previous).await?);
+    }
+    if let Some(new_email) = &new_email {
+        let account = match known_account {
+            Some(id) => Some(id),
+            None => rights::verified_account_id(txn, new_email).await?,
+        };
+        event.recipients.extend(account);
     }
     events::record(txn, now, event).await?;
     Ok(updated)
@@ -185,7 +198,11 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
         viewer.account_id,
         &order,
         license,
-        Some((&email, organization)),
+        Some(NewAssignee {
+            email: &email,
+            organization,
+            account_id: None,
+        }),
         now,
     )
     .await?;
@@ -215,7 +232,7 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
         }
     }
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(updated)
 }
 
@@ -239,7 +256,7 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(updated)
 }
 

@@ -15,6 +15,7 @@ pub mod rights;
 pub mod settings;
 pub mod siret;
 pub mod transfers;
+pub mod validity_cache;
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub struct Ctx {
     /// Base of links in emails, without a trailing slash.
     pub public_url: Arc<str>,
     pub wake: Wake,
+    /// `validateLicense` answers; forgotten on every change.
+    pub validities: Arc<validity_cache::ValidityCache>,
 }
 
 /// Wakes the workers that act on committed rows (mail queue, event relay).
@@ -52,11 +55,14 @@ pub struct Wake {
 }
 
 impl Ctx {
-    /// Call after a commit that queued email or wrote events. Returns once the
-    /// relay has given the committed events their position, so the caller's
-    /// next read of `events` or `history` sees them (read-your-writes).
-    pub async fn committed(&self) {
+    /// Call after a commit that queued email or wrote events. It does not
+    /// wait for the relay: the reads of positioned events do
+    /// ([`crate::events::relay::RelaySignal::positioned`]), so a write pays
+    /// nothing for read-your-writes and a read sees every event committed
+    /// before it, on any instance.
+    pub fn committed(&self) {
+        self.validities.invalidate();
         self.wake.mail.notify_one();
-        self.wake.relay.positioned().await;
+        self.wake.relay.wake();
     }
 }

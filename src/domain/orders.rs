@@ -107,7 +107,7 @@ pub async fn mark_paid(ctx: &Ctx, viewer: &Viewer, order_id: i64) -> ApiResult<o
     event.recipients = rights::order_managers(&txn, &order).await?;
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(paid)
 }
 
@@ -126,7 +126,11 @@ async fn generate_keys(
     let mut missing = count;
     while missing > 0 {
         let chunk = missing.min(INSERT_CHUNK);
-        let fresh: Vec<String> = (0..chunk).map(|_| keys::generate()).collect();
+        let mut fresh: Vec<String> = (0..chunk).map(|_| keys::generate()).collect();
+        // In key order, the unique index takes them leaf after leaf instead
+        // of all over the tree: about a third faster for 100,000 keys on
+        // PostgreSQL (`just bench-keys`). An order's keys list in key order.
+        fresh.sort_unstable();
         let statement = match backend {
             // Keys are Crockford base32 and dashes: never a comma.
             DatabaseBackend::Postgres => Statement::from_sql_and_values(

@@ -86,7 +86,7 @@ pub async fn create(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(request)
 }
 
@@ -186,7 +186,7 @@ pub async fn approve(
         viewer.account_id,
         &order,
         license,
-        Some((&requester.email, None)),
+        Some(licenses::NewAssignee::email(&requester.email)),
         now,
     )
     .await?;
@@ -199,7 +199,7 @@ pub async fn approve(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(decided)
 }
 
@@ -213,7 +213,7 @@ pub async fn decline(
     let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
     let decided = decide(&txn, viewer, request, None, now).await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(decided)
 }
 

@@ -63,7 +63,7 @@ pub async fn update_claim_settings(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(after)
 }
 
@@ -91,7 +91,7 @@ pub async fn set_order_manual_approval(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(updated)
 }
 
@@ -145,6 +145,6 @@ pub async fn set_license_organization(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(updated)
 }

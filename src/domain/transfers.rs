@@ -116,7 +116,7 @@ pub async fn start(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(transfer)
 }
 
@@ -196,7 +196,7 @@ pub async fn accept(
     event.recipients.push(viewer.account_id);
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(accepted)
 }
 
@@ -240,7 +240,7 @@ pub async fn cancel(
         .extend(rights::verified_account_id(&txn, &transfer.to_email).await?);
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed().await;
+    ctx.committed();
     Ok(cancelled)
 }
 

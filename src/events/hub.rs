@@ -8,7 +8,7 @@ use std::{
 use tokio::sync::broadcast;
 
 use super::LiveEvent;
-use crate::metrics::Metrics;
+use crate::{domain::validity_cache::ValidityCache, metrics::Metrics};
 
 /// How many undelivered signals one account's subscriptions may fall behind
 /// before they are told they lagged (and catch up from the database). Kept
@@ -42,6 +42,9 @@ pub enum BusMessage {
 pub struct Hub {
     inner: Arc<Mutex<HubState>>,
     metrics: Metrics,
+    /// Forgotten whenever events arrive: they may be changes committed by
+    /// another instance.
+    validities: Arc<ValidityCache>,
 }
 
 #[derive(Default)]
@@ -52,10 +55,11 @@ struct HubState {
 }
 
 impl Hub {
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: Metrics, validities: Arc<ValidityCache>) -> Self {
         Hub {
             inner: Default::default(),
             metrics,
+            validities,
         }
     }
 
@@ -80,6 +84,7 @@ impl Hub {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match message {
             BusMessage::Events { prev, events } => {
+                self.validities.invalidate();
                 let gap = state.last_position.is_some_and(|last| prev > last);
                 if let Some(last) = events.last() {
                     state.last_position = Some(state.last_position.unwrap_or(0).max(last.position));

@@ -1,6 +1,6 @@
 //! Devices and validation, for the licensed software (no sign-in), and the
 //! owner's forced deactivation.
-use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 use entity::activation;
 
@@ -40,12 +40,30 @@ pub enum ValidationCode {
     OrderUnpaid,
 }
 
-#[derive(SimpleObject)]
+/// The answer of `validateLicense`; the license is read only when asked for
+/// (the licensed software asks for `valid` and `code`: one statement).
 pub struct LicenseValidation {
-    valid: bool,
-    code: ValidationCode,
+    validity: Validity,
+    license_id: Option<i64>,
+}
+
+#[Object]
+impl LicenseValidation {
+    async fn valid(&self) -> bool {
+        self.validity == Validity::Valid
+    }
+
+    async fn code(&self) -> ValidationCode {
+        self.validity.into()
+    }
+
     /// The key, when the caller is signed in and may see it.
-    license: Option<License>,
+    async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
+        match self.license_id {
+            Some(id) => License::visible(ctx, id).await,
+            None => Ok(None),
+        }
+    }
 }
 
 fn limit_devices(ctx: &Context<'_>) -> ApiResult<()> {
@@ -70,16 +88,11 @@ impl DeviceQuery {
         key: String,
         fingerprint: Option<String>,
     ) -> ApiResult<LicenseValidation> {
-        let db = &ctx.state().ctx.db;
-        let (validity, license_id) = devices::validate(db, &key, fingerprint.as_deref()).await?;
-        let license = match license_id {
-            Some(id) => License::visible(ctx, id).await?,
-            None => None,
-        };
+        let (validity, license_id) =
+            devices::validate(&ctx.state().ctx, &key, fingerprint.as_deref()).await?;
         Ok(LicenseValidation {
-            valid: validity == Validity::Valid,
-            code: validity.into(),
-            license,
+            validity,
+            license_id,
         })
     }
 }

@@ -148,7 +148,9 @@ pub async fn history(
     event_page(ctx, Condition::all().add(condition), first, after).await
 }
 
-/// A page of positioned events matching `condition`, by position.
+/// A page of positioned events matching `condition`, by position. It first
+/// waits for the relay to position every event committed before the call,
+/// so a client reads its own writes.
 pub async fn event_page(
     ctx: &Context<'_>,
     condition: Condition,
@@ -156,6 +158,7 @@ pub async fn event_page(
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
     let page = Page::new(first, after)?;
+    ctx.state().ctx.wake.relay.positioned().await;
     let mut query = event::Entity::find()
         .filter(event::Column::Position.is_not_null())
         .filter(condition)
@@ -198,6 +201,7 @@ impl EventQuery {
         let viewer = ctx.viewer()?;
         let after = parse_cursor(after)?;
         let page = Page::new(first, Some(after.to_string()))?;
+        ctx.state().ctx.wake.relay.positioned().await;
         let rows = stream::for_account(&ctx.state().ctx.db, viewer.account_id, after, page.fetch())
             .await?;
         Ok(page.connection(rows, |e| e.position, Event))

@@ -29,6 +29,10 @@ pub struct MailWorker {
     pub interval: Duration,
 }
 
+/// How long a woken worker waits before reading the queue (an email is
+/// never urgent to the millisecond; a read per commit under load would be).
+const WAKE_COALESCE: Duration = Duration::from_millis(50);
+
 impl MailWorker {
     pub async fn run(self) {
         loop {
@@ -36,7 +40,9 @@ impl MailWorker {
                 tracing::warn!(%error, "mail queue: could not read the queue");
             }
             tokio::select! {
-                _ = self.wake.mail.notified() => {}
+                // Every commit wakes the worker, most with no email queued:
+                // gather the wake-ups of a burst into one read of the queue.
+                _ = self.wake.mail.notified() => tokio::time::sleep(WAKE_COALESCE).await,
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
