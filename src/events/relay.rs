@@ -30,7 +30,7 @@ use crate::{db::begin_write, domain::Wake, metrics::Metrics};
 /// How long the relay lets commits gather before a step when the previous
 /// step found work: it bounds the relay's share of the database under load,
 /// at the cost of this much delivery latency.
-const COALESCE: Duration = Duration::from_millis(2);
+const COALESCE: Duration = Duration::from_millis(5);
 
 /// Most events positioned or published in one step.
 const BATCH: i64 = 1000;
@@ -205,9 +205,12 @@ impl Relay {
         let count = match self.db.get_database_backend() {
             DatabaseBackend::Postgres => {
                 let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+                // The only write here is `published_through`; losing it in a
+                // crash only publishes a batch again (harmless, see above), so
+                // its commit need not wait for the disk.
                 txn.execute_raw(Statement::from_sql_and_values(
                     DatabaseBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock($1)",
+                    "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock($1)",
                     [PUBLISH_LOCK.into()],
                 ))
                 .await
