@@ -80,7 +80,7 @@ impl Claim {
     async fn claimer(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         let loaders = ctx.data_unchecked::<super::Loaders>();
         Ok(loaders
-            .accounts
+            .accounts()
             .load_one(self.0.claimer_id)
             .await?
             .map(Account))

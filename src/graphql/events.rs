@@ -70,7 +70,7 @@ impl Event {
             return Ok(None);
         };
         let loaders = ctx.data_unchecked::<super::Loaders>();
-        Ok(loaders.accounts.load_one(id).await?.map(Account))
+        Ok(loaders.accounts().load_one(id).await?.map(Account))
     }
 
     /// What changed: `{"before": …, "after": …}`.

@@ -1,7 +1,7 @@
 //! Batch loaders, one set per request, so that nested lists cost a constant
 //! number of SQL statements whatever their length (e.g. `orders { licenses {
 //! assignee { email } } }` is three statements for any page sizes).
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{account, license, order};
@@ -13,27 +13,60 @@ use sea_orm::{
 use super::pagination::Page;
 use crate::{domain::licenses::AssignmentFilter, error::AppError};
 
+/// The request's loaders, built on first use: most requests (a key
+/// validation, a mutation) never load anything in batches.
 pub struct Loaders {
+    db: DatabaseConnection,
+    built: OnceLock<Built>,
+}
+
+struct Built {
     /// Cached for the request (misses included), so a page can load its
     /// assignees once and each key read them back.
-    pub verified_accounts: DataLoader<VerifiedAccountsByEmail, HashMapCache>,
-    pub accounts: DataLoader<AccountsById>,
-    pub orders: DataLoader<OrdersById>,
-    pub license_pages: DataLoader<LicensePages>,
+    verified_accounts: DataLoader<VerifiedAccountsByEmail, HashMapCache>,
+    accounts: DataLoader<AccountsById>,
+    orders: DataLoader<OrdersById>,
+    license_pages: DataLoader<LicensePages>,
 }
 
 impl Loaders {
     pub fn new(db: DatabaseConnection) -> Self {
         Loaders {
-            verified_accounts: DataLoader::with_cache(
-                VerifiedAccountsByEmail(db.clone()),
-                tokio::spawn,
-                HashMapCache::default(),
-            ),
-            accounts: DataLoader::new(AccountsById(db.clone()), tokio::spawn),
-            orders: DataLoader::new(OrdersById(db.clone()), tokio::spawn),
-            license_pages: DataLoader::new(LicensePages(db), tokio::spawn),
+            db,
+            built: OnceLock::new(),
         }
+    }
+
+    fn built(&self) -> &Built {
+        self.built.get_or_init(|| {
+            let db = &self.db;
+            Built {
+                verified_accounts: DataLoader::with_cache(
+                    VerifiedAccountsByEmail(db.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                ),
+                accounts: DataLoader::new(AccountsById(db.clone()), tokio::spawn),
+                orders: DataLoader::new(OrdersById(db.clone()), tokio::spawn),
+                license_pages: DataLoader::new(LicensePages(db.clone()), tokio::spawn),
+            }
+        })
+    }
+
+    pub fn verified_accounts(&self) -> &DataLoader<VerifiedAccountsByEmail, HashMapCache> {
+        &self.built().verified_accounts
+    }
+
+    pub fn accounts(&self) -> &DataLoader<AccountsById> {
+        &self.built().accounts
+    }
+
+    pub fn orders(&self) -> &DataLoader<OrdersById> {
+        &self.built().orders
+    }
+
+    pub fn license_pages(&self) -> &DataLoader<LicensePages> {
+        &self.built().license_pages
     }
 }
 

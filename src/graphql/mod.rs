@@ -11,6 +11,7 @@ mod loaders;
 mod orders;
 mod organizations;
 mod pagination;
+mod parse_cache;
 mod requests;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
@@ -62,7 +63,9 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(32)
-    .extension(limits::QueryShape);
+    .extension(limits::QueryShape)
+    // Inside QueryShape, so its checks run on cached documents too.
+    .extension(parse_cache::ParseCache::default());
     if let Some(state) = state {
         builder = builder.data(state);
     }

@@ -87,7 +87,7 @@ impl Order {
 
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         Ok(loaders(ctx)
-            .accounts
+            .accounts()
             .load_one(self.0.owner_id)
             .await?
             .map(Account))
@@ -127,7 +127,7 @@ impl Order {
             page,
         };
         let rows = loaders(ctx)
-            .license_pages
+            .license_pages()
             .load_one(key)
             .await?
             .unwrap_or_default();
@@ -146,7 +146,7 @@ impl Order {
                 .iter()
                 .filter_map(|l| l.assignee_email.clone())
                 .collect();
-            loaders(ctx).verified_accounts.load_many(emails).await?;
+            loaders(ctx).verified_accounts().load_many(emails).await?;
         }
         let order = self.0.clone();
         Ok(page.connection(
@@ -251,7 +251,7 @@ impl License {
             return Ok(None);
         };
         Ok(loaders(ctx)
-            .verified_accounts
+            .verified_accounts()
             .load_one(email.clone())
             .await?
             .flatten()
@@ -303,7 +303,7 @@ impl License {
             return Ok(order.clone());
         }
         loaders(ctx)
-            .orders
+            .orders()
             .load_one(self.model.order_id)
             .await?
             .ok_or_else(|| AppError::internal("license without order"))

@@ -44,7 +44,7 @@ impl LicenseRequest {
     async fn requester(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         let loaders = ctx.data_unchecked::<super::Loaders>();
         Ok(loaders
-            .accounts
+            .accounts()
             .load_one(self.0.requester_id)
             .await?
             .map(Account))
