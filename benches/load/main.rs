@@ -373,11 +373,12 @@ async fn validate_scenario(
     let statements_before = client.metric(SQL_STATEMENTS).await?;
     let cpu_before = Cpu::now(server_pid, database);
     let done = Arc::new(AtomicU64::new(0));
-    let stats = {
+    // One validation of the next device in turn; counts every answer.
+    let validate = {
         let client = client.clone();
         let done = done.clone();
         let next = Arc::new(AtomicUsize::new(0));
-        closed_loop(32, window, move |_, _| {
+        move || {
             done.fetch_add(1, Ordering::Relaxed);
             let client = client.clone();
             let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
@@ -396,8 +397,11 @@ async fn validate_scenario(
                     ))
                 }
             }
-        })
-        .await
+        }
+    };
+    let stats = {
+        let validate = validate.clone();
+        closed_loop(32, window, move |_, _| validate()).await
     };
     let validations = done.load(Ordering::Relaxed);
     let cpu = cpu_before.per_op_ms(&Cpu::now(server_pid, database), validations);
@@ -412,15 +416,30 @@ async fn validate_scenario(
         cpu.client,
     ));
     report.rows.push(row);
+    // The closed loop's p99 is mostly its own queue (32 requests waiting on
+    // 2 saturated cores); the latency a client sees is measured at a fixed
+    // rate of half that maximum, as for claims.
+    let rate = stats.throughput / 2.0;
+    // At most 64 in flight: more would only make the client open hundreds
+    // of new connections at once, and measure that.
+    let fixed = open_loop(rate, 64, window, move |_| validate()).await;
+    let mut fixed_row =
+        Row::new("validateLicense, fixed rate at half the max", "open loop").with_stats(&fixed);
+    fixed_row.note(format!(
+        "offered {rate:.0}/s; latency from each request's due time"
+    ));
+    report.rows.push(fixed_row);
     report.goals.push(format!(
-        "validateLicense: {:.0}/s (goal ≥ 10,000/s), p99 {:.2} ms (goal < 5 ms): {}",
+        "validateLicense: {:.0}/s at most (goal ≥ 10,000/s): {}; p99 {:.2} ms at half that rate, {:.2} ms in the saturated closed loop (goal < 5 ms): {}",
         stats.throughput,
+        verdict(stats.throughput >= 10_000.0 && stats.errors == 0),
+        fixed.p99_ms,
         stats.p99_ms,
-        verdict(stats.throughput >= 10_000.0 && stats.p99_ms < 5.0 && stats.errors == 0)
+        verdict(fixed.p99_ms < 5.0 && fixed.errors == 0)
     ));
     report.raw.insert(
         "validate_license".into(),
-        json!({"stats": stats, "statements_per_validation": statements, "cpu_ms_per_validation": cpu}),
+        json!({"stats": stats, "fixed_rate": {"rate": rate, "stats": fixed}, "statements_per_validation": statements, "cpu_ms_per_validation": cpu}),
     );
     Ok(())
 }
