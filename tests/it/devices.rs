@@ -156,8 +156,17 @@ async fn activation_limit_idempotency_and_validation_codes() {
             .len(),
         2
     );
+    // Answers are cached until something changes: a deactivation shows at once.
+    assert_eq!(
+        code(&app.ok(None, VALIDATE, json!({"k": key, "f": "fp2"})).await),
+        "VALID"
+    );
     app.ok(None, DEACTIVATE, json!({"k": key, "f": "fp2"}))
         .await;
+    assert_eq!(
+        code(&app.ok(None, VALIDATE, json!({"k": key, "f": "fp2"})).await),
+        "NOT_ACTIVATED"
+    );
     assert_eq!(
         app.err(None, DEACTIVATE, json!({"k": key, "f": "fp2"}))
             .await,
