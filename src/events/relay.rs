@@ -106,16 +106,18 @@ impl Relay {
             let mut busy = false;
             match self.assign_positions().await {
                 Ok(positioned) => {
-                    signal
-                        .completed
-                        .send_modify(|done| *done = (*done).max(target));
                     if positioned > 0 {
                         publish.notify_one();
                         busy = true;
                     }
                     if positioned == BATCH as u64 {
+                        // A full batch: older events may still wait, so no
+                        // reader is served until a step empties the backlog.
                         continue;
                     }
+                    signal
+                        .completed
+                        .send_modify(|done| *done = (*done).max(target));
                 }
                 Err(error) => tracing::warn!(%error, "event relay: positioning failed, will retry"),
             }
@@ -161,9 +163,11 @@ impl Relay {
         let signal = &self.wake.relay;
         let target = signal.requested.load(Ordering::SeqCst);
         let positioned = self.assign_positions().await.map_err(|e| e.to_string())?;
-        signal
-            .completed
-            .send_modify(|done| *done = (*done).max(target));
+        if positioned < BATCH as u64 {
+            signal
+                .completed
+                .send_modify(|done| *done = (*done).max(target));
+        }
         let published = self.publish_pending().await?;
         Ok(positioned == BATCH as u64 || published == BATCH as usize)
     }
@@ -284,5 +288,63 @@ impl Relay {
             .map_err(|e| e.to_string())?;
         self.metrics.events_published(count as u64, lag);
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use entity::event;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
+
+    use super::*;
+    use crate::{
+        events::{EventKind, NewEvent, hub::Hub, record},
+        metrics::Metrics,
+    };
+
+    /// A reader is served only once the backlog is positioned, however many
+    /// batches that takes (more than one here).
+    #[tokio::test]
+    async fn a_reader_waits_for_the_whole_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = crate::db::connect(&url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        for _ in 0..BATCH + 5 {
+            record(
+                &txn,
+                Utc::now(),
+                NewEvent::new(EventKind::LicenseAssigned, None),
+            )
+            .await
+            .unwrap();
+        }
+        txn.commit().await.unwrap();
+
+        let wake = Wake::default();
+        let signal: Arc<RelaySignal> = wake.relay.clone();
+        let waiting = tokio::spawn(async move { signal.positioned().await });
+        tokio::task::yield_now().await;
+        let metrics = Metrics::default();
+        let relay = tokio::spawn(
+            Relay {
+                db: db.clone(),
+                bus: Bus::Local(Hub::new(metrics.clone(), Default::default())),
+                wake,
+                metrics,
+                interval: Duration::from_secs(60),
+            }
+            .run(),
+        );
+        waiting.await.unwrap();
+        let unpositioned = event::Entity::find()
+            .filter(event::Column::Position.is_null())
+            .count(&db)
+            .await
+            .unwrap();
+        relay.abort();
+        assert_eq!(unpositioned, 0, "the reader was served mid-backlog");
     }
 }

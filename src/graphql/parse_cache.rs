@@ -9,19 +9,35 @@ use async_graphql::{
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
     parser::types::ExecutableDocument,
 };
-use quick_cache::sync::Cache;
+use quick_cache::{Weighter, sync::Cache};
 
-/// Documents kept; the least used go first.
-const CAPACITY: usize = 1000;
+/// Bytes of query text kept (the least used go first). A parsed document is
+/// some ten times its text, so this bounds the cache to a few megabytes
+/// whatever distinct queries clients send.
+const CAPACITY_BYTES: u64 = 256 * 1024;
 /// Longer query texts are parsed each time (and not kept).
 const MAX_QUERY_LEN: usize = 8 * 1024;
 
+/// Weighs a cached document by the length of its query text.
 #[derive(Clone)]
-pub struct ParseCache(Arc<Cache<String, ExecutableDocument>>);
+struct TextLength;
+
+impl Weighter<String, ExecutableDocument> for TextLength {
+    fn weight(&self, query: &String, _: &ExecutableDocument) -> u64 {
+        query.len() as u64
+    }
+}
+
+#[derive(Clone)]
+pub struct ParseCache(Arc<Cache<String, ExecutableDocument, TextLength>>);
 
 impl Default for ParseCache {
     fn default() -> Self {
-        ParseCache(Arc::new(Cache::new(CAPACITY)))
+        ParseCache(Arc::new(Cache::with_weighter(
+            1000,
+            CAPACITY_BYTES,
+            TextLength,
+        )))
     }
 }
 

@@ -84,12 +84,16 @@ async fn migrated_template(admin_url: &str) -> String {
     name
 }
 
-/// A database of the test's own, dropped (PostgreSQL) or deleted (SQLite) at the end.
+/// A database of the test's own, dropped (PostgreSQL) or deleted (SQLite) at
+/// the end, with the directory its instances write emails to: instances that
+/// share a database share one mail queue, and whichever of them sends a
+/// message, it lands in the same place (as with one SMTP server).
 pub struct TestDb {
     pub url: String,
     admin_url: Option<String>,
     name: String,
     _dir: Option<tempfile::TempDir>,
+    pub mail: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -112,6 +116,7 @@ impl TestDb {
                     admin_url: Some(admin_url),
                     name,
                     _dir: None,
+                    mail: tempfile::tempdir().expect("mail dir"),
                 }
             }
             _ => {
@@ -122,6 +127,7 @@ impl TestDb {
                     admin_url: None,
                     name: String::new(),
                     _dir: Some(dir),
+                    mail: tempfile::tempdir().expect("mail dir"),
                 }
             }
         }
@@ -170,7 +176,6 @@ pub struct TestApp {
     pub app: App,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    _mail: tempfile::TempDir,
     pub db: std::sync::Arc<TestDb>,
 }
 
@@ -203,12 +208,11 @@ impl TestApp {
             Some(db) => db,
             None => std::sync::Arc::new(TestDb::create().await),
         };
-        let mail = tempfile::tempdir().expect("mail dir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = Config::with_database(db.url.clone());
         config.bind_addr = addr;
-        config.mail_dir = mail.path().to_path_buf();
+        config.mail_dir = db.mail.path().to_path_buf();
         config.redis_url = options.redis_url;
         config.redis_channel = options.redis_channel.unwrap_or_else(|| unique("kl_events"));
         // Workers are woken by commits; a long poll keeps test timing deterministic.
@@ -241,11 +245,10 @@ impl TestApp {
             addr,
             base: format!("http://{addr}"),
             clock,
-            mail_dir: mail.path().to_path_buf(),
+            mail_dir: db.mail.path().to_path_buf(),
             app,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
-            _mail: mail,
             db,
         }
     }
