@@ -230,12 +230,9 @@ async fn run(options: Options) -> Result<(), String> {
     analyze(&db).await?;
     settle(&client).await?;
     let fixed = open_loop(rate, 1024, options.window, app.open_op()).await;
-    let mut row =
-        Row::new("claimLicense, fixed rate at half the max", "open loop").with_stats(&fixed);
-    row.note(format!(
-        "offered {rate:.0}/s; latency from each request's due time"
-    ));
-    report.rows.push(row);
+    report
+        .rows
+        .push(fixed_rate_row("claimLicense", rate, &fixed));
     report.goals.push(format!(
         "claimLicense p99 at half the max throughput ({rate:.0}/s): {:.2} ms (goal < 10 ms): {}",
         fixed.p99_ms,
@@ -423,12 +420,9 @@ async fn validate_scenario(
     // At most 64 in flight: more would only make the client open hundreds
     // of new connections at once, and measure that.
     let fixed = open_loop(rate, 64, window, move |_| validate()).await;
-    let mut fixed_row =
-        Row::new("validateLicense, fixed rate at half the max", "open loop").with_stats(&fixed);
-    fixed_row.note(format!(
-        "offered {rate:.0}/s; latency from each request's due time"
-    ));
-    report.rows.push(fixed_row);
+    report
+        .rows
+        .push(fixed_rate_row("validateLicense", rate, &fixed));
     report.goals.push(format!(
         "validateLicense: {:.0}/s at most (goal ≥ 10,000/s): {}; p99 {:.2} ms at half that rate, {:.2} ms in the saturated closed loop (goal < 5 ms): {}",
         stats.throughput,
@@ -444,6 +438,19 @@ async fn validate_scenario(
     Ok(())
 }
 
+/// The row of an open-loop run of `operation` at half its maximum rate.
+fn fixed_rate_row(operation: &str, rate: f64, stats: &Stats) -> Row {
+    let mut row = Row::new(
+        format!("{operation}, fixed rate at half the max"),
+        "open loop",
+    )
+    .with_stats(stats);
+    row.note(format!(
+        "offered {rate:.0}/s; latency from each request's due time"
+    ));
+    row
+}
+
 async fn connect(url: &str) -> Result<DatabaseConnection, String> {
     let mut options = sea_orm::ConnectOptions::new(url);
     options.max_connections(4).sqlx_logging(false);
@@ -457,19 +464,19 @@ async fn connect(url: &str) -> Result<DatabaseConnection, String> {
 /// (a long-running server has it). Without this, PostgreSQL plans
 /// sequential scans of "tiny" tables that hold thousands of rows by then.
 async fn analyze(db: &DatabaseConnection) -> Result<(), String> {
-    use sea_orm::ConnectionTrait;
-    db.execute_unprepared("ANALYZE")
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("ANALYZE: {e}"))
+    maintenance(db, "ANALYZE").await
 }
 
 async fn vacuum(db: &DatabaseConnection) -> Result<(), String> {
+    maintenance(db, "VACUUM ANALYZE").await
+}
+
+async fn maintenance(db: &DatabaseConnection, sql: &str) -> Result<(), String> {
     use sea_orm::ConnectionTrait;
-    db.execute_unprepared("VACUUM ANALYZE")
+    db.execute_unprepared(sql)
         .await
         .map(|_| ())
-        .map_err(|e| format!("VACUUM ANALYZE: {e}"))
+        .map_err(|e| format!("{sql}: {e}"))
 }
 
 /// Wait until the server's background work (relay) has gone quiet: no SQL

@@ -55,7 +55,8 @@ pub struct Wake {
 }
 
 impl Ctx {
-    /// Call after a commit that queued email or wrote events. It does not
+    /// Call after a commit that queued email or wrote events: it forgets the
+    /// cached `validateLicense` answers and wakes the workers. It does not
     /// wait for the relay: the reads of positioned events do
     /// ([`crate::events::relay::RelaySignal::positioned`]), so a write pays
     /// nothing for read-your-writes and a read sees every event committed

@@ -102,22 +102,16 @@ impl Relay {
     async fn position_loop(&self, publish: &Notify) {
         let signal = &self.wake.relay;
         loop {
-            let target = signal.requested.load(Ordering::SeqCst);
             let mut busy = false;
-            match self.assign_positions().await {
+            match self.position_step().await {
                 Ok(positioned) => {
                     if positioned > 0 {
                         publish.notify_one();
                         busy = true;
                     }
                     if positioned == BATCH as u64 {
-                        // A full batch: older events may still wait, so no
-                        // reader is served until a step empties the backlog.
                         continue;
                     }
-                    signal
-                        .completed
-                        .send_modify(|done| *done = (*done).max(target));
                 }
                 Err(error) => tracing::warn!(%error, "event relay: positioning failed, will retry"),
             }
@@ -131,6 +125,22 @@ impl Relay {
                 tokio::time::sleep(COALESCE).await;
             }
         }
+    }
+
+    /// Position what is pending (one batch at most), and serve the readers
+    /// waiting since before the step began, unless the batch was full: older
+    /// events may then still wait, so they are served by a step that empties
+    /// the backlog. Returns how many events it positioned.
+    async fn position_step(&self) -> Result<u64, DbErr> {
+        let signal = &self.wake.relay;
+        let target = signal.requested.load(Ordering::SeqCst);
+        let positioned = self.assign_positions().await?;
+        if positioned < BATCH as u64 {
+            signal
+                .completed
+                .send_modify(|done| *done = (*done).max(target));
+        }
+        Ok(positioned)
     }
 
     async fn publish_loop(&self, wake: &Notify) {
@@ -160,14 +170,7 @@ impl Relay {
 
     /// Position and publish what is pending, once. True when there may be more.
     pub async fn step(&self) -> Result<bool, String> {
-        let signal = &self.wake.relay;
-        let target = signal.requested.load(Ordering::SeqCst);
-        let positioned = self.assign_positions().await.map_err(|e| e.to_string())?;
-        if positioned < BATCH as u64 {
-            signal
-                .completed
-                .send_modify(|done| *done = (*done).max(target));
-        }
+        let positioned = self.position_step().await.map_err(|e| e.to_string())?;
         let published = self.publish_pending().await?;
         Ok(positioned == BATCH as u64 || published == BATCH as usize)
     }
