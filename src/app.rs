@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Router,
     routing::{get, post},
+    serve::ListenerExt,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -159,11 +160,18 @@ impl App {
     }
 
     /// Serve on `listener` until `shutdown` resolves, then finish in-flight requests.
+    /// Connections send without Nagle's delay: an answer is one small write
+    /// that should leave at once, not wait for the client's ACK.
     pub async fn serve_on(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(
             listener,
             self.router

@@ -14,8 +14,10 @@
 use chrono::{DateTime, Utc};
 use entity::{account, claim, license, order};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Query,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    sea_query::{LockType, Query},
 };
 use serde_json::json;
 
@@ -84,19 +86,16 @@ pub async fn claim(
     };
     let now = ctx.clock.now();
     let txn = begin_write(&ctx.db).await?;
-    // A claim is on the hot path: the key is found and locked in one
-    // statement, its order read with the owner's settings in one more.
-    let license = license::Entity::find()
+    // A claim is on the hot path: the key is found and locked, with its
+    // order and the order's owner (whose settings decide), in one statement.
+    // Only the key's row is locked: claims of other keys of the order go on.
+    let mut find = license::Entity::find()
         .filter(license::Column::Key.eq(key))
-        .lock_exclusive()
-        .one(&txn)
-        .await?
-        .ok_or_else(not_found)?;
-    let (order, owner) = order::Entity::find_by_id(license.order_id)
-        .find_also_related(account::Entity)
-        .one(&txn)
-        .await?
-        .ok_or_else(not_found)?;
+        .find_also_related(order::Entity)
+        .and_also_related(account::Entity);
+    QueryTrait::query(&mut find).lock_with_tables(LockType::Update, [license::Entity]);
+    let (license, order, owner) = find.one(&txn).await?.ok_or_else(not_found)?;
+    let order = order.ok_or_else(not_found)?;
     if product.is_some_and(|p| p.trim() != order.product) {
         return Err(not_found());
     }

@@ -8,7 +8,10 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{Ctx, keys, licenses, rights};
+use super::{
+    Ctx, keys, licenses, rights,
+    validity_cache::{Lookup, Validation},
+};
 use crate::{
     auth::Viewer,
     db::begin_write,
@@ -262,23 +265,40 @@ struct ValidationRow {
 
 /// Validate `raw_key`, optionally on a device `fingerprint`: from the
 /// [`ValidityCache`](super::validity_cache) when nothing changed since the
-/// answer was read, else in one indexed read. Unknown and malformed keys
+/// answer was read (a hot key's answer is read again in the background before
+/// it expires), else in one indexed read. Unknown and malformed keys
 /// answer `NotFound` alike.
 pub async fn validate(
     ctx: &Ctx,
     raw_key: &str,
     fingerprint: Option<&str>,
-) -> ApiResult<(Validity, Option<i64>)> {
+) -> ApiResult<Validation> {
     let Some(key) = keys::normalize(raw_key) else {
         return Ok((Validity::NotFound, None));
     };
     let fingerprint = fingerprint.map(str::trim);
-    if let Some(answer) = ctx.validities.get(&key, fingerprint) {
-        return Ok(answer);
+    match ctx.validities.get(&key, fingerprint) {
+        Lookup::Hit(answer) => Ok(answer),
+        Lookup::HitRefresh(answer) => {
+            let ctx = ctx.clone();
+            let fingerprint = fingerprint.map(str::to_owned);
+            tokio::spawn(async move {
+                // A failed read only lets the answer expire; the next
+                // question then reads on its own request.
+                let _ = read_and_keep(&ctx, &key, fingerprint.as_deref()).await;
+            });
+            Ok(answer)
+        }
+        Lookup::Miss => read_and_keep(ctx, &key, fingerprint).await,
     }
+}
+
+/// Read a normalised key's validity and keep the answer, unless something
+/// changed while it was read.
+async fn read_and_keep(ctx: &Ctx, key: &str, fingerprint: Option<&str>) -> ApiResult<Validation> {
     let generation = ctx.validities.generation();
-    let answer = read_validity(&ctx.db, &key, fingerprint).await?;
-    ctx.validities.put(&key, fingerprint, generation, answer);
+    let answer = read_validity(&ctx.db, key, fingerprint).await?;
+    ctx.validities.put(key, fingerprint, generation, answer);
     Ok(answer)
 }
 
@@ -287,7 +307,7 @@ async fn read_validity(
     conn: &impl ConnectionTrait,
     key: &str,
     fingerprint: Option<&str>,
-) -> ApiResult<(Validity, Option<i64>)> {
+) -> ApiResult<Validation> {
     let backend = conn.get_database_backend();
     let (key_param, fp_param) = match backend {
         sea_orm::DatabaseBackend::Postgres => ("$1", "$2"),

@@ -11,6 +11,12 @@
 //! So: this instance reads its own writes at once; a change made through
 //! another instance shows once its event arrives (milliseconds), and within
 //! [`MAX_AGE`] (5 s) even if the bus is down.
+//!
+//! A key asked about often is read again *ahead* of its expiry: past its
+//! refresh point (40–60% of [`MAX_AGE`], at random, so answers read together
+//! are not refreshed together) the answer is still served, and the first
+//! caller to see that starts one read in the background. Such a key never
+//! waits for the database; a key asked about rarely reads it on the request.
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -26,15 +32,30 @@ pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// Most answers kept (≈ 100 bytes each); the least used go first.
 const CAPACITY: usize = 50_000;
 
+/// A validation answer: the validity and the key's license, if it exists.
+pub type Validation = (Validity, Option<i64>);
+
 #[derive(Clone)]
 struct Answer {
-    validity: Validity,
-    license_id: Option<i64>,
+    validation: Validation,
     generation: u64,
-    /// Between half [`MAX_AGE`] and [`MAX_AGE`] after the read, at random:
-    /// answers read together do not all go to the database again together
-    /// (that burst was the worst latency of `just bench`'s validations).
+    /// From then on a lookup asks for a read in the background (once: the
+    /// lookup that asks moves it to `expires_at`).
+    refresh_at: Instant,
+    /// [`MAX_AGE`] after the read: never used from then on.
     expires_at: Instant,
+}
+
+/// What the cache holds for a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Nothing usable: read the database now.
+    Miss,
+    /// A usable answer.
+    Hit(Validation),
+    /// A usable answer, and the caller should read it again in the
+    /// background (no other lookup is asked to until the answer expires).
+    HitRefresh(Validation),
 }
 
 pub struct ValidityCache {
@@ -72,10 +93,27 @@ impl ValidityCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, key: &str, fingerprint: Option<&str>) -> Option<(Validity, Option<i64>)> {
-        let answer = self.answers.get(&slot(key, fingerprint))?;
-        (answer.generation == self.generation() && Instant::now() < answer.expires_at)
-            .then_some((answer.validity, answer.license_id))
+    pub fn get(&self, key: &str, fingerprint: Option<&str>) -> Lookup {
+        self.lookup(&slot(key, fingerprint), Instant::now())
+    }
+
+    fn lookup(&self, slot: &str, now: Instant) -> Lookup {
+        let Some(mut answer) = self.answers.get(slot) else {
+            return Lookup::Miss;
+        };
+        if answer.generation != self.generation() || now >= answer.expires_at {
+            return Lookup::Miss;
+        }
+        if now < answer.refresh_at {
+            return Lookup::Hit(answer.validation);
+        }
+        // Ask this caller alone; a later answer `put` meanwhile is at most
+        // overwritten by this older one of the same generation, still
+        // within its own `MAX_AGE`.
+        let validation = answer.validation;
+        answer.refresh_at = answer.expires_at;
+        self.answers.insert(slot.to_owned(), answer);
+        Lookup::HitRefresh(validation)
     }
 
     pub fn put(
@@ -83,18 +121,27 @@ impl ValidityCache {
         key: &str,
         fingerprint: Option<&str>,
         generation: u64,
-        (validity, license_id): (Validity, Option<i64>),
+        validation: Validation,
     ) {
+        self.insert(
+            slot(key, fingerprint),
+            generation,
+            validation,
+            Instant::now(),
+        );
+    }
+
+    fn insert(&self, slot: String, generation: u64, validation: Validation, read_at: Instant) {
         if generation != self.generation() {
             return; // read across a change: do not keep it
         }
         self.answers.insert(
-            slot(key, fingerprint),
+            slot,
             Answer {
-                validity,
-                license_id,
+                validation,
                 generation,
-                expires_at: Instant::now() + MAX_AGE.mul_f64(rand::random_range(0.5..1.0)),
+                refresh_at: read_at + MAX_AGE.mul_f64(rand::random_range(0.4..0.6)),
+                expires_at: read_at + MAX_AGE,
             },
         );
     }
@@ -104,16 +151,18 @@ impl ValidityCache {
 mod tests {
     use super::*;
 
+    const VALID: Validation = (Validity::Valid, Some(7));
+
     #[test]
     fn an_answer_is_used_until_something_changes() {
         let cache = ValidityCache::default();
         let read = cache.generation();
-        cache.put("K", Some("fp"), read, (Validity::Valid, Some(7)));
-        assert_eq!(cache.get("K", Some("fp")), Some((Validity::Valid, Some(7))));
-        assert_eq!(cache.get("K", None), None, "another question");
-        assert_eq!(cache.get("K", Some("other")), None);
+        cache.put("K", Some("fp"), read, VALID);
+        assert_eq!(cache.get("K", Some("fp")), Lookup::Hit(VALID));
+        assert_eq!(cache.get("K", None), Lookup::Miss, "another question");
+        assert_eq!(cache.get("K", Some("other")), Lookup::Miss);
         cache.invalidate();
-        assert_eq!(cache.get("K", Some("fp")), None);
+        assert_eq!(cache.get("K", Some("fp")), Lookup::Miss);
     }
 
     #[test]
@@ -121,7 +170,28 @@ mod tests {
         let cache = ValidityCache::default();
         let read = cache.generation();
         cache.invalidate(); // a change commits while the read is in flight
-        cache.put("K", Some("fp"), read, (Validity::Valid, Some(7)));
-        assert_eq!(cache.get("K", Some("fp")), None);
+        cache.put("K", Some("fp"), read, VALID);
+        assert_eq!(cache.get("K", Some("fp")), Lookup::Miss);
+    }
+
+    #[test]
+    fn one_caller_is_asked_to_refresh_and_none_after_max_age() {
+        let cache = ValidityCache::default();
+        let read_at = Instant::now();
+        let slot = slot("K", Some("fp"));
+        cache.insert(slot.clone(), cache.generation(), VALID, read_at);
+        assert_eq!(cache.lookup(&slot, read_at), Lookup::Hit(VALID));
+        let refresh_due = read_at + MAX_AGE.mul_f64(0.6);
+        assert_eq!(cache.lookup(&slot, refresh_due), Lookup::HitRefresh(VALID));
+        assert_eq!(
+            cache.lookup(&slot, refresh_due),
+            Lookup::Hit(VALID),
+            "only the first caller refreshes"
+        );
+        assert_eq!(cache.lookup(&slot, read_at + MAX_AGE), Lookup::Miss);
+        // The refresh's answer starts a new span.
+        let reread_at = refresh_due;
+        cache.insert(slot.clone(), cache.generation(), VALID, reread_at);
+        assert_eq!(cache.lookup(&slot, read_at + MAX_AGE), Lookup::Hit(VALID));
     }
 }
