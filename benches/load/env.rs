@@ -248,6 +248,22 @@ impl Client {
         Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
     }
 
+    /// `GET /healthz`: the cheapest request the server answers (no database,
+    /// no GraphQL), for the floor of what any request costs.
+    pub async fn healthz(&self) -> Result<(), String> {
+        let response = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        response.bytes().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// A counter (or gauge) from `GET /metrics`.
     pub async fn metric(&self, name: &str) -> Result<f64, String> {
         let text = self

@@ -180,6 +180,7 @@ async fn run(options: Options) -> Result<(), String> {
         let statements = (client.metric(SQL_STATEMENTS).await? - before) / claims.max(1) as f64;
 
         step(&format!("ceiling at concurrency {concurrency}"));
+        ceiling.analyze().await?;
         let done_before = ceiling.done.load(Ordering::Relaxed);
         let cpu_before = Cpu::now(None, &ceiling_db.name);
         let raw = closed_loop(concurrency, options.window, ceiling.op()).await;
@@ -226,9 +227,6 @@ async fn run(options: Options) -> Result<(), String> {
         );
         claim_stats.push(stats);
     }
-    drop(ceiling);
-    drop(ceiling_db);
-
     let max = claim_stats
         .iter()
         .map(|s| s.throughput)
@@ -248,9 +246,27 @@ async fn run(options: Options) -> Result<(), String> {
         fixed.p99_ms,
         verdict(fixed.p99_ms < 10.0 && fixed.errors == 0)
     ));
+    // The same SQL straight at PostgreSQL at the same rate: the p99 that the
+    // database and its disk (every claim waits for its commit's WAL flush)
+    // give any client at this rate.
+    step(&format!("ceiling at a fixed {rate:.0}/s"));
+    ceiling.analyze().await?;
+    let raw_fixed = {
+        let op = ceiling.op();
+        open_loop(rate, 1024, options.fixed_window, move |seq| {
+            op(seq as usize, seq)
+        })
+        .await
+    };
+    let mut row = Row::new("ceiling: a claim's SQL at the same fixed rate", "open loop")
+        .with_stats(&raw_fixed);
+    row.note("the p99 PostgreSQL and its disk give bare SQL at this rate");
+    report.rows.push(row);
+    drop(ceiling);
+    drop(ceiling_db);
     report.raw.insert(
         "claim_fixed_rate".into(),
-        json!({"rate": rate, "stats": fixed}),
+        json!({"rate": rate, "stats": fixed, "ceiling": raw_fixed}),
     );
 
     analyze(&db).await?;
@@ -443,9 +459,26 @@ async fn validate_scenario(
         stats.p99_ms,
         verdict(fixed.p99_ms < 5.0 && fixed.errors == 0)
     ));
+    // The floor: the cheapest request there is, at the same rate. Its p99
+    // is what this machine's scheduling (client, server and services on 2
+    // cores) costs any request, whatever keyledger does.
+    let floor = {
+        let client = client.clone();
+        open_loop(rate, 64, fixed_window, move |_| {
+            let client = client.clone();
+            async move { client.healthz().await }
+        })
+        .await
+    };
+    let mut row =
+        Row::new("floor: GET /healthz at the same fixed rate", "open loop").with_stats(&floor);
+    row.note(
+        "no database, no GraphQL: what the machine's scheduling costs any request at this rate",
+    );
+    report.rows.push(row);
     report.raw.insert(
         "validate_license".into(),
-        json!({"stats": stats, "fixed_rate": {"rate": rate, "stats": fixed}, "statements_per_validation": statements, "cpu_ms_per_validation": cpu}),
+        json!({"stats": stats, "fixed_rate": {"rate": rate, "stats": fixed}, "floor": floor, "statements_per_validation": statements, "cpu_ms_per_validation": cpu}),
     );
     Ok(())
 }
@@ -815,6 +848,18 @@ impl Ceiling {
             ),
             done: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Fresh planner statistics, as for the server's database before each
+    /// scenario. Without them a connection could keep the plan it made of
+    /// the foreign-key check on `events` while the table was empty (a scan,
+    /// ≈ 10 ms per insert after a few runs).
+    async fn analyze(&self) -> Result<(), String> {
+        sqlx::query("ANALYZE")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("ANALYZE ceiling: {e}"))
     }
 
     fn op(
