@@ -16,8 +16,9 @@ use entity::{account, claim, license, order};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    sea_query::{LockType, Query},
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select,
+    sea_query::{Expr, ExprTrait, LockType, Query},
 };
 use serde_json::json;
 
@@ -115,35 +116,25 @@ pub async fn claim(
             license,
         });
     }
-    let mine_pending = claim::Entity::find()
-        .filter(claim::Column::LicenseId.eq(license.id))
-        .filter(claim::Column::ClaimerId.eq(viewer.account_id))
-        .filter(claim::Column::Status.eq(PENDING))
-        .filter(claim::Column::CreatedAt.gt(now - PENDING_TTL))
-        .one(&txn)
-        .await?;
-    if let Some(pending) = mine_pending {
+    let manual = manual_approval_applies(&order, &owner);
+    let held_by_other = license.assignee_email.is_some();
+    let link_now = !manual && (!held_by_other || owner.allow_override_assignee);
+    let status = if link_now { APPROVED } else { PENDING };
+    let decided_at = link_now.then_some(now);
+    let Some(claim) =
+        insert_unless_pending(&txn, license.id, viewer.account_id, status, decided_at, now).await?
+    else {
+        // The claimer's own pending claim on this key is the answer.
+        let pending = mine_pending(license.id, viewer.account_id, now)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| AppError::internal("pending claim vanished under the key's lock"))?;
         return Ok(ClaimResult {
             outcome: Outcome::Pending,
             claim: Some(pending),
             license,
         });
-    }
-
-    let manual = manual_approval_applies(&order, &owner);
-    let held_by_other = license.assignee_email.is_some();
-    let link_now = !manual && (!held_by_other || owner.allow_override_assignee);
-    let claim = claim::ActiveModel {
-        license_id: Set(license.id),
-        claimer_id: Set(viewer.account_id),
-        status: Set(if link_now { APPROVED } else { PENDING }.into()),
-        created_at: Set(now),
-        decided_at: Set(link_now.then_some(now)),
-        decided_by: Set(None),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
+    };
     let managers = rights::order_managers(&txn, &order).await?;
     let mut created = NewEvent::new(EventKind::ClaimCreated, Some(viewer.account_id));
     created.order_id = Some(order.id);
@@ -194,6 +185,60 @@ pub async fn claim(
         claim: Some(claim),
         license,
     })
+}
+
+/// The claimer's pending (not yet expired) claim on a key.
+fn mine_pending(license_id: i64, claimer_id: i64, now: DateTime<Utc>) -> Select<claim::Entity> {
+    claim::Entity::find()
+        .filter(claim::Column::LicenseId.eq(license_id))
+        .filter(claim::Column::ClaimerId.eq(claimer_id))
+        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::CreatedAt.gt(now - PENDING_TTL))
+}
+
+/// Insert a claim unless the claimer already has one pending on the key
+/// (then `None`), in one statement: the check rides in the insert, as the
+/// hot path of a claim pays for every round trip. Run under the key's lock,
+/// so the check sees every claim committed before it.
+async fn insert_unless_pending(
+    txn: &impl ConnectionTrait,
+    license_id: i64,
+    claimer_id: i64,
+    status: &str,
+    decided_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<claim::Model>> {
+    let pending = mine_pending(license_id, claimer_id, now)
+        .select_only()
+        .expr(Expr::val(1))
+        .into_query();
+    let row = Query::select()
+        .exprs([
+            Expr::val(license_id),
+            Expr::val(claimer_id),
+            Expr::val(status),
+            Expr::val(now),
+            Expr::val(decided_at),
+            Expr::val(None::<i64>),
+        ])
+        .and_where(Expr::exists(pending).not())
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(claim::Entity)
+        .columns([
+            claim::Column::LicenseId,
+            claim::Column::ClaimerId,
+            claim::Column::Status,
+            claim::Column::CreatedAt,
+            claim::Column::DecidedAt,
+            claim::Column::DecidedBy,
+        ])
+        .select_from(row)
+        .map_err(|e| AppError::internal(e.to_string()))?
+        .returning_all()
+        .to_owned();
+    let statement = txn.get_database_backend().build(&insert);
+    Ok(claim::Model::find_by_statement(statement).one(txn).await?)
 }
 
 /// Give `license` to the claimer `email` in the caller's transaction; a

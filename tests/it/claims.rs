@@ -553,6 +553,40 @@ async fn a_hundred_accounts_claiming_one_free_key_make_exactly_one_assignee() {
     );
 }
 
+/// The pending-claim check rides in the claim's insert, under the key's
+/// lock: a person's claims of one key sent at once make one pending claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_person_claiming_a_key_ten_times_at_once_makes_one_pending_claim() {
+    let app = app().await;
+    let (buyer, _, _, _, keys) = buyer_with_keys(&app, 1).await;
+    app.ok(
+        Some(&buyer),
+        SETTINGS,
+        json!({"i": {"requireManualApproval": true}}),
+    )
+    .await;
+    let (token, _) = app.verified_user(&email("eager")).await;
+    let results = futures_util::future::join_all(
+        (0..10).map(|_| app.gql(Some(&token), CLAIM, json!({"k": keys[0]}))),
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["data"]["claimLicense"]["outcome"], "PENDING", "{r}");
+            r["data"]["claimLicense"]["claim"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let incoming = app
+        .ok(Some(&buyer), INCOMING, json!({"s": "PENDING"}))
+        .await;
+    assert_eq!(edges(&incoming, "claimRequests").len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn competing_approvals_at_once_make_exactly_one_winner() {
     let app = app().await;
