@@ -121,19 +121,33 @@ pub async fn claim(
     let link_now = !manual && (!held_by_other || owner.allow_override_assignee);
     let status = if link_now { APPROVED } else { PENDING };
     let decided_at = link_now.then_some(now);
-    let Some(claim) =
-        insert_unless_pending(&txn, license.id, viewer.account_id, status, decided_at, now).await?
-    else {
-        // The claimer's own pending claim on this key is the answer.
-        let pending = mine_pending(license.id, viewer.account_id, now)
+    // The claimer's own pending claim on this key is the answer, if there is
+    // one. It can expire (the sweeper does not take the key's lock) between
+    // the insert's check and the read of it: then the insert goes again.
+    let mut attempts = 0;
+    let claim = loop {
+        attempts += 1;
+        let inserted =
+            insert_unless_pending(&txn, license.id, viewer.account_id, status, decided_at, now)
+                .await?;
+        if let Some(claim) = inserted {
+            break claim;
+        }
+        if let Some(pending) = mine_pending(license.id, viewer.account_id, now)
             .one(&txn)
             .await?
-            .ok_or_else(|| AppError::internal("pending claim vanished under the key's lock"))?;
-        return Ok(ClaimResult {
-            outcome: Outcome::Pending,
-            claim: Some(pending),
-            license,
-        });
+        {
+            return Ok(ClaimResult {
+                outcome: Outcome::Pending,
+                claim: Some(pending),
+                license,
+            });
+        }
+        if attempts == 2 {
+            return Err(AppError::internal(
+                "a pending claim kept appearing and vanishing under the key's lock",
+            ));
+        }
     };
     let managers = rights::order_managers(&txn, &order).await?;
     let mut created = NewEvent::new(EventKind::ClaimCreated, Some(viewer.account_id));

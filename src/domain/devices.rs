@@ -280,13 +280,18 @@ pub async fn validate(
     match ctx.validities.get(&key, fingerprint) {
         Lookup::Hit(answer) => Ok(answer),
         Lookup::HitRefresh(answer) => {
-            let ctx = ctx.clone();
-            let fingerprint = fingerprint.map(str::to_owned);
-            tokio::spawn(async move {
-                // A failed read only lets the answer expire; the next
-                // question then reads on its own request.
-                let _ = read_and_keep(&ctx, &key, fingerprint.as_deref()).await;
-            });
+            if let Some(permit) = ctx.validities.refresh_permit() {
+                let ctx = ctx.clone();
+                let fingerprint = fingerprint.map(str::to_owned);
+                tokio::spawn(async move {
+                    // A failed read only lets the answer expire; the next
+                    // question then reads on its own request.
+                    if let Err(error) = read_and_keep(&ctx, &key, fingerprint.as_deref()).await {
+                        tracing::debug!(error = %error.message(), "validity refresh failed");
+                    }
+                    drop(permit);
+                });
+            }
             Ok(answer)
         }
         Lookup::Miss => read_and_keep(ctx, &key, fingerprint).await,
@@ -296,9 +301,9 @@ pub async fn validate(
 /// Read a normalised key's validity and keep the answer, unless something
 /// changed while it was read.
 async fn read_and_keep(ctx: &Ctx, key: &str, fingerprint: Option<&str>) -> ApiResult<Validation> {
-    let generation = ctx.validities.generation();
+    let before = ctx.validities.before_read();
     let answer = read_validity(&ctx.db, key, fingerprint).await?;
-    ctx.validities.put(key, fingerprint, generation, answer);
+    ctx.validities.put(key, fingerprint, before, answer);
     Ok(answer)
 }
 

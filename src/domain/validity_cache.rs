@@ -18,11 +18,15 @@
 //! caller to see that starts one read in the background. Such a key never
 //! waits for the database; a key asked about rarely reads it on the request.
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use quick_cache::sync::Cache;
+use tokio::sync::Semaphore;
 
 use super::devices::Validity;
 
@@ -58,9 +62,14 @@ pub enum Lookup {
     HitRefresh(Validation),
 }
 
+/// Most background refreshes under way at once: they share the database
+/// pool with requests, and must not queue up when it is slow.
+const MAX_REFRESHING: usize = 8;
+
 pub struct ValidityCache {
     generation: AtomicU64,
     answers: Cache<String, Answer>,
+    refreshing: Arc<Semaphore>,
 }
 
 impl Default for ValidityCache {
@@ -68,6 +77,7 @@ impl Default for ValidityCache {
         ValidityCache {
             generation: AtomicU64::new(0),
             answers: Cache::new(CAPACITY),
+            refreshing: Arc::new(Semaphore::new(MAX_REFRESHING)),
         }
     }
 }
@@ -93,6 +103,11 @@ impl ValidityCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// What [`ValidityCache::put`] needs, taken just before a read.
+    pub fn before_read(&self) -> (u64, Instant) {
+        (self.generation(), Instant::now())
+    }
+
     pub fn get(&self, key: &str, fingerprint: Option<&str>) -> Lookup {
         self.lookup(&slot(key, fingerprint), Instant::now())
     }
@@ -107,28 +122,34 @@ impl ValidityCache {
         if now < answer.refresh_at {
             return Lookup::Hit(answer.validation);
         }
-        // Ask this caller alone; a later answer `put` meanwhile is at most
-        // overwritten by this older one of the same generation, still
-        // within its own `MAX_AGE`.
+        // Ask this caller alone (lookups racing here may each be asked: a
+        // few reads of one key, harmless). Re-inserting may overwrite an
+        // answer `put` meanwhile: with one of an older generation, which is
+        // then never used, or with this older one, still within its own
+        // `MAX_AGE`; either way the caller's refresh replaces it.
         let validation = answer.validation;
         answer.refresh_at = answer.expires_at;
         self.answers.insert(slot.to_owned(), answer);
         Lookup::HitRefresh(validation)
     }
 
+    /// Keep an answer read from the database: `generation` and `read_at`
+    /// taken *before* the read, so `MAX_AGE` counts from the data's age.
     pub fn put(
         &self,
         key: &str,
         fingerprint: Option<&str>,
-        generation: u64,
+        (generation, read_at): (u64, Instant),
         validation: Validation,
     ) {
-        self.insert(
-            slot(key, fingerprint),
-            generation,
-            validation,
-            Instant::now(),
-        );
+        self.insert(slot(key, fingerprint), generation, validation, read_at);
+    }
+
+    /// Take a place for a background refresh; `None` when
+    /// [`MAX_REFRESHING`] are already under way (the answer is then left to
+    /// expire, and the next question reads on its own request).
+    pub fn refresh_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.refreshing.clone().try_acquire_owned().ok()
     }
 
     fn insert(&self, slot: String, generation: u64, validation: Validation, read_at: Instant) {
@@ -156,7 +177,7 @@ mod tests {
     #[test]
     fn an_answer_is_used_until_something_changes() {
         let cache = ValidityCache::default();
-        let read = cache.generation();
+        let read = cache.before_read();
         cache.put("K", Some("fp"), read, VALID);
         assert_eq!(cache.get("K", Some("fp")), Lookup::Hit(VALID));
         assert_eq!(cache.get("K", None), Lookup::Miss, "another question");
@@ -168,7 +189,7 @@ mod tests {
     #[test]
     fn an_answer_read_across_a_change_is_not_kept() {
         let cache = ValidityCache::default();
-        let read = cache.generation();
+        let read = cache.before_read();
         cache.invalidate(); // a change commits while the read is in flight
         cache.put("K", Some("fp"), read, VALID);
         assert_eq!(cache.get("K", Some("fp")), Lookup::Miss);
@@ -193,5 +214,16 @@ mod tests {
         let reread_at = refresh_due;
         cache.insert(slot.clone(), cache.generation(), VALID, reread_at);
         assert_eq!(cache.lookup(&slot, read_at + MAX_AGE), Lookup::Hit(VALID));
+    }
+
+    #[test]
+    fn background_refreshes_are_bounded() {
+        let cache = ValidityCache::default();
+        let permits: Vec<_> = (0..MAX_REFRESHING)
+            .map(|_| cache.refresh_permit().expect("a free place"))
+            .collect();
+        assert!(cache.refresh_permit().is_none());
+        drop(permits);
+        assert!(cache.refresh_permit().is_some());
     }
 }
