@@ -856,11 +856,8 @@ impl Ceiling {
     /// the foreign-key check on `events` while the table was empty (a scan,
     /// ≈ 10 ms per insert after a few runs).
     async fn analyze(&self) -> Result<(), String> {
-        sqlx::query("ANALYZE")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("ANALYZE ceiling: {e}"))
+        let db = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(self.pool.clone());
+        analyze(&db).await
     }
 
     fn op(

@@ -97,9 +97,9 @@ impl ValidityCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The current generation; read it *before* the database, and pass it to
-    /// [`ValidityCache::put`].
-    pub fn generation(&self) -> u64 {
+    /// The current generation (callers take it with
+    /// [`ValidityCache::before_read`]).
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
