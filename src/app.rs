@@ -10,7 +10,7 @@ use axum::{
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
-    auth::Viewer,
+    auth::{Viewer, session_cache::SessionCache},
     clock::Clock,
     config::Config,
     db,
@@ -39,12 +39,16 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Limits claim attempts per account and per client address.
     pub limits: Arc<crate::http::RateLimits>,
+    /// Recently resolved session tokens.
+    pub sessions: Arc<SessionCache>,
 }
 
 impl AppState {
     /// Tell every instance that `viewer`'s session ended, so its live
     /// subscriptions close now (best effort: they also end at expiry).
     pub async fn session_revoked(&self, viewer: &Viewer) {
+        // This instance at once; the others when the message arrives.
+        self.sessions.forget_all();
         let message = BusMessage::SessionRevoked {
             account_id: viewer.account_id,
             session_id: viewer.session_id,
@@ -94,7 +98,8 @@ impl App {
             None => Transport::from_config(config.smtp_url.as_deref(), config.mail_dir.clone())?,
         };
         let validities = Arc::new(crate::domain::validity_cache::ValidityCache::default());
-        let hub = Hub::new(metrics.clone(), validities.clone());
+        let sessions = Arc::new(SessionCache::default());
+        let hub = Hub::new(metrics.clone(), validities.clone(), sessions.clone());
         let mut tasks = Vec::new();
         let bus = match &config.redis_url {
             Some(url) => {
@@ -146,6 +151,7 @@ impl App {
             ctx,
             hub,
             bus,
+            sessions,
             metrics,
             config: Arc::new(config),
         };

@@ -40,7 +40,8 @@ async fn resolve_auth(state: &AppState, authorization: Option<&str>) -> Result<A
     let Some(token) = bearer(value) else {
         return Ok(Auth::Invalid);
     };
-    match auth::authenticate(&state.ctx.db, token, state.ctx.clock.now()).await {
+    let now = state.ctx.clock.now();
+    match auth::authenticate(&state.ctx.db, &state.sessions, token, now).await {
         Ok(viewer) => Ok(Auth::Viewer(viewer)),
         Err(AppError::Unauthenticated) => Ok(Auth::Invalid),
         Err(error) => Err(error),

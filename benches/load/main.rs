@@ -60,6 +60,9 @@ const SIGN_IN: &str = "mutation($e:String!,$p:String!){ signIn(email:$e,password
 
 struct Options {
     keys_only: bool,
+    /// Only the claims, their ceiling and the fixed-rate claim runs: the
+    /// quick loop while working on the claim path.
+    claims_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -67,11 +70,13 @@ struct Options {
 
 fn options() -> Options {
     let mut keys_only = false;
+    let mut claims_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
             "--bench" => {}
             "keys" | "--keys" => keys_only = true,
+            "claims" | "--claims" => claims_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -84,6 +89,7 @@ fn options() -> Options {
     let warmup = Duration::from_secs_f64(seconds("BENCH_WARMUP", 1.0));
     Options {
         keys_only,
+        claims_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -269,6 +275,10 @@ async fn run(options: Options) -> Result<(), String> {
         "claim_fixed_rate".into(),
         json!({"rate": rate, "stats": fixed, "ceiling": raw_fixed}),
     );
+    if options.claims_only {
+        server.stop().await;
+        return finish(report, "claims", started);
+    }
 
     analyze(&db).await?;
     step("read: an order's first 100 keys with their assignees");

@@ -2,12 +2,14 @@
 //! HTTP handler and the websocket `connection_init` both use it, so a
 //! subscription is authenticated exactly like a query.
 pub mod password;
+pub mod session_cache;
 pub mod token;
 
 use chrono::{DateTime, Utc};
 use entity::{account, session};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect};
 
+use self::session_cache::SessionCache;
 use crate::error::{ApiResult, AppError};
 
 /// The signed-in account behind a request, as read at authentication time.
@@ -67,15 +69,32 @@ pub fn bearer(header: &str) -> Option<&str> {
 
 /// Resolve a session token to its viewer: `UNAUTHENTICATED` for an unknown,
 /// expired or revoked token (one answer, so tokens cannot be probed). Every
-/// authenticated request starts here: the session and its account are read
-/// in one statement.
+/// authenticated request starts here: a session used in the last moments is
+/// taken from `sessions` (see [`session_cache`] for why that is safe), else
+/// the session and its account are read in one statement.
 pub async fn authenticate(
     db: &impl ConnectionTrait,
+    sessions: &SessionCache,
     raw_token: &str,
     now: DateTime<Utc>,
 ) -> ApiResult<Viewer> {
+    let token_hash = token::hash(raw_token);
+    if let Some(viewer) = sessions.get(&token_hash, now) {
+        return Ok(viewer);
+    }
+    let before = sessions.before_read();
+    let viewer = read_session(db, &token_hash, now).await?;
+    sessions.put(token_hash, before, &viewer);
+    Ok(viewer)
+}
+
+async fn read_session(
+    db: &impl ConnectionTrait,
+    token_hash: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<Viewer> {
     let (session, account) = session::Entity::find()
-        .filter(session::Column::TokenHash.eq(token::hash(raw_token)))
+        .filter(session::Column::TokenHash.eq(token_hash))
         .join(
             JoinType::LeftJoin,
             session::Entity::belongs_to(account::Entity)

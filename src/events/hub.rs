@@ -8,7 +8,9 @@ use std::{
 use tokio::sync::broadcast;
 
 use super::LiveEvent;
-use crate::{domain::validity_cache::ValidityCache, metrics::Metrics};
+use crate::{
+    auth::session_cache::SessionCache, domain::validity_cache::ValidityCache, metrics::Metrics,
+};
 
 /// How many undelivered signals one account's subscriptions may fall behind
 /// before they are told they lagged (and catch up from the database). Kept
@@ -45,6 +47,8 @@ pub struct Hub {
     /// Forgotten whenever events arrive: they may be changes committed by
     /// another instance.
     validities: Arc<ValidityCache>,
+    /// Forgotten whenever a session is revoked on any instance.
+    sessions: Arc<SessionCache>,
 }
 
 #[derive(Default)]
@@ -55,11 +59,16 @@ struct HubState {
 }
 
 impl Hub {
-    pub fn new(metrics: Metrics, validities: Arc<ValidityCache>) -> Self {
+    pub fn new(
+        metrics: Metrics,
+        validities: Arc<ValidityCache>,
+        sessions: Arc<SessionCache>,
+    ) -> Self {
         Hub {
             inner: Default::default(),
             metrics,
             validities,
+            sessions,
         }
     }
 
@@ -114,6 +123,9 @@ impl Hub {
                 account_id,
                 session_id,
             } => {
+                // Before the streams hear of it: once a stream has ended,
+                // no request on this instance is let in with that session.
+                self.sessions.forget_all();
                 if let Some(sender) = state.accounts.get(&account_id) {
                     let _ = sender.send(Signal::SessionRevoked { session_id });
                 }

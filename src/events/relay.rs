@@ -334,7 +334,11 @@ mod tests {
         let relay = tokio::spawn(
             Relay {
                 db: db.clone(),
-                bus: Bus::Local(Hub::new(metrics.clone(), Default::default())),
+                bus: Bus::Local(Hub::new(
+                    metrics.clone(),
+                    Default::default(),
+                    Default::default(),
+                )),
                 wake,
                 metrics,
                 interval: Duration::from_secs(60),

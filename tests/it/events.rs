@@ -512,6 +512,12 @@ async fn a_mutation_on_one_instance_reaches_a_subscriber_on_another() {
     b.ok(Some(&token), "mutation { signOut }", json!({})).await;
     assert_eq!(on_a.ended_with().await, "UNAUTHENTICATED");
     assert_eq!(on_b.ended_with().await, "UNAUTHENTICATED");
+    // A had just let the token in (it keeps sessions for a moment): the
+    // sign-out's message, which ended A's stream, made it forget them.
+    assert_eq!(
+        a.err(Some(&token), "{ me { id } }", json!({})).await,
+        "UNAUTHENTICATED"
+    );
 }
 
 /// A Redis server of the test's own, on a spare port, that it can kill.
