@@ -389,13 +389,28 @@ impl Cpu {
         }
     }
 
-    /// Milliseconds of CPU per operation between `self` and `later`.
-    pub fn per_op_ms(&self, later: &Cpu, ops: u64) -> Cpu {
-        let per = |a: f64, b: f64| (b - a) * 1000.0 / ops.max(1) as f64;
+    /// CPU time spent between `self` and `later`.
+    pub fn delta(&self, later: &Cpu) -> Cpu {
         Cpu {
-            server: per(self.server, later.server),
-            postgres: per(self.postgres, later.postgres),
-            client: per(self.client, later.client),
+            server: later.server - self.server,
+            postgres: later.postgres - self.postgres,
+            client: later.client - self.client,
+        }
+    }
+
+    pub fn add(&mut self, other: &Cpu) {
+        self.server += other.server;
+        self.postgres += other.postgres;
+        self.client += other.client;
+    }
+
+    /// Milliseconds of CPU per operation, `self` being the CPU time of `ops` operations.
+    pub fn per_op_ms(&self, ops: u64) -> Cpu {
+        let per = |seconds: f64| seconds * 1000.0 / ops.max(1) as f64;
+        Cpu {
+            server: per(self.server),
+            postgres: per(self.postgres),
+            client: per(self.client),
         }
     }
 }
