@@ -44,18 +44,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Tell every instance that `viewer`'s session ended, so its live
-    /// subscriptions close now (best effort: they also end at expiry).
+    /// Tell every instance that `viewer`'s session ended, so that they
+    /// forget the sessions they keep and its live subscriptions close now
+    /// (best effort: they also end at expiry). Call it right after the
+    /// revocation commits.
     pub async fn session_revoked(&self, viewer: &Viewer) {
-        // This instance at once; the others when the message arrives.
+        // This instance at once (no await before it, so a dropped request
+        // cannot skip it); the others when the message arrives.
         self.sessions.forget_all();
         let message = BusMessage::SessionRevoked {
             account_id: viewer.account_id,
             session_id: viewer.session_id,
         };
-        if let Err(error) = self.bus.publish(message).await {
-            tracing::warn!(%error, "could not announce a sign-out on the event bus");
-        }
+        // A task of its own: the announcement goes out even if the client
+        // drops the request meanwhile.
+        let bus = self.bus.clone();
+        let announce = tokio::spawn(async move {
+            if let Err(error) = bus.publish(message).await {
+                tracing::warn!(%error, "could not announce a sign-out on the event bus");
+            }
+        });
+        let _ = announce.await;
     }
 }
 

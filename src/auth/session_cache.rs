@@ -6,7 +6,9 @@
 //! What keeps the shortcut safe:
 //! - A sign-out forgets every kept session: on its own instance before
 //!   `signOut` answers, on the others when its bus message arrives
-//!   (milliseconds), and in any case within [`MAX_AGE`] (while the bus is down).
+//!   (milliseconds), and in any case within [`MAX_AGE`] (while the bus is
+//!   down; when it reconnects, they forget them all too, as a sign-out may
+//!   have been among the lost messages).
 //! - A session read while a sign-out was under way is not kept: the
 //!   generation is taken before the read, as for the validity answers.
 //! - Expiry is checked on every use, against the session's own expiry.

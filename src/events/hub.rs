@@ -133,9 +133,12 @@ impl Hub {
         }
     }
 
-    /// Tell every subscription to catch up from the database (after the bus
-    /// reconnected, when messages may have been lost).
+    /// Tell every subscription to catch up from the database, and forget
+    /// the kept sessions (after the bus reconnected, when messages may have
+    /// been lost).
     pub fn resync_all(&self) {
+        // A sign-out may have been among the lost messages.
+        self.sessions.forget_all();
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Everything up to now is re-read from the database: the next batch
         // starts a new chain rather than reporting the outage as a gap.
@@ -177,5 +180,45 @@ impl Drop for Registration {
         {
             state.accounts.remove(&self.account_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Viewer;
+
+    fn keep_one_session(sessions: &SessionCache) -> chrono::DateTime<chrono::Utc> {
+        let now = chrono::Utc::now();
+        let viewer = Viewer {
+            account_id: 1,
+            email: "a@example.com".into(),
+            email_verified: true,
+            is_admin: false,
+            session_id: 7,
+            session_expires_at: now + chrono::Duration::hours(1),
+        };
+        sessions.put("h".into(), sessions.before_read(), &viewer);
+        assert!(sessions.get("h", now).is_some());
+        now
+    }
+
+    /// A sign-out announced by any instance, or possibly lost while the bus
+    /// was away, makes this instance read sessions again.
+    #[test]
+    fn kept_sessions_are_forgotten_on_a_sign_out_and_on_a_resync() {
+        let sessions = Arc::new(SessionCache::default());
+        let hub = Hub::new(Metrics::default(), Default::default(), sessions.clone());
+
+        let now = keep_one_session(&sessions);
+        hub.dispatch(BusMessage::SessionRevoked {
+            account_id: 99,
+            session_id: 99,
+        });
+        assert!(sessions.get("h", now).is_none(), "after a sign-out");
+
+        let now = keep_one_session(&sessions);
+        hub.resync_all();
+        assert!(sessions.get("h", now).is_none(), "after a resync");
     }
 }
