@@ -24,6 +24,8 @@ pub mod domain;
 pub mod error;
 /// Live events: relay, bus, per-account subscriber hub.
 pub mod events;
+/// Invalidation of in-memory answers (validations, sessions) by generation.
+pub mod generation;
 /// The GraphQL schema: types and resolvers.
 pub mod graphql;
 /// HTTP endpoints other than GraphQL: health, readiness, metrics.

@@ -17,15 +17,13 @@
 //!   unverified caller always reads the database and is let in at once after
 //!   verifying. `keyledger grant-admin`, an operator's command run in another
 //!   process, shows on running instances within [`MAX_AGE`].
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use quick_cache::sync::Cache;
 
 use super::Viewer;
+use crate::generation::{BeforeRead, Generation};
 
 /// Longest a session is used without reading it again.
 pub const MAX_AGE: Duration = Duration::from_secs(2);
@@ -41,37 +39,28 @@ struct Kept {
 
 /// Viewers by the hash of their session token (the secret itself is not kept).
 pub struct SessionCache {
-    generation: AtomicU64,
+    generation: Generation,
     sessions: Cache<String, Kept>,
 }
 
 impl Default for SessionCache {
     fn default() -> Self {
         SessionCache {
-            generation: AtomicU64::new(0),
+            generation: Generation::default(),
             sessions: Cache::new(CAPACITY),
         }
     }
 }
 
-/// What [`SessionCache::put`] needs, taken just before the database read.
-#[derive(Debug, Clone, Copy)]
-pub struct BeforeRead {
-    generation: u64,
-    at: Instant,
-}
-
 impl SessionCache {
     /// A session was revoked somewhere: no session read before now is used again.
     pub fn forget_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.advance();
     }
 
+    /// What [`SessionCache::put`] needs, taken just before the database read.
     pub fn before_read(&self) -> BeforeRead {
-        BeforeRead {
-            generation: self.generation.load(Ordering::Acquire),
-            at: Instant::now(),
-        }
+        self.generation.before_read()
     }
 
     /// The viewer of `token_hash`, if it was read recently and nothing since
@@ -82,7 +71,7 @@ impl SessionCache {
 
     fn lookup(&self, token_hash: &str, now: DateTime<Utc>, at: Instant) -> Option<Viewer> {
         let kept = self.sessions.get(token_hash)?;
-        let current = kept.generation == self.generation.load(Ordering::Acquire)
+        let current = self.generation.is_current(kept.generation)
             && at < kept.read_at + MAX_AGE
             && now < kept.viewer.session_expires_at;
         current.then_some(kept.viewer)
@@ -90,7 +79,7 @@ impl SessionCache {
 
     /// Keep `viewer`, read from the database after `read`.
     pub fn put(&self, token_hash: String, read: BeforeRead, viewer: &Viewer) {
-        if !viewer.email_verified || read.generation != self.generation.load(Ordering::Acquire) {
+        if !viewer.email_verified || !self.generation.is_current(read.generation) {
             return;
         }
         self.sessions.insert(
@@ -105,10 +94,12 @@ impl SessionCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn viewer(verified: bool, expires_at: DateTime<Utc>) -> Viewer {
+    /// A signed-in caller whose session ends at `expires_at` (also used by
+    /// the hub's tests).
+    pub(crate) fn viewer(verified: bool, expires_at: DateTime<Utc>) -> Viewer {
         Viewer {
             account_id: 1,
             email: "a@example.com".into(),

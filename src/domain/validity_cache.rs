@@ -18,10 +18,7 @@
 //! caller to see that starts one read in the background. Such a key never
 //! waits for the database; a key asked about rarely reads it on the request.
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -29,6 +26,7 @@ use quick_cache::sync::Cache;
 use tokio::sync::Semaphore;
 
 use super::devices::Validity;
+use crate::generation::{BeforeRead, Generation};
 
 /// Longest an answer is used, whatever the bus does (while Redis is down,
 /// the bound on how late another instance's change shows).
@@ -67,7 +65,7 @@ pub enum Lookup {
 const MAX_REFRESHING: usize = 8;
 
 pub struct ValidityCache {
-    generation: AtomicU64,
+    generation: Generation,
     answers: Cache<String, Answer>,
     refreshing: Arc<Semaphore>,
 }
@@ -75,7 +73,7 @@ pub struct ValidityCache {
 impl Default for ValidityCache {
     fn default() -> Self {
         ValidityCache {
-            generation: AtomicU64::new(0),
+            generation: Generation::default(),
             answers: Cache::new(CAPACITY),
             refreshing: Arc::new(Semaphore::new(MAX_REFRESHING)),
         }
@@ -94,18 +92,12 @@ fn slot(key: &str, fingerprint: Option<&str>) -> String {
 impl ValidityCache {
     /// Something changed: no answer read before now is used again.
     pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The current generation (callers take it with
-    /// [`ValidityCache::before_read`]).
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation.advance();
     }
 
     /// What [`ValidityCache::put`] needs, taken just before a read.
-    pub fn before_read(&self) -> (u64, Instant) {
-        (self.generation(), Instant::now())
+    pub fn before_read(&self) -> BeforeRead {
+        self.generation.before_read()
     }
 
     pub fn get(&self, key: &str, fingerprint: Option<&str>) -> Lookup {
@@ -116,7 +108,7 @@ impl ValidityCache {
         let Some(mut answer) = self.answers.get(slot) else {
             return Lookup::Miss;
         };
-        if answer.generation != self.generation() || now >= answer.expires_at {
+        if !self.generation.is_current(answer.generation) || now >= answer.expires_at {
             return Lookup::Miss;
         }
         if now < answer.refresh_at {
@@ -133,16 +125,16 @@ impl ValidityCache {
         Lookup::HitRefresh(validation)
     }
 
-    /// Keep an answer read from the database: `generation` and `read_at`
-    /// taken *before* the read, so `MAX_AGE` counts from the data's age.
+    /// Keep an answer read from the database: `read` taken *before* the
+    /// read, so `MAX_AGE` counts from the data's age.
     pub fn put(
         &self,
         key: &str,
         fingerprint: Option<&str>,
-        (generation, read_at): (u64, Instant),
+        read: BeforeRead,
         validation: Validation,
     ) {
-        self.insert(slot(key, fingerprint), generation, validation, read_at);
+        self.insert(slot(key, fingerprint), read, validation);
     }
 
     /// Take a place for a background refresh; `None` when
@@ -152,17 +144,17 @@ impl ValidityCache {
         self.refreshing.clone().try_acquire_owned().ok()
     }
 
-    fn insert(&self, slot: String, generation: u64, validation: Validation, read_at: Instant) {
-        if generation != self.generation() {
+    fn insert(&self, slot: String, read: BeforeRead, validation: Validation) {
+        if !self.generation.is_current(read.generation) {
             return; // read across a change: do not keep it
         }
         self.answers.insert(
             slot,
             Answer {
                 validation,
-                generation,
-                refresh_at: read_at + MAX_AGE.mul_f64(rand::random_range(0.4..0.6)),
-                expires_at: read_at + MAX_AGE,
+                generation: read.generation,
+                refresh_at: read.at + MAX_AGE.mul_f64(rand::random_range(0.4..0.6)),
+                expires_at: read.at + MAX_AGE,
             },
         );
     }
@@ -198,9 +190,10 @@ mod tests {
     #[test]
     fn one_caller_is_asked_to_refresh_and_none_after_max_age() {
         let cache = ValidityCache::default();
-        let read_at = Instant::now();
+        let read = cache.before_read();
+        let read_at = read.at;
         let slot = slot("K", Some("fp"));
-        cache.insert(slot.clone(), cache.generation(), VALID, read_at);
+        cache.insert(slot.clone(), read, VALID);
         assert_eq!(cache.lookup(&slot, read_at), Lookup::Hit(VALID));
         let refresh_due = read_at + MAX_AGE.mul_f64(0.6);
         assert_eq!(cache.lookup(&slot, refresh_due), Lookup::HitRefresh(VALID));
@@ -211,8 +204,11 @@ mod tests {
         );
         assert_eq!(cache.lookup(&slot, read_at + MAX_AGE), Lookup::Miss);
         // The refresh's answer starts a new span.
-        let reread_at = refresh_due;
-        cache.insert(slot.clone(), cache.generation(), VALID, reread_at);
+        let reread = BeforeRead {
+            at: refresh_due,
+            ..cache.before_read()
+        };
+        cache.insert(slot.clone(), reread, VALID);
         assert_eq!(cache.lookup(&slot, read_at + MAX_AGE), Lookup::Hit(VALID));
     }
 

@@ -186,18 +186,11 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Viewer;
+    use crate::auth::session_cache::tests::viewer;
 
     fn keep_one_session(sessions: &SessionCache) -> chrono::DateTime<chrono::Utc> {
         let now = chrono::Utc::now();
-        let viewer = Viewer {
-            account_id: 1,
-            email: "a@example.com".into(),
-            email_verified: true,
-            is_admin: false,
-            session_id: 7,
-            session_expires_at: now + chrono::Duration::hours(1),
-        };
+        let viewer = viewer(true, now + chrono::Duration::hours(1));
         sessions.put("h".into(), sessions.before_read(), &viewer);
         assert!(sessions.get("h", now).is_some());
         now
