@@ -131,7 +131,7 @@ impl App {
             Relay {
                 db: db.clone(),
                 bus: bus.clone(),
-                wake: wake.clone(),
+                wake: wake.relay.clone(),
                 metrics: metrics.clone(),
                 interval,
             }

@@ -5,8 +5,10 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    #[sea_orm(unique)]
-    pub position: Option<i64>,
+    /// With `id`, the delivery order and a subscriber's cursor: on
+    /// PostgreSQL the id of the transaction that wrote the row (set by the
+    /// column's default), on SQLite 0 (see `keyledger::events::cursor`).
+    pub tx: i64,
     pub kind: String,
     pub actor_id: Option<i64>,
     pub order_id: Option<i64>,

@@ -11,6 +11,7 @@ mod m20261127_000004_create_claims_and_requests;
 mod m20261127_000005_create_events;
 mod m20261127_000006_create_organizations_and_devices;
 mod m20261127_000007_indexes_for_load;
+mod m20261127_000008_order_events_by_transaction;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_create_events::Migration),
             Box::new(m20261127_000006_create_organizations_and_devices::Migration),
             Box::new(m20261127_000007_indexes_for_load::Migration),
+            Box::new(m20261127_000008_order_events_by_transaction::Migration),
         ]
     }
 }

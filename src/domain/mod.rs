@@ -51,19 +51,19 @@ pub struct Ctx {
 #[derive(Clone, Default)]
 pub struct Wake {
     pub mail: Arc<Notify>,
-    pub relay: Arc<crate::events::relay::RelaySignal>,
+    pub relay: Arc<Notify>,
 }
 
 impl Ctx {
     /// Call after a commit that queued email or wrote events: it forgets the
     /// cached `validateLicense` answers and wakes the workers. It does not
-    /// wait for the relay: the reads of positioned events do
-    /// ([`crate::events::relay::RelaySignal::positioned`]), so a write pays
-    /// nothing for read-your-writes and a read sees every event committed
-    /// before it, on any instance.
+    /// wait for the relay: the reads of events wait until what was committed
+    /// before them can be read in order ([`crate::events::cursor::settle`]),
+    /// so a write pays nothing for read-your-writes and a read sees every
+    /// event committed before it, on any instance.
     pub fn committed(&self) {
         self.validities.invalidate();
         self.wake.mail.notify_one();
-        self.wake.relay.wake();
+        self.wake.relay.notify_one();
     }
 }

@@ -1,15 +1,17 @@
 //! Carries relay batches to every instance's hub: directly in-process without
 //! `REDIS_URL`, through one Redis pub/sub channel with it.
 use std::{
-    sync::atomic::{AtomicI64, Ordering},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use tokio::sync::Mutex;
 
-use super::hub::{BusMessage, Hub};
+use super::{
+    cursor::Cursor,
+    hub::{BusMessage, Hub},
+};
 
 #[derive(Clone)]
 pub enum Bus {
@@ -23,13 +25,13 @@ pub struct RedisBus {
     /// The channel every instance of this deployment publishes to and subscribes from.
     channel: String,
     /// Lazily (re)opened publishing connection.
-    conn: std::sync::Arc<Mutex<Option<redis::aio::MultiplexedConnection>>>,
+    conn: Arc<tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>>,
     /// This instance's hub: what Redis could not carry still reaches the
     /// subscriptions of this instance.
     local: Hub,
-    /// Highest position handed to `local` directly while Redis was failing,
-    /// so a batch retried many times is not handed over many times.
-    local_through: std::sync::Arc<AtomicI64>,
+    /// Newest cursor handed to `local` directly while Redis was failing, so
+    /// a batch retried many times is not handed over many times.
+    local_through: Arc<Mutex<Cursor>>,
 }
 
 /// Connecting to Redis and each command give up after this long, so a hung
@@ -88,11 +90,11 @@ impl RedisBus {
     fn dispatch_locally(&self, message: BusMessage) {
         let message = match message {
             BusMessage::Events { prev, mut events } => {
-                let through = self.local_through.load(Ordering::SeqCst);
-                events.retain(|e| e.position > through);
+                let mut through = self.local_through.lock().unwrap_or_else(|p| p.into_inner());
+                events.retain(|e| e.cursor() > *through);
                 let Some(last) = events.last() else { return };
-                self.local_through
-                    .fetch_max(last.position, Ordering::SeqCst);
+                *through = last.cursor();
+                drop(through);
                 BusMessage::Events { prev, events }
             }
             revoked @ BusMessage::SessionRevoked { .. } => revoked,

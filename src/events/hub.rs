@@ -7,7 +7,7 @@ use std::{
 
 use tokio::sync::broadcast;
 
-use super::LiveEvent;
+use super::{LiveEvent, cursor::Cursor};
 use crate::{
     auth::session_cache::SessionCache, domain::validity_cache::ValidityCache, metrics::Metrics,
 };
@@ -31,13 +31,19 @@ pub enum Signal {
     },
 }
 
-/// A batch published by the relay. `prev` is the position published just
+/// A batch published by the relay. `prev` is the cursor published just
 /// before it, so a hub that did not see `prev` knows it missed something.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BusMessage {
-    Events { prev: i64, events: Vec<LiveEvent> },
-    SessionRevoked { account_id: i64, session_id: i64 },
+    Events {
+        prev: Cursor,
+        events: Vec<LiveEvent>,
+    },
+    SessionRevoked {
+        account_id: i64,
+        session_id: i64,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -54,8 +60,8 @@ pub struct Hub {
 #[derive(Default)]
 struct HubState {
     accounts: HashMap<i64, broadcast::Sender<Signal>>,
-    /// Last position this process received, to detect a gap.
-    last_position: Option<i64>,
+    /// Last cursor this process received, to detect a gap.
+    last: Option<Cursor>,
 }
 
 impl Hub {
@@ -94,13 +100,13 @@ impl Hub {
         match message {
             BusMessage::Events { prev, events } => {
                 self.validities.invalidate();
-                let gap = state.last_position.is_some_and(|last| prev > last);
-                if let Some(last) = events.last() {
-                    state.last_position = Some(state.last_position.unwrap_or(0).max(last.position));
+                let gap = state.last.is_some_and(|last| prev > last);
+                if let Some(newest) = events.last() {
+                    state.last = Some(state.last.unwrap_or_default().max(newest.cursor()));
                 }
                 if gap {
                     tracing::info!(
-                        prev,
+                        %prev,
                         "event hub: gap in the relay sequence, subscribers resync"
                     );
                     Self::broadcast(&mut state, Signal::Resync);
@@ -142,7 +148,7 @@ impl Hub {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Everything up to now is re-read from the database: the next batch
         // starts a new chain rather than reporting the outage as a gap.
-        state.last_position = None;
+        state.last = None;
         Self::broadcast(&mut state, Signal::Resync);
     }
 

@@ -1,9 +1,9 @@
 //! Live events. A change writes its event rows in its own transaction
-//! ([`record`], the outbox); the [`relay`] gives committed events their
-//! delivery position and publishes them on the [`bus`] (in-process, or Redis
-//! for many instances); each instance's [`hub`] hands them to the accounts'
-//! subscriptions.
+//! ([`record`], the outbox); the [`relay`] publishes committed events in
+//! [`cursor`] order on the [`bus`] (in-process, or Redis for many instances);
+//! each instance's [`hub`] hands them to the accounts' subscriptions.
 pub mod bus;
+pub mod cursor;
 pub mod hub;
 pub mod relay;
 pub mod stream;
@@ -125,8 +125,8 @@ pub async fn record(
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         return record_postgres(conn, now, new, &recipients).await;
     }
+    // `tx` keeps its default, 0: SQLite orders events by id alone.
     let row = event::ActiveModel {
-        position: Set(None),
         kind: Set(new.kind.as_str().to_owned()),
         actor_id: Set(new.actor_id),
         order_id: Set(new.order_id),
@@ -154,7 +154,8 @@ pub async fn record(
 }
 
 /// [`record`] on PostgreSQL: the recipients' INSERT rides in a data-modifying
-/// `WITH` on the event's, which returns the event row.
+/// `WITH` on the event's, which returns the event row. `tx` is the column's
+/// default, the writing transaction's id.
 async fn record_postgres(
     conn: &impl ConnectionTrait,
     now: DateTime<Utc>,
@@ -173,9 +174,9 @@ async fn record_postgres(
         now.into(),
     ];
     let mut sql = String::from(
-        "WITH e AS (INSERT INTO events (position, kind, actor_id, order_id, license_id, \
+        "WITH e AS (INSERT INTO events (kind, actor_id, order_id, license_id, \
          claim_id, request_id, transfer_id, changes, occurred_at) \
-         VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *)",
     );
     if !recipients.is_empty() {
         let rows: Vec<String> = (0..recipients.len())
@@ -202,8 +203,8 @@ async fn record_postgres(
 /// An event as published on the bus and delivered to subscribers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveEvent {
-    /// Delivery order and the subscriber's cursor.
-    pub position: i64,
+    /// The writing transaction: with `id`, the delivery order ([`cursor`]).
+    pub tx: i64,
     pub id: i64,
     pub kind: String,
     pub actor_id: Option<i64>,
@@ -218,9 +219,9 @@ pub struct LiveEvent {
 }
 
 impl LiveEvent {
-    pub fn from_row(row: event::Model, recipients: Vec<i64>) -> Option<Self> {
-        Some(LiveEvent {
-            position: row.position?,
+    pub fn from_row(row: event::Model, recipients: Vec<i64>) -> Self {
+        LiveEvent {
+            tx: row.tx,
             id: row.id,
             kind: row.kind,
             actor_id: row.actor_id,
@@ -232,6 +233,14 @@ impl LiveEvent {
             changes: row.changes,
             occurred_at: row.occurred_at,
             recipients,
-        })
+        }
+    }
+
+    /// Its place in the delivery order, and a subscriber's cursor.
+    pub fn cursor(&self) -> cursor::Cursor {
+        cursor::Cursor {
+            tx: self.tx,
+            id: self.id,
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! One subscriber's stream: replay from the database after its cursor, then
 //! live events from the hub, with no gap and no duplicate at the seam. The hub
 //! registration happens *before* the replay query, and every event carries its
-//! position, so an event that is both replayed and received live is delivered
-//! once (positions only grow; anything at or below the cursor is dropped).
+//! cursor, so an event that is both replayed and received live is delivered
+//! once (cursors only grow; anything at or below the cursor is dropped).
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
@@ -10,25 +10,30 @@ use entity::{event, event_recipient, session};
 use futures_util::Stream;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Query,
+    QuerySelect, QueryTrait, sea_query::Query,
 };
 use tokio::sync::{broadcast::error::RecvError, watch};
 
 use super::{
     LiveEvent,
+    cursor::{self, Cursor},
     hub::{Hub, Registration, Signal},
 };
 use crate::{clock::Clock, error::AppError, metrics::Metrics};
 
-/// Events received by `account_id` with a position after `after`, oldest first.
+/// Events received by `account_id` after `after`, below the horizon, in
+/// delivery order.
 pub async fn for_account(
     db: &impl ConnectionTrait,
     account_id: i64,
-    after: i64,
+    after: Cursor,
     limit: u64,
 ) -> Result<Vec<LiveEvent>, AppError> {
     let rows = event::Entity::find()
-        .filter(event::Column::Position.gt(after))
+        .filter(cursor::after(after))
+        .apply_if(cursor::below_horizon(db.get_database_backend()), |q, c| {
+            q.filter(c)
+        })
         .filter(
             event::Column::Id.in_subquery(
                 Query::select()
@@ -38,13 +43,14 @@ pub async fn for_account(
                     .to_owned(),
             ),
         )
-        .order_by_asc(event::Column::Position)
+        .order_by_asc(event::Column::Tx)
+        .order_by_asc(event::Column::Id)
         .limit(limit)
         .all(db)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|row| LiveEvent::from_row(row, vec![account_id]))
+        .map(|row| LiveEvent::from_row(row, vec![account_id]))
         .collect())
 }
 
@@ -55,7 +61,7 @@ pub struct Subscriber {
     pub session_expires_at: DateTime<Utc>,
 }
 
-/// The live stream of `subscriber`'s events after position `after`. It ends
+/// The live stream of `subscriber`'s events after `after`. It ends
 /// with `UNAUTHENTICATED` when the session expires or is signed out.
 pub fn subscribe(
     db: DatabaseConnection,
@@ -63,7 +69,7 @@ pub fn subscribe(
     clock: Clock,
     metrics: Metrics,
     subscriber: Subscriber,
-    after: i64,
+    after: Cursor,
 ) -> impl Stream<Item = Result<LiveEvent, AppError>> + Send + 'static {
     let state = State {
         rx: hub.subscribe(subscriber.account_id),
@@ -93,8 +99,8 @@ struct State {
     /// Changes when a test moves the clock: the expiry wait is recomputed.
     clock_moves: Option<watch::Receiver<()>>,
     subscriber: Subscriber,
-    /// Position of the last event delivered.
-    cursor: i64,
+    /// The last event delivered.
+    cursor: Cursor,
     pending: VecDeque<LiveEvent>,
     needs_replay: bool,
     /// Messages may have been lost (a sign-out among them): ask the database
@@ -127,8 +133,8 @@ impl State {
                 }
             }
             if let Some(event) = self.pending.pop_front() {
-                if event.position > self.cursor {
-                    self.cursor = event.position;
+                if event.cursor() > self.cursor {
+                    self.cursor = event.cursor();
                     return Some(Ok(event));
                 }
                 continue;
@@ -209,10 +215,7 @@ mod tests {
     use sea_orm::{ActiveModelTrait, ActiveValue::Set, TransactionTrait};
 
     use super::*;
-    use crate::{
-        domain::Wake,
-        events::{EventKind, NewEvent, bus::Bus, record, relay::Relay},
-    };
+    use crate::events::{EventKind, NewEvent, bus::Bus, record, relay::Relay};
 
     /// A subscription that falls behind by more than its hub buffer (here one
     /// relay batch of 100 events for its account) re-reads the database and
@@ -254,7 +257,7 @@ mod tests {
         let relay = Relay {
             db: db.clone(),
             bus: Bus::Local(hub.clone()),
-            wake: Wake::default(),
+            wake: Default::default(),
             metrics: metrics.clone(),
             interval: Duration::from_secs(60),
         };
@@ -282,13 +285,13 @@ mod tests {
             clock.clone(),
             metrics,
             subscriber,
-            0,
+            Cursor::default(),
         ));
 
         write(1).await;
         relay.step().await.unwrap();
         let first = stream.next().await.unwrap().unwrap();
-        assert_eq!(first.position, 1);
+        assert_eq!(first.cursor(), Cursor { tx: 0, id: 1 });
 
         // 100 signals into a buffer of 16 while the stream is not polled.
         write(100).await;
@@ -299,7 +302,13 @@ mod tests {
                 .expect("caught up")
                 .unwrap()
                 .unwrap();
-            assert_eq!(event.position, expected);
+            assert_eq!(
+                event.cursor(),
+                Cursor {
+                    tx: 0,
+                    id: expected
+                }
+            );
         }
         let more = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
         assert!(more.is_err(), "nothing after the last event");

@@ -64,7 +64,7 @@ impl Admin {
         Ok(page.connection(rows, |l| l.id, |l| License::new(l, None, Access::Admin)))
     }
 
-    /// Every event, by position.
+    /// Every event, in delivery order.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn events(
         &self,
@@ -75,7 +75,7 @@ impl Admin {
         event_page(ctx, Condition::all(), first, after).await
     }
 
-    /// What administrators did (events caused by an admin account), by position.
+    /// What administrators did (events caused by an admin account), in delivery order.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn audit_log(
         &self,

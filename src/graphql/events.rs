@@ -4,7 +4,9 @@ use async_graphql::{Context, Enum, ID, Json, Object, Subscription, connection::C
 use chrono::{DateTime, Utc};
 use entity::event;
 use futures_util::{StreamExt, stream::BoxStream};
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
 
 use super::{
     ContextExt,
@@ -17,7 +19,11 @@ use super::{
 use crate::{
     domain::{claims, orders, requests, transfers},
     error::{ApiResult, AppError},
-    events::{LiveEvent, stream},
+    events::{
+        LiveEvent,
+        cursor::{self, Cursor},
+        stream,
+    },
 };
 
 /// What happened (the `kind` of an event).
@@ -49,9 +55,10 @@ pub struct Event(pub LiveEvent);
 
 #[Object]
 impl Event {
-    /// The event's position: pass it as `after` to resume after this event.
+    /// The event's place in the order events are delivered in: pass it as
+    /// `after` to resume after this event.
     async fn id(&self) -> ID {
-        ID(self.0.position.to_string())
+        ID(self.0.cursor().to_string())
     }
 
     async fn kind(&self) -> ApiResult<EventKind> {
@@ -148,8 +155,8 @@ pub async fn history(
     event_page(ctx, Condition::all().add(condition), first, after).await
 }
 
-/// A page of positioned events matching `condition`, by position. It first
-/// waits for the relay to position every event committed before the call,
+/// A page of the events matching `condition`, in delivery order. It first
+/// waits until every event committed before the call can be read in order,
 /// so a client reads its own writes.
 pub async fn event_page(
     ctx: &Context<'_>,
@@ -157,32 +164,35 @@ pub async fn event_page(
     first: Option<i32>,
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
-    let page = Page::new(first, after)?;
-    ctx.state().ctx.wake.relay.positioned().await;
-    let mut query = event::Entity::find()
-        .filter(event::Column::Position.is_not_null())
+    let page = Page::<Cursor>::parse(first, after)?;
+    let db = &ctx.state().ctx.db;
+    cursor::settle(db).await?;
+    let rows = event::Entity::find()
         .filter(condition)
-        .order_by_asc(event::Column::Position)
-        .limit(page.fetch());
-    if let Some(after) = page.after {
-        query = query.filter(event::Column::Position.gt(after));
-    }
-    let rows = query.all(&ctx.state().ctx.db).await?;
+        .apply_if(page.after, |q, after| q.filter(cursor::after(after)))
+        .apply_if(cursor::below_horizon(db.get_database_backend()), |q, c| {
+            q.filter(c)
+        })
+        .order_by_asc(event::Column::Tx)
+        .order_by_asc(event::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?;
     let events = rows
         .into_iter()
-        .filter_map(|r| LiveEvent::from_row(r, Vec::new()))
+        .map(|r| LiveEvent::from_row(r, Vec::new()))
         .collect();
-    Ok(page.connection(events, |e: &LiveEvent| e.position, Event))
+    Ok(page.connection(events, LiveEvent::cursor, Event))
 }
 
-fn parse_cursor(after: Option<ID>) -> ApiResult<i64> {
+fn parse_cursor(after: Option<ID>) -> ApiResult<Cursor> {
     after
         .map(|a| {
-            a.parse::<i64>()
+            a.parse::<Cursor>()
                 .map_err(|_| AppError::validation("after", "not an event cursor"))
         })
         .transpose()
-        .map(|a| a.unwrap_or(0))
+        .map(Option::unwrap_or_default)
 }
 
 #[derive(Default)]
@@ -200,11 +210,11 @@ impl EventQuery {
     ) -> ApiResult<Connection<String, Event>> {
         let viewer = ctx.viewer()?;
         let after = parse_cursor(after)?;
-        let page = Page::new(first, Some(after.to_string()))?;
-        ctx.state().ctx.wake.relay.positioned().await;
-        let rows = stream::for_account(&ctx.state().ctx.db, viewer.account_id, after, page.fetch())
-            .await?;
-        Ok(page.connection(rows, |e| e.position, Event))
+        let page = Page::<Cursor>::parse(first, Some(after.to_string()))?;
+        let db = &ctx.state().ctx.db;
+        cursor::settle(db).await?;
+        let rows = stream::for_account(db, viewer.account_id, after, page.fetch()).await?;
+        Ok(page.connection(rows, LiveEvent::cursor, Event))
     }
 }
 

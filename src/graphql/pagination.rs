@@ -1,5 +1,7 @@
 //! Relay connections over id-ordered lists: `first` (default 20, at most 100)
 //! and `after` (the cursor of the last edge seen, an opaque string).
+use std::{fmt::Display, str::FromStr};
+
 use async_graphql::{
     OutputType,
     connection::{Connection, Edge},
@@ -10,14 +12,23 @@ use crate::error::{ApiResult, AppError};
 pub const DEFAULT_PAGE: i32 = 20;
 pub const MAX_PAGE: i32 = 100;
 
+/// A page request over a list ordered by cursors of type `C` (row ids by
+/// default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Page {
-    pub after: Option<i64>,
+pub struct Page<C = i64> {
+    pub after: Option<C>,
     pub first: u64,
 }
 
 impl Page {
+    /// A page over a list ordered by row id.
     pub fn new(first: Option<i32>, after: Option<String>) -> ApiResult<Self> {
+        Self::parse(first, after)
+    }
+}
+
+impl<C: FromStr + Display> Page<C> {
+    pub fn parse(first: Option<i32>, after: Option<String>) -> ApiResult<Self> {
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
             return Err(AppError::validation(
@@ -27,7 +38,7 @@ impl Page {
         }
         let after = after
             .map(|a| {
-                a.parse::<i64>()
+                a.parse::<C>()
                     .map_err(|_| AppError::validation("after", "not a cursor"))
             })
             .transpose()?;
@@ -46,7 +57,7 @@ impl Page {
     pub fn connection<M, N: OutputType>(
         &self,
         rows: Vec<M>,
-        cursor: impl Fn(&M) -> i64,
+        cursor: impl Fn(&M) -> C,
         node: impl Fn(M) -> N,
     ) -> Connection<String, N> {
         let has_next = rows.len() as u64 > self.first;

@@ -241,8 +241,10 @@ fn ids(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn position(event: &Value) -> i64 {
-    event["id"].as_str().unwrap().parse().unwrap()
+/// An event's place in the delivery order: its id is the cursor `tx:id`.
+fn position(event: &Value) -> (i64, i64) {
+    let (tx, id) = event["id"].as_str().unwrap().split_once(':').unwrap();
+    (tx.parse().unwrap(), id.parse().unwrap())
 }
 
 async fn receives_an_assignment_over(protocol: Protocol) {
@@ -335,6 +337,59 @@ async fn resuming_after_a_cursor_replays_exactly_the_missed_events() {
 
     let all = [seen, missed, vec![live]].concat();
     assert_eq!(ids(&all), feed(&app, &token).await, "in order, once each");
+}
+
+/// On PostgreSQL an event row gets its id at insert time, so an event can
+/// commit after one with a larger id. Here a transaction writes an event and
+/// stays open while a mutation commits another: the later one is held back
+/// until the open one ends, then both arrive, in the order of their
+/// transactions, and the feed agrees. (SQLite has one writer at a time: the
+/// mutation could not commit while the transaction is open.)
+#[tokio::test]
+async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let app = TestApp::spawn().await;
+    if !app.db.url.starts_with("postgres") {
+        return;
+    }
+    let (token, licenses) = buyer(&app, 1).await;
+    let me = app.ok(Some(&token), "{ me { id } }", json!({})).await;
+    let account_id: i64 = me["me"]["id"].as_str().unwrap().parse().unwrap();
+    let mut sub = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    let paid = sub.event().await;
+
+    let db = sea_orm::Database::connect(&app.db.url).await.unwrap();
+    let open = db.begin().await.unwrap();
+    open.execute_unprepared(&format!(
+        "WITH e AS (INSERT INTO events (kind, changes, occurred_at) \
+         VALUES ('ORDER_CREATED', '{{}}', now()) RETURNING id) \
+         INSERT INTO event_recipients (account_id, event_id) SELECT {account_id}, id FROM e"
+    ))
+    .await
+    .unwrap();
+    assign(&app, &token, &licenses[0]).await;
+    sub.quiet().await;
+    // Neither a replay nor the feed (after waiting its 2 s) shows it yet.
+    let mut replayed = Sub::open(&app, &token, Protocol::LegacyWs, None, 2).await;
+    assert_eq!(
+        ids(&replayed.events(1).await),
+        ids(std::slice::from_ref(&paid))
+    );
+    assert_eq!(feed(&app, &token).await, ids(std::slice::from_ref(&paid)));
+    replayed.quiet().await;
+
+    open.commit().await.unwrap();
+    let [early, late] = <[Value; 2]>::try_from(sub.events(2).await).unwrap();
+    assert_eq!(
+        early["kind"], "ORDER_CREATED",
+        "the open transaction's event comes first"
+    );
+    assert_eq!(late["kind"], "LICENSE_ASSIGNED");
+    assert!(position(&paid) < position(&early) && position(&early) < position(&late));
+    let all = [paid, early, late];
+    assert_eq!(ids(&replayed.events(2).await), ids(&all[1..]));
+    assert_eq!(ids(&all), feed(&app, &token).await);
+    sub.quiet().await;
 }
 
 #[tokio::test]

@@ -1,0 +1,136 @@
+//! The order events are delivered in, and a subscriber's place in it.
+//!
+//! Events go out in the order (`tx`, `id`). Ids alone would not do on
+//! PostgreSQL: they are taken at insert time, before commit, so an event with
+//! a small id can commit after a reader has already moved its cursor past a
+//! larger one, and the reader would skip it. So every event row also holds
+//! the id of the transaction that wrote it (`tx`, `pg_current_xact_id()`),
+//! and readers take only the events below the *horizon*: transactions older
+//! than their snapshot's `xmin`, which have all ended. The horizon only moves
+//! forward, and any transaction still running is at or above it, so an event
+//! that shows up later always sorts after every cursor handed out before it.
+//! On SQLite one writer commits at a time, so ids follow commit order: `tx`
+//! is 0 and every committed event is below the horizon.
+//!
+//! Nothing is written after commit: the relay and the readers only read.
+//! The price: an open write transaction anywhere in the PostgreSQL cluster
+//! (even in another database) holds back later events until it ends.
+use std::{fmt, str::FromStr, time::Duration};
+
+use entity::event;
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DbErr, Statement,
+    sea_query::{Expr, ExprTrait, SimpleExpr},
+};
+use serde::{Deserialize, Serialize};
+
+/// A place in the event order. Clients see it as the event's `id`, written
+/// `tx:id` (for example `0:17` on SQLite).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Cursor {
+    /// Compared first: the writing transaction (0 on SQLite).
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tx, self.id)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (tx, id) = s.split_once(':').ok_or(())?;
+        let number = |n: &str| n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(());
+        Ok(Cursor {
+            tx: number(tx)?,
+            id: number(id)?,
+        })
+    }
+}
+
+/// The horizon of the statement that evaluates it (PostgreSQL).
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// Events after `cursor`, in delivery order.
+pub fn after(cursor: Cursor) -> SimpleExpr {
+    Expr::tuple([Expr::col(event::Column::Tx), Expr::col(event::Column::Id)])
+        .gt(Expr::tuple([cursor.tx.into(), cursor.id.into()]))
+}
+
+/// Events below the horizon of the statement, on PostgreSQL; `None` on
+/// SQLite, where every committed event is.
+pub fn below_horizon(backend: DatabaseBackend) -> Option<SimpleExpr> {
+    (backend == DatabaseBackend::Postgres)
+        .then(|| Expr::col(event::Column::Tx).lt(Expr::cust(HORIZON)))
+}
+
+/// The horizon now: events with a smaller `tx` may be delivered (PostgreSQL;
+/// `None` on SQLite).
+pub async fn horizon(db: &impl ConnectionTrait) -> Result<Option<i64>, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DatabaseBackend::Postgres {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {HORIZON} AS horizon");
+    let row = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("horizon".into()))?;
+    Ok(Some(row.try_get("", "horizon")?))
+}
+
+/// A reader never waits longer than this for the horizon (it then reads
+/// what is below it).
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Wait until every event committed before this call is below the horizon,
+/// so that a client reads its own writes, whichever instance made them. On
+/// PostgreSQL that is when every transaction that had begun writing before
+/// the call has ended: usually at once, else within a transaction's length.
+pub async fn settle(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let row = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, \
+             pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("snapshot".into()))?;
+    let (mut xmin, target): (i64, i64) = (row.try_get("", "xmin")?, row.try_get("", "xmax")?);
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    while xmin < target && started.elapsed() < SETTLE_WAIT {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(16));
+        xmin = horizon(db).await?.unwrap_or(target);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_order_by_transaction_then_id_and_read_back() {
+        let a = Cursor { tx: 7, id: 90 };
+        let b = Cursor { tx: 8, id: 3 };
+        assert!(a < b, "a later transaction comes later, whatever its ids");
+        assert!(Cursor { tx: 7, id: 91 } > a);
+        assert_eq!("7:90".parse::<Cursor>(), Ok(a));
+        assert_eq!(b.to_string().parse::<Cursor>(), Ok(b));
+        for bad in ["", "7", "7:", ":9", "x:1", "1:-2", "1:2:3", "1.5:2"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+        }
+    }
+}
