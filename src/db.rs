@@ -3,7 +3,8 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
-/// Connect to `url` (SQLite or PostgreSQL) and bring the schema up to date.
+/// Connect to `url` (SQLite or PostgreSQL), bring the schema up to date, and
+/// make sure new events sort after the stored ones.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url);
     options
@@ -28,6 +29,14 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     });
     let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;
+    let raised = crate::events::cursor::keep_ahead(&db).await?;
+    if raised > 0 {
+        tracing::warn!(
+            raised,
+            "transaction ids are behind the stored events (database restored into another \
+             cluster?): new events are shifted after them"
+        );
+    }
     Ok(db)
 }
 

@@ -13,7 +13,8 @@ impl MigrationName for Migration {
 /// with a `position`, an UPDATE of every event row).
 ///
 /// - `events.tx`: on PostgreSQL the id of the transaction that wrote the row
-///   (`pg_current_xact_id()`, by default, so every writer sets it); readers
+///   (`pg_current_xact_id()` plus `keyledger_tx_offset()`, by default, so
+///   every writer sets it); readers
 ///   only take rows whose transaction is below the snapshot's xmin, i.e. from
 ///   transactions that have all ended, so no event can later appear before a
 ///   cursor. On SQLite, with one writer at a time, ids already follow commit
@@ -22,11 +23,11 @@ impl MigrationName for Migration {
 ///
 /// Events written before this migration keep tx 0 and are ordered by id, and
 /// everything is counted as published: cursors change shape with this
-/// migration, so clients start again from their stored state or from the
-/// beginning, and resubscribe after the restart anyway.
+/// migration (an old one is refused as `VALIDATION`), so clients start again
+/// from the beginning, and they resubscribe after the restart anyway.
 ///
 /// SQLite cannot drop a UNIQUE column without rebuilding the table, so there
-/// the old `position` column stays, unused and always NULL.
+/// the old `position` column stays, unused (NULL in every new row).
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -42,8 +43,16 @@ impl MigrationTrait for Migration {
         ];
         if postgres {
             statements.extend([
+                // Added to transaction ids wherever they become `tx` or a
+                // horizon. 0 until the database moves to a cluster whose
+                // transaction counter is behind its events (a restored dump):
+                // then `keyledger` raises it at start-up, so that new events
+                // still sort after the old ones (`events::cursor::keep_ahead`).
+                "CREATE FUNCTION keyledger_tx_offset() RETURNS bigint \
+                 LANGUAGE sql STABLE AS 'SELECT 0::bigint'",
                 // Set after the column exists, so old rows keep 0.
-                "ALTER TABLE events ALTER COLUMN tx SET DEFAULT (pg_current_xact_id()::text::bigint)",
+                "ALTER TABLE events ALTER COLUMN tx \
+                 SET DEFAULT (pg_current_xact_id()::text::bigint + keyledger_tx_offset())",
                 "ALTER TABLE events DROP COLUMN position",
             ]);
         }
@@ -68,6 +77,9 @@ impl MigrationTrait for Migration {
             "CREATE INDEX events_unpositioned ON events (id) WHERE position IS NULL",
             "ALTER TABLE events DROP COLUMN tx",
         ]);
+        if postgres {
+            statements.push("DROP FUNCTION keyledger_tx_offset()");
+        }
         run(manager, &statements).await
     }
 }

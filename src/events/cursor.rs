@@ -13,13 +13,19 @@
 //! is 0 and every committed event is below the horizon.
 //!
 //! Nothing is written after commit: the relay and the readers only read.
-//! The price: an open write transaction anywhere in the PostgreSQL cluster
-//! (even in another database) holds back later events until it ends.
+//! What this costs:
+//! - an open write transaction anywhere in the PostgreSQL cluster (even in
+//!   another database) holds back later events until it ends;
+//! - events of concurrent changes are in the order their transactions began
+//!   writing, which can differ from the order they committed in: a change
+//!   that waited for another's lock after it began writing comes first;
+//! - transaction ids restart in another cluster (a restored dump):
+//!   [`keep_ahead`] then shifts new ids past the stored ones.
 use std::{fmt, str::FromStr, time::Duration};
 
 use entity::event;
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DbErr, Statement,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait, SimpleExpr},
 };
 use serde::{Deserialize, Serialize};
@@ -54,8 +60,10 @@ impl FromStr for Cursor {
     }
 }
 
-/// The horizon of the statement that evaluates it (PostgreSQL).
-const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// The horizon of the statement that evaluates it (PostgreSQL), on the scale
+/// of `tx` (see [`keep_ahead`]).
+const HORIZON: &str =
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint + keyledger_tx_offset()";
 
 /// Events after `cursor`, in delivery order.
 pub fn after(cursor: Cursor) -> SimpleExpr {
@@ -101,8 +109,9 @@ pub async fn settle(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     let row = db
         .query_one_raw(Statement::from_string(
             backend,
-            "SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, \
-             pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s",
+            "SELECT pg_snapshot_xmin(s)::text::bigint + keyledger_tx_offset() AS xmin, \
+             pg_snapshot_xmax(s)::text::bigint + keyledger_tx_offset() AS xmax \
+             FROM pg_current_snapshot() AS s",
         ))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("snapshot".into()))?;
@@ -115,6 +124,59 @@ pub async fn settle(db: &impl ConnectionTrait) -> Result<(), DbErr> {
         xmin = horizon(db).await?.unwrap_or(target);
     }
     Ok(())
+}
+
+/// Key of the PostgreSQL advisory lock that makes starting instances check
+/// [`keep_ahead`] one at a time.
+const KEEP_AHEAD_LOCK: i64 = 0x6b6c_6168_6561_6400; // "klahead\0"
+
+/// Make sure new events sort after every event already stored and every
+/// cursor handed out (PostgreSQL; run at start-up). Transaction ids only grow
+/// within one cluster, but a database restored from a dump, or copied by
+/// logical replication, into another cluster starts again from that
+/// cluster's counter: new events would then sort before old ones, and
+/// clients' cursors would pass over them. When that happened, the offset
+/// added to transaction ids is raised past the newest stored `tx`. Returns
+/// by how much it was raised (0 almost always).
+pub async fn keep_ahead(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DatabaseBackend::Postgres {
+        return Ok(0);
+    }
+    let txn = db.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "SELECT pg_advisory_xact_lock($1)",
+        [KEEP_AHEAD_LOCK.into()],
+    ))
+    .await?;
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT keyledger_tx_offset() AS offset_now, \
+             pg_snapshot_xmax(pg_current_snapshot())::text::bigint + keyledger_tx_offset() AS next_tx, \
+             GREATEST((SELECT COALESCE(MAX(tx), 0) FROM events), \
+                      (SELECT published_tx FROM relay_state WHERE id = 1)) AS newest",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("transaction ids".into()))?;
+    let offset: i64 = row.try_get("", "offset_now")?;
+    let next_tx: i64 = row.try_get("", "next_tx")?;
+    let newest: i64 = row.try_get("", "newest")?;
+    if next_tx > newest {
+        return Ok(0);
+    }
+    let raise = newest - next_tx + 1;
+    // A function body cannot take parameters here: the value is a number
+    // this code computed, not input.
+    txn.execute_unprepared(&format!(
+        "CREATE OR REPLACE FUNCTION keyledger_tx_offset() RETURNS bigint \
+         LANGUAGE sql STABLE AS 'SELECT {}::bigint'",
+        offset + raise
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(raise)
 }
 
 #[cfg(test)]

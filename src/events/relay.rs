@@ -32,7 +32,12 @@ const COALESCE: Duration = Duration::from_millis(5);
 
 /// How soon to look again when committed events wait for an older
 /// transaction to end: that one may write no event, and so never wake us.
+/// Doubles, up to [`HELD_RECHECK_MAX`], while nothing gets through.
 const HELD_RECHECK: Duration = Duration::from_millis(10);
+const HELD_RECHECK_MAX: Duration = Duration::from_millis(500);
+
+/// Events held back this long are logged, with the transaction holding them.
+const HELD_WARNING: Duration = Duration::from_secs(10);
 
 /// Most events published in one step.
 const BATCH: usize = 1000;
@@ -40,7 +45,7 @@ const BATCH: usize = 1000;
 pub struct Relay {
     pub db: DatabaseConnection,
     pub bus: Bus,
-    /// Notified after every commit that wrote events ([`crate::domain::Ctx::committed`]).
+    /// Notified after commits ([`crate::domain::Ctx::committed`]).
     pub wake: Arc<Notify>,
     pub metrics: Metrics,
     /// Poll interval: catches events whose wake-up was lost (crash, other instance).
@@ -66,6 +71,7 @@ struct Step {
 impl Relay {
     pub async fn run(self) {
         let mut retry = PUBLISH_RETRY_MIN;
+        let mut held = Held::default();
         loop {
             match self.publish_pending().await {
                 Ok(step) => {
@@ -74,8 +80,9 @@ impl Relay {
                         continue;
                     }
                     let idle = if step.held {
-                        HELD_RECHECK
+                        held.still(step.published, &self.db).await
                     } else {
+                        held = Held::default();
                         self.interval
                     };
                     tokio::select! {
@@ -100,7 +107,8 @@ impl Relay {
         }
     }
 
-    /// Publish what is pending, once. True when there may be more.
+    /// Publish what is pending, once. True when there may be more, or when
+    /// committed events wait for an older transaction to end.
     pub async fn step(&self) -> Result<bool, String> {
         let step = self.publish_pending().await?;
         Ok(step.published == BATCH || step.held)
@@ -217,4 +225,54 @@ impl Relay {
             held,
         })
     }
+}
+
+/// How long committed events have been held back, continuously.
+#[derive(Default)]
+struct Held {
+    since: Option<tokio::time::Instant>,
+    recheck: Option<Duration>,
+    warned: bool,
+}
+
+impl Held {
+    /// Events are still held after a step that published `published`:
+    /// how long to wait before the next look (unless a commit wakes us).
+    /// Logs once, with the oldest open transaction, when the wait grows long.
+    async fn still(&mut self, published: usize, db: &DatabaseConnection) -> Duration {
+        let now = tokio::time::Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let recheck = match (self.recheck, published) {
+            (Some(previous), 0) => (previous * 2).min(HELD_RECHECK_MAX),
+            _ => HELD_RECHECK,
+        };
+        self.recheck = Some(recheck);
+        if published > 0 {
+            self.since = Some(now);
+        } else if !self.warned && now - since >= HELD_WARNING {
+            self.warned = true;
+            let holder = oldest_open_transaction(db).await;
+            tracing::warn!(
+                held_for_s = (now - since).as_secs(),
+                holder = holder.as_deref().unwrap_or("unknown"),
+                "event relay: events wait for an older transaction to end"
+            );
+        }
+        recheck
+    }
+}
+
+/// The PostgreSQL backend whose open transaction is the oldest, for a log line.
+async fn oldest_open_transaction(db: &DatabaseConnection) -> Option<String> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT format('pid %s, database %s, application %L, open since %s, state %s', \
+             pid, datname, application_name, xact_start, state) AS holder \
+             FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+             ORDER BY age(backend_xid) DESC LIMIT 1",
+        ))
+        .await
+        .ok()??;
+    row.try_get("", "holder").ok()
 }
