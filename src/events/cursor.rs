@@ -17,8 +17,11 @@
 //! - an open write transaction anywhere in the PostgreSQL cluster (even in
 //!   another database) holds back later events until it ends;
 //! - events of concurrent changes are in the order their transactions began
-//!   writing, which can differ from the order they committed in: a change
-//!   that waited for another's lock after it began writing comes first;
+//!   writing (or locking rows), which can differ from the order they
+//!   committed in: a change that had already locked or written a row and
+//!   then waited for another's lock comes first (one whose first lock is a
+//!   `SELECT … FOR UPDATE` that waits gets its id after the wait, so it
+//!   comes after);
 //! - transaction ids restart in another cluster (a restored dump):
 //!   [`keep_ahead`] then shifts new ids past the stored ones.
 use std::{fmt, str::FromStr, time::Duration};
@@ -126,6 +129,9 @@ pub async fn settle(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// How far past the newest stored `tx` [`keep_ahead`] moves new ids.
+const TX_MARGIN: i64 = 1 << 32;
+
 /// Key of the PostgreSQL advisory lock that makes starting instances check
 /// [`keep_ahead`] one at a time.
 const KEEP_AHEAD_LOCK: i64 = 0x6b6c_6168_6561_6400; // "klahead\0"
@@ -136,8 +142,10 @@ const KEEP_AHEAD_LOCK: i64 = 0x6b6c_6168_6561_6400; // "klahead\0"
 /// logical replication, into another cluster starts again from that
 /// cluster's counter: new events would then sort before old ones, and
 /// clients' cursors would pass over them. When that happened, the offset
-/// added to transaction ids is raised past the newest stored `tx`. Returns
-/// by how much it was raised (0 almost always).
+/// added to transaction ids is raised past the newest stored `tx`, with a
+/// margin. Start instances once the data is in place: an instance that was
+/// already running keeps the old offset in transactions it had open.
+/// Returns by how much it was raised (0 almost always).
 pub async fn keep_ahead(db: &DatabaseConnection) -> Result<i64, DbErr> {
     let backend = db.get_database_backend();
     if backend != DatabaseBackend::Postgres {
@@ -150,6 +158,9 @@ pub async fn keep_ahead(db: &DatabaseConnection) -> Result<i64, DbErr> {
         [KEEP_AHEAD_LOCK.into()],
     ))
     .await?;
+    // This statement reads tables, so it sees an offset raised by an instance
+    // that held the lock before us (a statement that touches no table may
+    // keep the function's old body within a transaction).
     let row = txn
         .query_one_raw(Statement::from_string(
             backend,
@@ -166,7 +177,11 @@ pub async fn keep_ahead(db: &DatabaseConnection) -> Result<i64, DbErr> {
     if next_tx > newest {
         return Ok(0);
     }
-    let raise = newest - next_tx + 1;
+    // With a margin: clients restored from an older backup may hold cursors
+    // past the newest stored event. A 32-bit epoch of transaction ids is more
+    // than a cluster uses between a backup and its restore, and `tx` has room
+    // for 2^31 of them.
+    let raise = newest - next_tx + 1 + TX_MARGIN;
     // A function body cannot take parameters here: the value is a number
     // this code computed, not input.
     txn.execute_unprepared(&format!(

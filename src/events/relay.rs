@@ -248,7 +248,9 @@ impl Held {
         };
         self.recheck = Some(recheck);
         if published > 0 {
+            // The horizon moved: a new stall, if any, starts now.
             self.since = Some(now);
+            self.warned = false;
         } else if !self.warned && now - since >= HELD_WARNING {
             self.warned = true;
             let holder = oldest_open_transaction(db).await;
@@ -262,15 +264,23 @@ impl Held {
     }
 }
 
-/// The PostgreSQL backend whose open transaction is the oldest, for a log line.
+/// The PostgreSQL transaction that is the oldest still open, for a log line:
+/// a session's, or a prepared (two-phase) one, which belongs to no session.
 async fn oldest_open_transaction(db: &DatabaseConnection) -> Option<String> {
     let row = db
         .query_one_raw(Statement::from_string(
             DatabaseBackend::Postgres,
-            "SELECT format('pid %s, database %s, application %L, open since %s, state %s', \
-             pid, datname, application_name, xact_start, state) AS holder \
-             FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
-             ORDER BY age(backend_xid) DESC LIMIT 1",
+            "SELECT holder FROM ( \
+               SELECT age(backend_xid) AS age, \
+                 format('pid %s, database %s, application %L, open since %s, state %s', \
+                        pid, datname, application_name, xact_start, state) AS holder \
+               FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+               UNION ALL \
+               SELECT age(transaction), \
+                 format('prepared transaction %L, database %s, prepared at %s', \
+                        gid, database, prepared) \
+               FROM pg_prepared_xacts \
+             ) AS open ORDER BY age DESC LIMIT 1",
         ))
         .await
         .ok()??;

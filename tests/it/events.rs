@@ -159,7 +159,11 @@ impl Sub {
 
     /// Assert that no message arrives for a while.
     async fn quiet(&mut self) {
-        if let Some(message) = self.message(QUIET).await {
+        self.quiet_for(QUIET).await;
+    }
+
+    async fn quiet_for(&mut self, within: Duration) {
+        if let Some(message) = self.message(within).await {
             panic!("nothing expected, got {message}");
         }
     }
@@ -368,10 +372,11 @@ async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
     .await
     .unwrap();
     assign(&app, &token, &licenses[0]).await;
-    sub.quiet().await;
-    // Nor does a replay (it would send the later event first). The open
-    // transaction holds back every test's events on this cluster: it is kept
-    // short.
+    // Short: the open transaction holds back every test's events on this
+    // cluster. Were the later event let through, it would also arrive
+    // before the earlier one below.
+    sub.quiet_for(Duration::from_millis(300)).await;
+    // Nor does a replay (it would send the later event first).
     let mut replayed = Sub::open(&app, &token, Protocol::LegacyWs, None, 2).await;
     assert_eq!(
         ids(&replayed.events(1).await),
@@ -429,6 +434,24 @@ async fn events_stay_in_order_when_transaction_ids_went_backwards() {
     let ahead = json!({ "id": paid[0] });
     assert!(position(&assigned) > position(&ahead));
     assert_eq!(feed(&app, &token).await, [paid, ids(&[assigned])].concat());
+
+    // Once ahead, a later start changes nothing.
+    let offset = || async {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT keyledger_tx_offset() AS offset_now",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "offset_now").unwrap()
+    };
+    let raised = offset().await;
+    assert!(raised >= AHEAD, "raised past the stored events: {raised}");
+    drop(app);
+    let _again = TestApp::spawn_with(options()).await;
+    assert_eq!(offset().await, raised);
 }
 
 #[tokio::test]
