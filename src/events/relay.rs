@@ -15,7 +15,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 
 use super::{
     LiveEvent,
@@ -80,7 +80,16 @@ impl Relay {
                         continue;
                     }
                     let idle = if step.held {
-                        held.still(step.published, &self.db).await
+                        let (recheck, stalled_for) = held.still(step.published, Instant::now());
+                        if let Some(stalled_for) = stalled_for {
+                            let holder = oldest_open_transaction(&self.db).await;
+                            tracing::warn!(
+                                held_for_s = stalled_for.as_secs(),
+                                holder = holder.as_deref().unwrap_or("unknown"),
+                                "event relay: events wait for an older transaction to end"
+                            );
+                        }
+                        recheck
                     } else {
                         held = Held::default();
                         self.interval
@@ -230,17 +239,17 @@ impl Relay {
 /// How long committed events have been held back, continuously.
 #[derive(Default)]
 struct Held {
-    since: Option<tokio::time::Instant>,
+    since: Option<Instant>,
     recheck: Option<Duration>,
     warned: bool,
 }
 
 impl Held {
-    /// Events are still held after a step that published `published`:
-    /// how long to wait before the next look (unless a commit wakes us).
-    /// Logs once, with the oldest open transaction, when the wait grows long.
-    async fn still(&mut self, published: usize, db: &DatabaseConnection) -> Duration {
-        let now = tokio::time::Instant::now();
+    /// Events are still held at `now`, after a step that published
+    /// `published`. Returns how long to wait before the next look (unless a
+    /// commit wakes the relay), and, once per stall that reaches
+    /// [`HELD_WARNING`], how long it has lasted, to be logged.
+    fn still(&mut self, published: usize, now: Instant) -> (Duration, Option<Duration>) {
         let since = *self.since.get_or_insert(now);
         let recheck = match (self.recheck, published) {
             (Some(previous), 0) => (previous * 2).min(HELD_RECHECK_MAX),
@@ -251,16 +260,14 @@ impl Held {
             // The horizon moved: a new stall, if any, starts now.
             self.since = Some(now);
             self.warned = false;
-        } else if !self.warned && now - since >= HELD_WARNING {
-            self.warned = true;
-            let holder = oldest_open_transaction(db).await;
-            tracing::warn!(
-                held_for_s = (now - since).as_secs(),
-                holder = holder.as_deref().unwrap_or("unknown"),
-                "event relay: events wait for an older transaction to end"
-            );
+            return (recheck, None);
         }
-        recheck
+        let stalled_for = now - since;
+        if self.warned || stalled_for < HELD_WARNING {
+            return (recheck, None);
+        }
+        self.warned = true;
+        (recheck, Some(stalled_for))
     }
 }
 
@@ -285,4 +292,35 @@ async fn oldest_open_transaction(db: &DatabaseConnection) -> Option<String> {
         .await
         .ok()??;
     row.try_get("", "holder").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While nothing gets through, the relay looks again less and less
+    /// often and reports the stall once; progress starts everything afresh.
+    #[test]
+    fn a_stall_backs_off_and_is_reported_once() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut held = Held::default();
+        let waits: Vec<u64> = (0..8)
+            .map(|i| held.still(0, at(i)).0.as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 500, 500]);
+
+        assert_eq!(held.still(0, at(9_999)).1, None);
+        assert_eq!(held.still(0, at(10_000)).1, Some(HELD_WARNING));
+        assert_eq!(held.still(0, at(20_000)).1, None, "once per stall");
+
+        // Something got through: the wait and the stall start again.
+        assert_eq!(held.still(3, at(20_001)), (HELD_RECHECK, None));
+        assert_eq!(held.still(0, at(29_000)), (HELD_RECHECK * 2, None));
+        assert_eq!(
+            held.still(0, at(30_001)).1,
+            Some(Duration::from_millis(10_000)),
+            "a new stall is reported again"
+        );
+    }
 }
