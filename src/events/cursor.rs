@@ -28,8 +28,9 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use entity::event;
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement, TransactionTrait,
-    sea_query::{Expr, ExprTrait, SimpleExpr},
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryFilter, QueryOrder, Select,
+    Statement, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,17 +69,34 @@ impl FromStr for Cursor {
 const HORIZON: &str =
     "pg_snapshot_xmin(pg_current_snapshot())::text::bigint + keyledger_tx_offset()";
 
-/// Events after `cursor`, in delivery order.
-pub fn after(cursor: Cursor) -> SimpleExpr {
-    Expr::tuple([Expr::col(event::Column::Tx), Expr::col(event::Column::Id)])
-        .gt(Expr::tuple([cursor.tx.into(), cursor.id.into()]))
+/// `query` narrowed to the events after `cursor`, in delivery order. The
+/// relay reads this way: it also sees the events still above the horizon,
+/// to know that some wait.
+pub fn in_order_after(query: Select<event::Entity>, cursor: Cursor) -> Select<event::Entity> {
+    query
+        .filter(
+            Expr::tuple([Expr::col(event::Column::Tx), Expr::col(event::Column::Id)])
+                .gt(Expr::tuple([cursor.tx.into(), cursor.id.into()])),
+        )
+        .order_by_asc(event::Column::Tx)
+        .order_by_asc(event::Column::Id)
 }
 
-/// Events below the horizon of the statement, on PostgreSQL; `None` on
-/// SQLite, where every committed event is.
-pub fn below_horizon(backend: DatabaseBackend) -> Option<SimpleExpr> {
-    (backend == DatabaseBackend::Postgres)
-        .then(|| Expr::col(event::Column::Tx).lt(Expr::cust(HORIZON)))
+/// `query` narrowed to what a reader may deliver after `cursor`, in delivery
+/// order: the events after it below the horizon of the statement (on
+/// PostgreSQL; on SQLite every committed event is below it).
+pub fn deliverable_after(
+    query: Select<event::Entity>,
+    cursor: Cursor,
+    backend: DatabaseBackend,
+) -> Select<event::Entity> {
+    let query = in_order_after(query, cursor);
+    match backend {
+        DatabaseBackend::Postgres => {
+            query.filter(Expr::col(event::Column::Tx).lt(Expr::cust(HORIZON)))
+        }
+        _ => query,
+    }
 }
 
 /// The horizon now: events with a smaller `tx` may be delivered (PostgreSQL;

@@ -13,7 +13,7 @@ use chrono::Utc;
 use entity::{event, event_recipient};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    QuerySelect, Statement, TransactionTrait,
 };
 use tokio::{sync::Notify, time::Instant};
 
@@ -169,10 +169,7 @@ impl Relay {
         // Read before the events, in an older snapshot: every transaction
         // below it has ended, so its events are all in the next read.
         let horizon = cursor::horizon(conn).await.map_err(|e| e.to_string())?;
-        let mut rows = event::Entity::find()
-            .filter(cursor::after(prev))
-            .order_by_asc(event::Column::Tx)
-            .order_by_asc(event::Column::Id)
+        let mut rows = cursor::in_order_after(event::Entity::find(), prev)
             .limit(BATCH as u64)
             .all(conn)
             .await

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use entity::{event, event_recipient, session};
 use futures_util::Stream;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, sea_query::Query,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::Query,
 };
 use tokio::sync::{broadcast::error::RecvError, watch};
 
@@ -29,11 +29,8 @@ pub async fn for_account(
     after: Cursor,
     limit: u64,
 ) -> Result<Vec<LiveEvent>, AppError> {
-    let rows = event::Entity::find()
-        .filter(cursor::after(after))
-        .apply_if(cursor::below_horizon(db.get_database_backend()), |q, c| {
-            q.filter(c)
-        })
+    let backend = db.get_database_backend();
+    let rows = cursor::deliverable_after(event::Entity::find(), after, backend)
         .filter(
             event::Column::Id.in_subquery(
                 Query::select()
@@ -43,8 +40,6 @@ pub async fn for_account(
                     .to_owned(),
             ),
         )
-        .order_by_asc(event::Column::Tx)
-        .order_by_asc(event::Column::Id)
         .limit(limit)
         .all(db)
         .await?;

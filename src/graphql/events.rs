@@ -4,9 +4,7 @@ use async_graphql::{Context, Enum, ID, Json, Object, Subscription, connection::C
 use chrono::{DateTime, Utc};
 use entity::event;
 use futures_util::{StreamExt, stream::BoxStream};
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{
     ContextExt,
@@ -167,14 +165,9 @@ pub async fn event_page(
     let page = Page::<Cursor>::parse(first, after)?;
     let db = &ctx.state().ctx.db;
     cursor::settle(db).await?;
-    let rows = event::Entity::find()
+    let after = page.after.unwrap_or_default();
+    let rows = cursor::deliverable_after(event::Entity::find(), after, db.get_database_backend())
         .filter(condition)
-        .apply_if(page.after, |q, after| q.filter(cursor::after(after)))
-        .apply_if(cursor::below_horizon(db.get_database_backend()), |q, c| {
-            q.filter(c)
-        })
-        .order_by_asc(event::Column::Tx)
-        .order_by_asc(event::Column::Id)
         .limit(page.fetch())
         .all(db)
         .await?;
