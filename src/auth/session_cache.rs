@@ -97,9 +97,7 @@ impl SessionCache {
 pub(crate) mod tests {
     use super::*;
 
-    /// A signed-in caller whose session ends at `expires_at` (also used by
-    /// the hub's tests).
-    pub(crate) fn viewer(verified: bool, expires_at: DateTime<Utc>) -> Viewer {
+    fn viewer(verified: bool, expires_at: DateTime<Utc>) -> Viewer {
         Viewer {
             account_id: 1,
             email: "a@example.com".into(),
@@ -110,15 +108,28 @@ pub(crate) mod tests {
         }
     }
 
+    /// Offer `cache` the session "h" of a caller (verified or not) whose
+    /// session ends `lifetime` from now, as read after `read`; returns now
+    /// (also used by the hub's tests).
+    pub(crate) fn keep(
+        cache: &SessionCache,
+        read: BeforeRead,
+        verified: bool,
+        lifetime: chrono::Duration,
+    ) -> DateTime<Utc> {
+        let now = Utc::now();
+        cache.put("h".into(), read, &viewer(verified, now + lifetime));
+        now
+    }
+
     #[test]
     fn a_session_is_used_until_a_sign_out_anywhere() {
         let cache = SessionCache::default();
-        let now = Utc::now();
-        let read = cache.before_read();
-        cache.put(
-            "h".into(),
-            read,
-            &viewer(true, now + chrono::Duration::hours(1)),
+        let now = keep(
+            &cache,
+            cache.before_read(),
+            true,
+            chrono::Duration::hours(1),
         );
         assert_eq!(cache.get("h", now).map(|v| v.session_id), Some(7));
         assert!(cache.get("other", now).is_none());
@@ -129,26 +140,20 @@ pub(crate) mod tests {
     #[test]
     fn a_session_read_across_a_sign_out_is_not_kept() {
         let cache = SessionCache::default();
-        let now = Utc::now();
         let read = cache.before_read();
         cache.forget_all(); // the sign-out lands while the read is in flight
-        cache.put(
-            "h".into(),
-            read,
-            &viewer(true, now + chrono::Duration::hours(1)),
-        );
+        let now = keep(&cache, read, true, chrono::Duration::hours(1));
         assert!(cache.get("h", now).is_none());
     }
 
     #[test]
     fn unverified_callers_are_not_kept() {
         let cache = SessionCache::default();
-        let now = Utc::now();
-        let read = cache.before_read();
-        cache.put(
-            "h".into(),
-            read,
-            &viewer(false, now + chrono::Duration::hours(1)),
+        let now = keep(
+            &cache,
+            cache.before_read(),
+            false,
+            chrono::Duration::hours(1),
         );
         assert!(cache.get("h", now).is_none());
     }
@@ -156,13 +161,8 @@ pub(crate) mod tests {
     #[test]
     fn an_expired_or_old_session_is_not_used() {
         let cache = SessionCache::default();
-        let now = Utc::now();
         let read = cache.before_read();
-        cache.put(
-            "h".into(),
-            read,
-            &viewer(true, now + chrono::Duration::seconds(1)),
-        );
+        let now = keep(&cache, read, true, chrono::Duration::seconds(1));
         assert!(cache.lookup("h", now, read.at).is_some());
         let later = now + chrono::Duration::seconds(1);
         assert!(cache.lookup("h", later, read.at).is_none(), "expired");

@@ -192,12 +192,15 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::session_cache::tests::viewer;
+    use crate::auth::session_cache::tests::keep;
 
     fn keep_one_session(sessions: &SessionCache) -> chrono::DateTime<chrono::Utc> {
-        let now = chrono::Utc::now();
-        let viewer = viewer(true, now + chrono::Duration::hours(1));
-        sessions.put("h".into(), sessions.before_read(), &viewer);
+        let now = keep(
+            sessions,
+            sessions.before_read(),
+            true,
+            chrono::Duration::hours(1),
+        );
         assert!(sessions.get("h", now).is_some());
         now
     }
