@@ -200,6 +200,11 @@ impl Client {
         }
     }
 
+    /// `http://host:port` of the server.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `data` of a GraphQL answer; any error is an `Err` with its message and code.
     pub async fn gql(
         &self,
@@ -227,41 +232,6 @@ impl Client {
             ));
         }
         Ok(body["data"].take())
-    }
-
-    /// POST a request body serialized once beforehand (as the licensed
-    /// software would: the same query over and over), and return the raw
-    /// answer: the client's own JSON work would otherwise weigh on a
-    /// measurement of sub-millisecond requests.
-    pub async fn post_raw(&self, body: Vec<u8>) -> Result<Vec<u8>, String> {
-        let response = self
-            .http
-            .post(&self.graphql)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
-    }
-
-    /// `GET /healthz`: the cheapest request the server answers (no database,
-    /// no GraphQL), for the floor of what any request costs.
-    pub async fn healthz(&self) -> Result<(), String> {
-        let response = self
-            .http
-            .get(format!("{}/healthz", self.base))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        response.bytes().await.map_err(|e| e.to_string())?;
-        Ok(())
     }
 
     /// A counter (or gauge) from `GET /metrics`.

@@ -3,7 +3,9 @@
 //! GraphQL over HTTP at it, drives the same SQL work straight at PostgreSQL for
 //! the ceiling, and prints one markdown table (also written as JSON under
 //! `bench/results/`). `cargo bench --bench load -- keys` (`just bench-keys`)
-//! runs only the key-generation timing, on PostgreSQL and SQLite.
+//! runs only the key-generation timing, on PostgreSQL and SQLite; `-- claims`
+//! only the claims and their ceiling; `-- validate` only `validateLicense`
+//! and its floor.
 //!
 //! Settings: `BENCH_WARMUP` and `BENCH_SECONDS` (seconds of warm-up and of
 //! measurement per run, default 1 and 3); `BENCH_FIXED_SECONDS` (measurement
@@ -14,8 +16,14 @@
 //! server a database is created on and dropped from; `BENCH_REDIS_URL` (else
 //! `TEST_REDIS_URL`, else redis://127.0.0.1:6379), used on a channel of its own.
 mod env;
+mod http1;
 mod measure;
 mod report;
+
+/// The server's allocator: the generator shares the 2 cores with the
+/// server, and mimalloc costs it less CPU per request than glibc's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{
     collections::HashMap,
@@ -32,11 +40,14 @@ use entity::{account, activation, license, order, session};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
     sqlx::{self, postgres::PgPoolOptions},
 };
 use serde_json::json;
 
+use bytes::Bytes;
 use env::{Client, Cpu, PgDatabase, Server, ServerConfig};
+use http1::Connections;
 use measure::{Stats, Window, closed_loop, open_loop};
 use report::{Report, Row};
 
@@ -65,6 +76,9 @@ struct Options {
     /// Only the claims, their ceiling and the fixed-rate claim runs: the
     /// quick loop while working on the claim path.
     claims_only: bool,
+    /// Only `validateLicense` and its floor (over keys assigned straight in
+    /// the database): the quick loop while working on validation.
+    validate_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -73,12 +87,14 @@ struct Options {
 fn options() -> Options {
     let mut keys_only = false;
     let mut claims_only = false;
+    let mut validate_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
             "--bench" => {}
             "keys" | "--keys" => keys_only = true,
             "claims" | "--claims" => claims_only = true,
+            "validate" | "--validate" => validate_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -92,6 +108,7 @@ fn options() -> Options {
     Options {
         keys_only,
         claims_only,
+        validate_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -153,6 +170,22 @@ async fn run(options: Options) -> Result<(), String> {
     // The key generation above bulk-loaded 300,000 rows: vacuum and analyze
     // now rather than let autovacuum do it in the middle of a measurement.
     vacuum(&db).await?;
+
+    if options.validate_only {
+        assign_for_validation(&db, orders[0], &accounts.claimers[0].email).await?;
+        step("validateLicense");
+        validate_scenario(
+            &mut report,
+            &client,
+            &db,
+            (server.pid(), &pg.name),
+            options.window,
+            options.fixed_window,
+        )
+        .await?;
+        server.stop().await;
+        return finish(report, "validate", started);
+    }
 
     // The first order's keys are claimed through keyledger (in id order, so
     // its first page of keys gets assignees for the read scenario); the
@@ -387,6 +420,9 @@ fn finish(report: Report, name: &str, started: std::time::Instant) -> Result<(),
 
 /// Keys validated by the `validateLicense` scenario, each on its own device.
 const VALIDATED_KEYS: u64 = 1000;
+/// The validations' connections, so at most this many requests in flight
+/// (the closed loop uses 32 of them).
+const VALIDATE_IN_FLIGHT: usize = 256;
 
 /// `validateLicense(key, fingerprint)` as the licensed software calls it (no
 /// sign-in), closed loop at concurrency 32 over keys the claim scenario
@@ -426,31 +462,33 @@ async fn validate_scenario(
     .exec_without_returning(db)
     .await
     .map_err(|e| format!("activations: {e}"))?;
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
         keys.iter()
             .map(|(id, key)| {
                 let variables = json!({"k": key, "f": format!("bench-device-{id}")});
-                json!({"query": VALIDATE, "variables": variables})
-                    .to_string()
-                    .into_bytes()
+                Bytes::from(json!({"query": VALIDATE, "variables": variables}).to_string())
             })
             .collect(),
     );
+    // Bodies serialized once beforehand (as the licensed software would send
+    // the same query over and over), raw answers: the client's own JSON work
+    // would otherwise weigh on a measurement of sub-millisecond requests.
+    let connections = Connections::open(client.base(), VALIDATE_IN_FLIGHT).await?;
     settle(client).await?;
     let statements_before = client.metric(SQL_STATEMENTS).await?;
     let cpu_before = Cpu::now(server_pid, database);
     let done = Arc::new(AtomicU64::new(0));
     // One validation of the next device in turn; counts every request sent.
     let validate = {
-        let client = client.clone();
+        let connections = connections.clone();
         let done = done.clone();
         let next = Arc::new(AtomicUsize::new(0));
         move || {
             done.fetch_add(1, Ordering::Relaxed);
-            let client = client.clone();
+            let connections = connections.clone();
             let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
             async move {
-                let answer = client.post_raw(body).await?;
+                let answer = connections.post_json("/graphql", body).await?;
                 // The one answer expected; anything else (another code, an
                 // error) is shown whole.
                 const VALID: &[u8] =
@@ -489,9 +527,7 @@ async fn validate_scenario(
     // 2 saturated cores); the latency a client sees is measured at a fixed
     // rate of half that maximum, as for claims.
     let rate = stats.throughput / 2.0;
-    // At most 64 in flight: more would only make the client open hundreds
-    // of new connections at once, and measure that.
-    let fixed = open_loop(rate, 64, fixed_window, move |_| validate()).await;
+    let fixed = open_loop(rate, VALIDATE_IN_FLIGHT, fixed_window, move |_| validate()).await;
     report
         .rows
         .push(fixed_rate_row("validateLicense", rate, &fixed));
@@ -507,10 +543,9 @@ async fn validate_scenario(
     // is what this machine's scheduling (client, server and services on 2
     // cores) costs any request, whatever keyledger does.
     let floor = {
-        let client = client.clone();
-        open_loop(rate, 64, fixed_window, move |_| {
-            let client = client.clone();
-            async move { client.healthz().await }
+        open_loop(rate, VALIDATE_IN_FLIGHT, fixed_window, move |_| {
+            let connections = connections.clone();
+            async move { connections.get("/healthz").await.map(|_| ()) }
         })
         .await
     };
@@ -769,6 +804,33 @@ async fn order_keys(db: &DatabaseConnection, order_id: i64) -> Result<Vec<String
         .all(db)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Assign the order's first keys straight in the database, as the claims
+/// would have, for a run of the validation scenario alone.
+async fn assign_for_validation(
+    db: &DatabaseConnection,
+    order_id: i64,
+    email: &str,
+) -> Result<(), String> {
+    let first: Vec<i64> = license::Entity::find()
+        .select_only()
+        .column(license::Column::Id)
+        .filter(license::Column::OrderId.eq(order_id))
+        .order_by_asc(license::Column::Id)
+        .limit(VALIDATED_KEYS)
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(|e| format!("keys to assign: {e}"))?;
+    license::Entity::update_many()
+        .col_expr(license::Column::AssigneeEmail, Expr::value(email))
+        .col_expr(license::Column::AssignedAt, Expr::value(Utc::now()))
+        .filter(license::Column::Id.is_in(first))
+        .exec(db)
+        .await
+        .map_err(|e| format!("assign keys: {e}"))?;
+    Ok(())
 }
 
 /// Claims through keyledger, each of a key nobody claimed before.

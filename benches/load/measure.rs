@@ -151,40 +151,57 @@ where
 /// Start `op(seq)` every `1 / rate` seconds for `window.warmup + window.measure`,
 /// whatever the previous calls are doing (at most `max_in_flight` at once; a
 /// request that has to wait for a slot is late, and its latency says so).
+///
+/// The requests are started by a thread of their own that sleeps until each
+/// one is due (to within ≈ 0.1 ms): tokio's timer ticks by the millisecond,
+/// and pacing with it made every request up to 2 ms late before it was sent,
+/// which counted as latency (`GET /healthz` at 10,000/s: p50 1.4 ms with
+/// tokio's timer, 0.12 ms with this thread).
 pub async fn open_loop<F, Fut>(rate: f64, max_in_flight: usize, window: Window, op: F) -> Stats
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let start = tokio::time::Instant::now();
+    let start = Instant::now();
     let from = start + window.warmup;
     let until = from + window.measure;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let mut tasks = Vec::new();
-    for seq in 0u64.. {
-        let due = start + interval.mul_f64(seq as f64);
-        if due >= until {
-            break;
-        }
-        tokio::time::sleep_until(due).await;
-        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-        let op = op.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let pacer = {
+        let slots = slots.clone();
         let tally = tally.clone();
-        tasks.push(tokio::spawn(async move {
-            let result = op(seq).await;
-            let done = tokio::time::Instant::now();
-            drop(permit);
-            if done >= from && done <= until {
-                let micros = (done - due).as_micros() as u64;
-                tally.lock().expect("tally").record(micros, &result);
+        tokio::task::spawn_blocking(move || {
+            for seq in 0u64.. {
+                let due = start + interval.mul_f64(seq as f64);
+                if due >= until {
+                    break;
+                }
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                let permit = runtime
+                    .block_on(slots.clone().acquire_owned())
+                    .expect("semaphore open");
+                let op = op.clone();
+                let tally = tally.clone();
+                runtime.spawn(async move {
+                    let result = op(seq).await;
+                    let done = Instant::now();
+                    if done >= from && done <= until {
+                        let micros = (done - due).as_micros() as u64;
+                        tally.lock().expect("tally").record(micros, &result);
+                    }
+                    // Released once recorded: all slots free means all recorded.
+                    drop(permit);
+                });
             }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("open-loop request");
-    }
+        })
+    };
+    pacer.await.expect("open-loop pacer");
+    let _all_done = slots
+        .acquire_many(max_in_flight as u32)
+        .await
+        .expect("semaphore open");
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
     tally.stats(window.measure.as_secs_f64())
 }

@@ -1,0 +1,126 @@
+//! A fixed set of keep-alive HTTP/1.1 connections for the fixed-rate runs,
+//! one request at a time on each (as wrk2 keeps them).
+//!
+//! Why not reqwest there: the generator shares the machine's 2 cores with
+//! the server, and reqwest's pool, URL handling and per-request setup cost
+//! CPU that the server then lacks (validations at concurrency 32: 20,000–
+//! 24,000/s through reqwest, 26,000–31,000/s over these connections, on the
+//! same machine). Opened beforehand, the connections also let the fixed-rate
+//! run keep many requests in flight without opening connections in the
+//! middle of a measurement. The claims and setup keep reqwest.
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, client::conn::http1::SendRequest, header};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, sync::Semaphore};
+
+/// `count` connections to one server; a request waits for a free one.
+pub struct Connections {
+    host: String,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    free: Semaphore,
+}
+
+impl Connections {
+    /// Open `count` connections to `base` (`http://host:port`).
+    pub async fn open(base: &str, count: usize) -> Result<Arc<Connections>, String> {
+        let host = base
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("not an http:// address: {base}"))?
+            .trim_end_matches('/')
+            .to_owned();
+        let mut idle = Vec::with_capacity(count);
+        for _ in 0..count {
+            idle.push(connect(&host).await?);
+        }
+        Ok(Arc::new(Connections {
+            host,
+            idle: Mutex::new(idle),
+            free: Semaphore::new(count),
+        }))
+    }
+
+    /// `POST path` with a JSON body; the answer's body when the status is 2xx.
+    pub async fn post_json(&self, path: &str, body: Bytes) -> Result<Bytes, String> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::HOST, &self.host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
+
+    /// `GET path`; the answer's body when the status is 2xx.
+    pub async fn get(&self, path: &str) -> Result<Bytes, String> {
+        let request = Request::builder()
+            .uri(path)
+            .header(header::HOST, &self.host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
+        let permit = self.free.acquire().await.map_err(|e| e.to_string())?;
+        let mut connection = self
+            .idle
+            .lock()
+            .expect("idle connections")
+            .pop()
+            .expect("one idle connection per permit");
+        let answer = exchange(&mut connection, request).await;
+        if answer.is_err() {
+            // The connection may be broken: replace it, or give up its slot
+            // (the error is counted either way).
+            match connect(&self.host).await {
+                Ok(fresh) => connection = fresh,
+                Err(_) => {
+                    permit.forget();
+                    return answer;
+                }
+            }
+        }
+        self.idle.lock().expect("idle connections").push(connection);
+        drop(permit);
+        answer
+    }
+}
+
+async fn connect(host: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("connect {host}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn exchange(
+    connection: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<Bytes, String> {
+    connection.ready().await.map_err(|e| e.to_string())?;
+    let response = connection
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
