@@ -385,6 +385,46 @@ impl Cpu {
     }
 }
 
+/// The whole machine's CPU time (`/proc/stat`), busy and in all, in USER_HZ
+/// ticks: what share of its cores a run kept busy, whoever used them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .filter(|line| line.starts_with("cpu "))
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(1)
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is
+        // counted in user already).
+        let total: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        MachineCpu {
+            busy: total.saturating_sub(idle),
+            total,
+        }
+    }
+
+    /// Share of the machine's CPU time that was busy since `self`, in percent.
+    pub fn busy_since(&self) -> f64 {
+        let now = MachineCpu::now();
+        let total = now.total.saturating_sub(self.total);
+        100.0 * now.busy.saturating_sub(self.busy) as f64 / total.max(1) as f64
+    }
+}
+
 /// Linux reports process times in USER_HZ, 100 per second on every architecture Rust targets here.
 const USER_HZ: f64 = 100.0;
 

@@ -15,6 +15,8 @@ use std::{
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::env::MachineCpu;
+
 /// Latencies are recorded in microseconds, up to a minute.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
@@ -40,6 +42,9 @@ pub struct Stats {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Share of the whole machine's CPU time busy during the window, in
+    /// percent (the generator, the server, PostgreSQL and anything else).
+    pub machine_busy_percent: f64,
     /// First error seen, to explain `errors`.
     pub first_error: Option<String>,
 }
@@ -50,6 +55,7 @@ impl Stats {
         ok: u64,
         errors: u64,
         seconds: f64,
+        machine_busy_percent: f64,
         first_error: Option<String>,
     ) -> Self {
         let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
@@ -61,6 +67,7 @@ impl Stats {
             p90_ms: ms(0.90),
             p99_ms: ms(0.99),
             max_ms: hist.max() as f64 / 1000.0,
+            machine_busy_percent,
             first_error,
         }
     }
@@ -104,10 +111,28 @@ impl Tally {
         }
     }
 
-    fn stats(self, seconds: f64) -> Stats {
+    fn stats(self, seconds: f64, machine_busy_percent: f64) -> Stats {
         let hist = self.hist.unwrap_or_else(histogram);
-        Stats::from(&hist, self.ok, self.errors, seconds, self.first_error)
+        Stats::from(
+            &hist,
+            self.ok,
+            self.errors,
+            seconds,
+            machine_busy_percent,
+            self.first_error,
+        )
     }
+}
+
+/// The machine's busy share (percent) between `from` and `until`, read by a
+/// task that sleeps through the rest.
+fn machine_busy(from: Instant, until: Instant) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let start = MachineCpu::now();
+        tokio::time::sleep_until(until.into()).await;
+        start.busy_since()
+    })
 }
 
 /// `concurrency` workers call `op(worker, seq)` back to back for
@@ -120,6 +145,7 @@ where
     let start = Instant::now();
     let from = start + window.warmup;
     let until = from + window.measure;
+    let busy = machine_busy(from, until);
     let seq = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
@@ -145,7 +171,10 @@ where
     for worker in workers {
         total.merge(worker.await.expect("load worker"));
     }
-    total.stats(window.measure.as_secs_f64())
+    total.stats(
+        window.measure.as_secs_f64(),
+        busy.await.expect("machine busy"),
+    )
 }
 
 /// Start `op(seq)` every `1 / rate` seconds for `window.warmup + window.measure`,
@@ -165,6 +194,7 @@ where
     let start = Instant::now();
     let from = start + window.warmup;
     let until = from + window.measure;
+    let busy = machine_busy(from, until);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -203,5 +233,8 @@ where
         .await
         .expect("semaphore open");
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
-    tally.stats(window.measure.as_secs_f64())
+    tally.stats(
+        window.measure.as_secs_f64(),
+        busy.await.expect("machine busy"),
+    )
 }

@@ -42,6 +42,10 @@ impl Row {
         self.throughput = Some(stats.throughput);
         self.p50_ms = Some(stats.p50_ms);
         self.p99_ms = Some(stats.p99_ms);
+        self.note(format!(
+            "machine CPU {:.0}% busy",
+            stats.machine_busy_percent
+        ));
         if stats.errors > 0 {
             self.note(format!(
                 "{} errors, first: {}",
