@@ -1,4 +1,5 @@
-//! A fixed set of keep-alive HTTP/1.1 connections for the fixed-rate runs,
+//! A fixed set of keep-alive HTTP/1.1 connections for the validation
+//! scenario (its closed loop, its fixed-rate run and the `/healthz` floor),
 //! one request at a time on each (as wrk2 keeps them).
 //!
 //! Why not reqwest there: the generator shares the machine's 2 cores with
@@ -8,7 +9,10 @@
 //! same machine). Opened beforehand, the connections also let the fixed-rate
 //! run keep many requests in flight without opening connections in the
 //! middle of a measurement. The claims and setup keep reqwest.
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,7 +24,10 @@ use tokio::{net::TcpStream, sync::Semaphore};
 pub struct Connections {
     host: String,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// One permit per idle connection; closed when none is left, so that
+    /// requests fail instead of waiting forever.
     free: Semaphore,
+    live: AtomicUsize,
 }
 
 impl Connections {
@@ -39,6 +46,7 @@ impl Connections {
             host,
             idle: Mutex::new(idle),
             free: Semaphore::new(count),
+            live: AtomicUsize::new(count),
         }))
     }
 
@@ -65,25 +73,35 @@ impl Connections {
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
-        let permit = self.free.acquire().await.map_err(|e| e.to_string())?;
+        let permit = self
+            .free
+            .acquire()
+            .await
+            .map_err(|_| "no connection to the server left".to_owned())?;
         let mut connection = self
             .idle
             .lock()
             .expect("idle connections")
             .pop()
             .expect("one idle connection per permit");
-        let answer = exchange(&mut connection, request).await;
-        if answer.is_err() {
-            // The connection may be broken: replace it, or give up its slot
-            // (the error is counted either way).
-            match connect(&self.host).await {
-                Ok(fresh) => connection = fresh,
-                Err(_) => {
-                    permit.forget();
-                    return answer;
+        let answer = match exchange(&mut connection, request).await {
+            Ok(answer) => answer,
+            Err(broken) => {
+                // Replace the broken connection, or give up its slot; the
+                // request counts as an error either way.
+                match connect(&self.host).await {
+                    Ok(fresh) => connection = fresh,
+                    Err(_) => {
+                        permit.forget();
+                        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            self.free.close();
+                        }
+                        return Err(broken);
+                    }
                 }
+                Err(broken)
             }
-        }
+        };
         self.idle.lock().expect("idle connections").push(connection);
         drop(permit);
         answer
@@ -102,10 +120,12 @@ async fn connect(host: &str) -> Result<SendRequest<Full<Bytes>>, String> {
     Ok(sender)
 }
 
+/// One request and its answer: `Err` when the connection failed, else the
+/// answer (`Err` inside for a status other than 2xx, on a sound connection).
 async fn exchange(
     connection: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-) -> Result<Bytes, String> {
+) -> Result<Result<Bytes, String>, String> {
     connection.ready().await.map_err(|e| e.to_string())?;
     let response = connection
         .send_request(request)
@@ -118,9 +138,9 @@ async fn exchange(
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    if status.is_success() {
+    Ok(if status.is_success() {
         Ok(body)
     } else {
         Err(format!("HTTP {status}"))
-    }
+    })
 }

@@ -20,8 +20,8 @@ mod http1;
 mod measure;
 mod report;
 
-/// The server's allocator: the generator shares the 2 cores with the
-/// server, and mimalloc costs it less CPU per request than glibc's.
+/// The generator uses the server's allocator too: it shares the 2 cores with
+/// the server, and mimalloc costs it less CPU per request than glibc's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -425,8 +425,8 @@ const VALIDATED_KEYS: u64 = 1000;
 const VALIDATE_IN_FLIGHT: usize = 256;
 
 /// `validateLicense(key, fingerprint)` as the licensed software calls it (no
-/// sign-in), closed loop at concurrency 32 over keys the claim scenario
-/// assigned, each activated on one device (written straight to the database:
+/// sign-in), closed loop at concurrency 32 over assigned keys (by the claim
+/// scenario, or straight in the database with `-- validate`), each activated on one device (written straight to the database:
 /// activating through the API is rate limited per client address). Every
 /// answer must be `VALID`. Goals: ≥ 10,000 validations/s, p99 < 5 ms.
 async fn validate_scenario(

@@ -1,10 +1,13 @@
 //! Driving load: closed-loop (N workers, each sends its next request when the
 //! previous one answered) and open-loop (requests at a fixed rate, latency
 //! measured from the time each was due, so a stall is not hidden by the
-//! generator waiting for it). Only what completes inside the measurement
-//! window counts; the warm-up before it is discarded.
+//! generator waiting for it). A closed loop counts what completes inside the
+//! measurement window, an open loop every request due inside it; the warm-up
+//! before it is discarded. A request that panics or takes over
+//! [`REQUEST_TIMEOUT`] counts as an error.
 use std::{
     future::Future,
+    panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -12,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::FutureExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -124,6 +128,19 @@ impl Tally {
     }
 }
 
+/// Longest a request may take: past it, it counts as an error, so a server
+/// that stops answering ends the run instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `request`, with a panic or a time-out counted as an error like any other.
+async fn bounded(request: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, AssertUnwindSafe(request).catch_unwind()).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the request panicked".into()),
+        Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+    }
+}
+
 /// The machine's busy share (percent) between `from` and `until`, read by a
 /// task that sleeps through the rest.
 fn machine_busy(from: Instant, until: Instant) -> tokio::task::JoinHandle<f64> {
@@ -158,7 +175,7 @@ where
                 if sent >= until {
                     break;
                 }
-                let result = op(worker, seq.fetch_add(1, Ordering::Relaxed)).await;
+                let result = bounded(op(worker, seq.fetch_add(1, Ordering::Relaxed))).await;
                 let done = Instant::now();
                 if done >= from && done <= until {
                     tally.record((done - sent).as_micros() as u64, &result);
@@ -215,10 +232,11 @@ where
                 let op = op.clone();
                 let tally = tally.clone();
                 runtime.spawn(async move {
-                    let result = op(seq).await;
-                    let done = Instant::now();
-                    if done >= from && done <= until {
-                        let micros = (done - due).as_micros() as u64;
+                    let result = bounded(op(seq)).await;
+                    // Every request due inside the window counts, however
+                    // late it ends (the wait below lets the last ones end).
+                    if due >= from {
+                        let micros = (Instant::now() - due).as_micros() as u64;
                         tally.lock().expect("tally").record(micros, &result);
                     }
                     // Released once recorded: all slots free means all recorded.
