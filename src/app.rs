@@ -199,7 +199,10 @@ impl App {
 }
 
 fn router(state: AppState, schema: AppSchema) -> Router {
-    let server = http::Server { state, schema };
+    let server = http::Server {
+        state: Arc::new(state),
+        schema,
+    };
     Router::new()
         .route("/graphql", post(http::graphql).get(http::graphiql))
         .route("/graphql/ws", get(http::graphql_ws))

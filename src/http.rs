@@ -1,6 +1,6 @@
 //! HTTP endpoints: GraphQL over HTTP and websockets, GraphiQL, health,
 //! readiness, metrics, and the small pages links in emails open.
-use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use async_graphql::{Data, http::GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
@@ -24,7 +24,9 @@ use crate::{
 
 #[derive(Clone)]
 pub struct Server {
-    pub state: AppState,
+    /// Shared, not cloned field by field: axum clones the router's state for
+    /// every request.
+    pub state: Arc<AppState>,
     pub schema: AppSchema,
 }
 
