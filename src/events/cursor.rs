@@ -69,6 +69,12 @@ impl FromStr for Cursor {
 const HORIZON: &str =
     "pg_snapshot_xmin(pg_current_snapshot())::text::bigint + keyledger_tx_offset()";
 
+/// The id the next transaction will get, as of the statement that evaluates
+/// it (PostgreSQL), on the scale of `tx`. Within one statement it reads the
+/// same snapshot as [`HORIZON`].
+const NEXT_TX: &str =
+    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint + keyledger_tx_offset()";
+
 /// `query` narrowed to the events after `cursor`, in delivery order. The
 /// relay reads this way: it also sees the events still above the horizon,
 /// to know that some wait.
@@ -127,13 +133,9 @@ pub async fn settle(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     if backend != DatabaseBackend::Postgres {
         return Ok(());
     }
+    let sql = format!("SELECT {HORIZON} AS xmin, {NEXT_TX} AS xmax");
     let row = db
-        .query_one_raw(Statement::from_string(
-            backend,
-            "SELECT pg_snapshot_xmin(s)::text::bigint + keyledger_tx_offset() AS xmin, \
-             pg_snapshot_xmax(s)::text::bigint + keyledger_tx_offset() AS xmax \
-             FROM pg_current_snapshot() AS s",
-        ))
+        .query_one_raw(Statement::from_string(backend, sql))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("snapshot".into()))?;
     let (mut xmin, target): (i64, i64) = (row.try_get("", "xmin")?, row.try_get("", "xmax")?);
@@ -179,14 +181,13 @@ pub async fn keep_ahead(db: &DatabaseConnection) -> Result<i64, DbErr> {
     // This statement reads tables, so it sees an offset raised by an instance
     // that held the lock before us (a statement that touches no table may
     // keep the function's old body within a transaction).
+    let sql = format!(
+        "SELECT keyledger_tx_offset() AS offset_now, {NEXT_TX} AS next_tx, \
+         GREATEST((SELECT COALESCE(MAX(tx), 0) FROM events), \
+                  (SELECT published_tx FROM relay_state WHERE id = 1)) AS newest"
+    );
     let row = txn
-        .query_one_raw(Statement::from_string(
-            backend,
-            "SELECT keyledger_tx_offset() AS offset_now, \
-             pg_snapshot_xmax(pg_current_snapshot())::text::bigint + keyledger_tx_offset() AS next_tx, \
-             GREATEST((SELECT COALESCE(MAX(tx), 0) FROM events), \
-                      (SELECT published_tx FROM relay_state WHERE id = 1)) AS newest",
-        ))
+        .query_one_raw(Statement::from_string(backend, sql))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("transaction ids".into()))?;
     let offset: i64 = row.try_get("", "offset_now")?;
