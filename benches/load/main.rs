@@ -310,7 +310,7 @@ async fn run(options: Options) -> Result<(), String> {
     let fixed = open_loop(rate, 1024, options.fixed_window, app.open_op()).await;
     report
         .rows
-        .push(fixed_rate_row("claimLicense", rate, &fixed));
+        .push(fixed_rate_row("claimLicense", "half the max", rate, &fixed));
     report.goals.push(format!(
         "claimLicense p99 at half the max throughput ({rate:.0}/s): {:.2} ms (goal < 10 ms): {}",
         fixed.p99_ms,
@@ -420,6 +420,8 @@ fn finish(report: Report, name: &str, started: std::time::Instant) -> Result<(),
 
 /// Keys validated by the `validateLicense` scenario, each on its own device.
 const VALIDATED_KEYS: u64 = 1000;
+/// Issue 8's throughput goal, and the rate its p99 goal is measured at.
+const VALIDATE_GOAL_RATE: f64 = 10_000.0;
 /// The validations' connections, so at most this many requests in flight
 /// (the closed loop uses 32 of them).
 const VALIDATE_IN_FLIGHT: usize = 256;
@@ -524,20 +526,42 @@ async fn validate_scenario(
     ));
     report.rows.push(row);
     // The closed loop's p99 is mostly its own queue (32 requests waiting on
-    // 2 saturated cores); the latency a client sees is measured at a fixed
-    // rate of half that maximum, as for claims.
+    // 2 saturated cores); the latency a client sees is measured at fixed
+    // rates. Issue 8 sets the goal as "≥ 10,000 validations/s, p99 < 5 ms":
+    // the p99 is taken at that rate. Half the maximum, the rate issue 7
+    // sets for claims, is measured too, for comparison across machines.
+    let at_goal = {
+        let validate = validate.clone();
+        open_loop(
+            VALIDATE_GOAL_RATE,
+            VALIDATE_IN_FLIGHT,
+            fixed_window,
+            move |_| validate(),
+        )
+        .await
+    };
+    report.rows.push(fixed_rate_row(
+        "validateLicense",
+        "the goal's 10,000/s",
+        VALIDATE_GOAL_RATE,
+        &at_goal,
+    ));
     let rate = stats.throughput / 2.0;
     let fixed = open_loop(rate, VALIDATE_IN_FLIGHT, fixed_window, move |_| validate()).await;
-    report
-        .rows
-        .push(fixed_rate_row("validateLicense", rate, &fixed));
+    report.rows.push(fixed_rate_row(
+        "validateLicense",
+        "half the max",
+        rate,
+        &fixed,
+    ));
     report.goals.push(format!(
-        "validateLicense: {:.0}/s at most (goal ≥ 10,000/s): {}; p99 {:.2} ms at half that rate, {:.2} ms in the saturated closed loop (goal < 5 ms): {}",
+        "validateLicense: {:.0}/s at most (goal ≥ 10,000/s): {}; p99 at 10,000/s {:.2} ms (goal < 5 ms): {}; p99 at half the max ({rate:.0}/s) {:.2} ms, in the saturated closed loop {:.2} ms",
         stats.throughput,
-        verdict(stats.throughput >= 10_000.0 && stats.errors == 0),
+        verdict(stats.throughput >= VALIDATE_GOAL_RATE && stats.errors == 0),
+        at_goal.p99_ms,
+        verdict(at_goal.p99_ms < 5.0 && at_goal.errors == 0),
         fixed.p99_ms,
         stats.p99_ms,
-        verdict(fixed.p99_ms < 5.0 && fixed.errors == 0)
     ));
     // The floor: the cheapest request there is, at the same rate. Its p99
     // is what this machine's scheduling (client, server and services on 2
@@ -557,18 +581,16 @@ async fn validate_scenario(
     report.rows.push(row);
     report.raw.insert(
         "validate_license".into(),
-        json!({"stats": stats, "fixed_rate": {"rate": rate, "stats": fixed}, "floor": floor, "statements_per_validation": statements, "cpu_ms_per_validation": cpu}),
+        json!({"stats": stats, "goal_rate": {"rate": VALIDATE_GOAL_RATE, "stats": at_goal}, "fixed_rate": {"rate": rate, "stats": fixed}, "floor": floor, "statements_per_validation": statements, "cpu_ms_per_validation": cpu}),
     );
     Ok(())
 }
 
-/// The row of an open-loop run of `operation` at half its maximum rate.
-fn fixed_rate_row(operation: &str, rate: f64, stats: &Stats) -> Row {
-    let mut row = Row::new(
-        format!("{operation}, fixed rate at half the max"),
-        "open loop",
-    )
-    .with_stats(stats);
+/// The row of an open-loop run of `operation` at `rate`, described as `at`
+/// ("half the max", …).
+fn fixed_rate_row(operation: &str, at: &str, rate: f64, stats: &Stats) -> Row {
+    let mut row =
+        Row::new(format!("{operation}, fixed rate at {at}"), "open loop").with_stats(stats);
     row.note(format!(
         "offered {rate:.0}/s; latency from each request's due time"
     ));
