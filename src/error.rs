@@ -9,6 +9,7 @@ pub type ApiResult<T> = Result<T, AppError>;
 
 /// A device a key is active on, listed when a change is refused with `DEVICE_ACTIVE`.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ActiveDevice {
     pub fingerprint: String,
     pub name: String,

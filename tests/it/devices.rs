@@ -294,6 +294,11 @@ async fn active_devices_block_reassignment_claims_and_transfers_until_deactivate
     assert_eq!(blocked["extensions"]["code"], "DEVICE_ACTIVE");
     assert_eq!(blocked["extensions"]["devices"][0]["fingerprint"], "fp-1");
     assert_eq!(blocked["extensions"]["devices"][0]["name"], "Laptop");
+    assert!(
+        blocked["extensions"]["devices"][0]["activatedAt"]
+            .as_str()
+            .is_some_and(|t| t.contains('T'))
+    );
     let unassign = app
         .error(
             Some(&buyer),
