@@ -172,7 +172,9 @@ pub async fn claim(
     };
     // The owner hears of a linked claim, or of one waiting because the key is
     // held, if they asked to; under manual approval the email is suppressed.
-    if owner.notify_on_claim && !manual {
+    // The email names the key: a buyer who has left the organization the
+    // order belongs to gets none.
+    if owner.notify_on_claim && !manual && rights::owner_holds_rights(&txn, &order, &owner).await? {
         mail::enqueue(
             &txn,
             now,

@@ -80,7 +80,9 @@ fn check_field(value: &str, field: &'static str) -> ApiResult<String> {
     Ok(value.to_owned())
 }
 
-/// A key, its order, locked for a device change; `NOT_FOUND` for any key
+/// A key, locked for a device change, and its order, locked for share: an
+/// order transfer (which locks the order for update, then checks that no key
+/// is active) and an activation then never overlap. `NOT_FOUND` for any key
 /// that does not exist (unknown and foreign keys answer alike).
 async fn lock_by_key(
     conn: &impl ConnectionTrait,
@@ -94,6 +96,7 @@ async fn lock_by_key(
         .await?
         .ok_or(AppError::NotFound("key"))?;
     let order = order::Entity::find_by_id(license.order_id)
+        .lock_shared()
         .one(conn)
         .await?
         .ok_or(AppError::NotFound("key"))?;

@@ -1,10 +1,10 @@
 //! Organizations (product.md "Companies and devices"): admins and members,
 //! known by email; a member acts once an account has verified that email.
-//! An organization always keeps at least one admin.
-use entity::{organization, organization_member};
+//! An organization always keeps at least one admin with a verified email.
+use entity::{account, organization, organization_member};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Query,
 };
 
 use super::{Ctx, email, siret};
@@ -115,19 +115,40 @@ fn parse_role(role: &str) -> ApiResult<&'static str> {
     }
 }
 
-/// Number of admins left if `email` stops being one.
+/// Lock the organization for a change of its members, so that two admins
+/// removing or demoting each other at once take turns, and the second sees
+/// that it would leave no admin. `NOT_FOUND` for an organization that does
+/// not exist, as for one the caller has no rights on.
+async fn lock_members(conn: &impl ConnectionTrait, organization_id: i64) -> ApiResult<()> {
+    organization::Entity::find_by_id(organization_id)
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("organization"))?;
+    Ok(())
+}
+
+/// Number of admins who can act (their email is verified) left if `email`
+/// stops being one. An admin invited at an address nobody has verified
+/// does not count: a typo must not leave the organization without anyone
+/// able to manage it.
 async fn other_admins(
     conn: &impl ConnectionTrait,
     organization_id: i64,
     email: &str,
-) -> ApiResult<usize> {
+) -> ApiResult<u64> {
+    let verified = Query::select()
+        .column(account::Column::Email)
+        .from(account::Entity)
+        .and_where(account::Column::EmailVerifiedAt.is_not_null())
+        .to_owned();
     Ok(organization_member::Entity::find()
         .filter(organization_member::Column::OrganizationId.eq(organization_id))
         .filter(organization_member::Column::Role.eq(ADMIN))
         .filter(organization_member::Column::Email.ne(email))
-        .all(conn)
-        .await?
-        .len())
+        .filter(organization_member::Column::Email.in_subquery(verified))
+        .count(conn)
+        .await?)
 }
 
 /// Add a member (or change their role), by an organization admin.
@@ -141,6 +162,7 @@ pub async fn add_member(
     let member_email = email::normalize(member_email, "email")?;
     let role = parse_role(role)?;
     let txn = begin_write(&ctx.db).await?;
+    lock_members(&txn, organization_id).await?;
     require_admin(&txn, viewer, organization_id).await?;
     let existing = organization_member::Entity::find_by_id((organization_id, member_email.clone()))
         .one(&txn)
@@ -152,7 +174,7 @@ pub async fn add_member(
                 && other_admins(&txn, organization_id, &member_email).await? == 0
             {
                 return Err(AppError::conflict(
-                    "an organization keeps at least one admin",
+                    "an organization keeps at least one admin with a verified email",
                 ));
             }
             let mut changed: organization_member::ActiveModel = existing.into();
@@ -184,6 +206,7 @@ pub async fn remove_member(
 ) -> ApiResult<()> {
     let member_email = email::normalize(member_email, "email")?;
     let txn = begin_write(&ctx.db).await?;
+    lock_members(&txn, organization_id).await?;
     require_admin(&txn, viewer, organization_id).await?;
     let member = organization_member::Entity::find_by_id((organization_id, member_email.clone()))
         .one(&txn)
@@ -191,7 +214,7 @@ pub async fn remove_member(
         .ok_or(AppError::NotFound("member"))?;
     if member.role == ADMIN && other_admins(&txn, organization_id, &member_email).await? == 0 {
         return Err(AppError::conflict(
-            "an organization keeps at least one admin",
+            "an organization keeps at least one admin with a verified email",
         ));
     }
     organization_member::Entity::delete_by_id((organization_id, member_email))

@@ -34,6 +34,31 @@ pub async fn can_manage(
     )
 }
 
+/// True while an order's owner holds its rights: always for their own order,
+/// and while they are a member for an organization's order (the same rule as
+/// [`can_manage`], for an owner known by their account rather than signed in).
+/// The owner's claim settings keep deciding for the order after they leave
+/// (an organization has no settings of its own; its admins can override
+/// manual approval per order); what stops is anything sent to them.
+pub async fn owner_holds_rights(
+    conn: &impl ConnectionTrait,
+    order: &order::Model,
+    owner: &account::Model,
+) -> ApiResult<bool> {
+    let Some(organization_id) = order.organization_id else {
+        return Ok(true);
+    };
+    if owner.email_verified_at.is_none() {
+        return Ok(false);
+    }
+    Ok(
+        organization_member::Entity::find_by_id((organization_id, owner.email.clone()))
+            .one(conn)
+            .await?
+            .is_some(),
+    )
+}
+
 /// `can_manage`, or `NOT_FOUND` for a stranger: whether an order exists is
 /// not revealed to people with no rights on it.
 pub async fn require_manage(

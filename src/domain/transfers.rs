@@ -171,13 +171,16 @@ pub async fn accept(
             "this transfer is addressed to another email address",
         ));
     }
-    if order.owner_id != transfer.from_account_id {
+    // The sender must still hold the owner's rights: the order may have
+    // changed owner since, or the sender (an organization's admin, or the
+    // member who bought it) may have left the organization.
+    let old_managers = rights::order_managers(&txn, &order).await?;
+    if !old_managers.contains(&transfer.from_account_id) {
         return Err(AppError::conflict(
-            "the order changed owner since this transfer started",
+            "the sender no longer holds this order's rights: the transfer cannot be accepted",
         ));
     }
     super::devices::ensure_none_active_on_order(&txn, order.id).await?;
-    let old_managers = rights::order_managers(&txn, &order).await?;
     let mut moved: order::ActiveModel = order.clone().into();
     moved.owner_id = Set(viewer.account_id);
     moved.organization_id = Set(None);

@@ -229,3 +229,188 @@ async fn an_unverified_member_has_no_rights_until_verified() {
     )
     .await;
 }
+
+const KEYS: &str = "query($o:ID!){ order(id:$o){ licenses(first:10){ edges { node { key } } } } }";
+const CLAIM: &str = "mutation($k:String!){ claimLicense(key:$k){ outcome } }";
+const START_TRANSFER: &str =
+    "mutation($o:ID!,$e:String!){ startOrderTransfer(orderId:$o, newOwnerEmail:$e){ id } }";
+const ACCEPT_TRANSFER: &str =
+    "mutation($t:String!){ acceptOrderTransfer(token:$t){ status order { id } } }";
+
+/// An organization with an admin and a member, and an order the member
+/// bought for it, paid. Returns (admin token, member token, member email,
+/// organization id, order id, the order's keys).
+async fn member_bought_order(
+    app: &TestApp,
+) -> (String, String, String, String, String, Vec<String>) {
+    let (admin, _) = app.verified_user(&email("admin")).await;
+    let org = app
+        .ok(
+            Some(&admin),
+            CREATE_ORG,
+            json!({"n": "Acme", "s": "73282932000074"}),
+        )
+        .await;
+    let org_id = org["createOrganization"]["id"].as_str().unwrap().to_owned();
+    let member_email = email("buyer");
+    let (member, _) = app.verified_user(&member_email).await;
+    app.ok(
+        Some(&admin),
+        ADD,
+        json!({"o": org_id, "e": member_email, "r": "MEMBER"}),
+    )
+    .await;
+    let order = app
+        .ok(Some(&member), CREATE_ORDER, json!({"o": org_id}))
+        .await;
+    let order_id = order["createOrder"]["id"].as_str().unwrap().to_owned();
+    let site_admin = app.admin().await;
+    app.ok(Some(&site_admin), PAY, json!({"o": order_id})).await;
+    let data = app.ok(Some(&admin), KEYS, json!({"o": order_id})).await;
+    let keys = data["order"]["licenses"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["key"].as_str().unwrap().to_owned())
+        .collect();
+    (admin, member, member_email, org_id, order_id, keys)
+}
+
+/// The confirmation token of the newest transfer email sent to `to`.
+async fn transfer_token(app: &TestApp, to: &str) -> String {
+    for _ in 0..300 {
+        if let Some(mail) = app
+            .mails_to(to)
+            .into_iter()
+            .rev()
+            .find(|m| m.subject.contains("transfer"))
+        {
+            return mail.token_after("/transfers/confirm?token=");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no transfer email to {to}");
+}
+
+#[tokio::test]
+async fn an_organization_admin_transfers_a_members_order() {
+    let app = TestApp::spawn().await;
+    let (admin, _, _, _, order_id, _) = member_bought_order(&app).await;
+    let new_owner_email = email("newowner");
+    let (new_owner, _) = app.verified_user(&new_owner_email).await;
+    app.ok(
+        Some(&admin),
+        START_TRANSFER,
+        json!({"o": order_id, "e": new_owner_email}),
+    )
+    .await;
+    let token = transfer_token(&app, &new_owner_email).await;
+    let accepted = app
+        .ok(Some(&new_owner), ACCEPT_TRANSFER, json!({"t": token}))
+        .await;
+    assert_eq!(accepted["acceptOrderTransfer"]["status"], "ACCEPTED");
+    // The order left the organization: the new owner holds it, the admin no longer does.
+    app.ok(Some(&new_owner), ORDER, json!({"o": order_id}))
+        .await;
+    assert_eq!(
+        app.err(Some(&admin), ORDER, json!({"o": order_id})).await,
+        "NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn a_buyer_who_left_can_neither_hand_the_order_over_nor_hear_of_its_claims() {
+    let app = TestApp::spawn().await;
+    let (admin, member, member_email, org_id, order_id, keys) = member_bought_order(&app).await;
+    let new_owner_email = email("newowner");
+    let (new_owner, _) = app.verified_user(&new_owner_email).await;
+    app.ok(
+        Some(&member),
+        START_TRANSFER,
+        json!({"o": order_id, "e": new_owner_email}),
+    )
+    .await;
+    let token = transfer_token(&app, &new_owner_email).await;
+
+    // While a member, the buyer hears of claims on the order's keys.
+    let (claimer, _) = app.verified_user(&email("claimer")).await;
+    app.ok(Some(&claimer), CLAIM, json!({"k": keys[0]})).await;
+    let claimed = |mails: Vec<crate::harness::Mail>| {
+        mails
+            .iter()
+            .filter(|m| m.subject.contains("claimed"))
+            .count()
+    };
+    for _ in 0..300 {
+        if claimed(app.mails_to(&member_email)) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(claimed(app.mails_to(&member_email)), 1);
+
+    app.ok(
+        Some(&admin),
+        REMOVE,
+        json!({"o": org_id, "e": member_email}),
+    )
+    .await;
+    // The transfer the buyer started cannot be accepted any more.
+    assert_eq!(
+        app.err(Some(&new_owner), ACCEPT_TRANSFER, json!({"t": token}))
+            .await,
+        "CONFLICT"
+    );
+    app.ok(Some(&admin), ORDER, json!({"o": order_id})).await;
+    // A claim after the buyer left sends them nothing (the email names the
+    // key); the first one reached them within milliseconds.
+    let (late, _) = app.verified_user(&email("late")).await;
+    app.ok(Some(&late), CLAIM, json!({"k": keys[1]})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(claimed(app.mails_to(&member_email)), 1);
+}
+
+/// Organizations with two admins each, all removing each other at once: in
+/// each, exactly one removal goes through (the other admin is gone by then,
+/// or would be the last one). Many pairs at once, so that on PostgreSQL some
+/// of them overlap inside the database.
+#[tokio::test]
+async fn two_admins_removing_each_other_at_once_leave_one() {
+    let app = TestApp::spawn().await;
+    let mut pairs = Vec::new();
+    for _ in 0..8 {
+        let first_email = email("first");
+        let (first, _) = app.verified_user(&first_email).await;
+        let org = app
+            .ok(
+                Some(&first),
+                CREATE_ORG,
+                json!({"n": "Acme", "s": "73282932000074"}),
+            )
+            .await;
+        let org_id = org["createOrganization"]["id"].as_str().unwrap().to_owned();
+        let second_email = email("second");
+        let (second, _) = app.verified_user(&second_email).await;
+        app.ok(
+            Some(&first),
+            ADD,
+            json!({"o": org_id, "e": second_email, "r": "ADMIN"}),
+        )
+        .await;
+        pairs.push((org_id, first, first_email, second, second_email));
+    }
+    let app = &app;
+    let removals = pairs.iter().map(
+        |(org_id, first, first_email, second, second_email)| async move {
+            let (a, b) = tokio::join!(
+                app.gql(Some(first), REMOVE, json!({"o": org_id, "e": second_email})),
+                app.gql(Some(second), REMOVE, json!({"o": org_id, "e": first_email})),
+            );
+            [a, b]
+        },
+    );
+    for results in futures_util::future::join_all(removals).await {
+        let removed = results.iter().filter(|r| r["errors"].is_null()).count();
+        assert_eq!(removed, 1, "exactly one removal goes through: {results:?}");
+    }
+}
