@@ -383,3 +383,116 @@ async fn device_changes_are_rate_limited_per_client_address() {
         .await;
     assert_eq!(limited["extensions"]["code"], "RATE_LIMITED");
 }
+
+/// A device activated after a transfer started blocks its acceptance until
+/// it is deactivated.
+#[tokio::test]
+async fn a_device_activated_during_a_transfer_blocks_its_acceptance() {
+    let app = app().await;
+    let (buyer, order, ids, keys) = order_with_limit(&app, 1, 1).await;
+    app.ok(
+        Some(&buyer),
+        ASSIGN,
+        json!({"l": ids[0], "e": "user@example.com"}),
+    )
+    .await;
+    let new_owner_email = email("newowner");
+    let (new_owner, _) = app.verified_user(&new_owner_email).await;
+    app.ok(
+        Some(&buyer),
+        "mutation($o:ID!,$e:String!){ startOrderTransfer(orderId:$o, newOwnerEmail:$e){ id } }",
+        json!({"o": order, "e": new_owner_email}),
+    )
+    .await;
+    let mut token = None;
+    for _ in 0..300 {
+        if let Some(mail) = app
+            .mails_to(&new_owner_email)
+            .into_iter()
+            .find(|m| m.subject.contains("transfer"))
+        {
+            token = Some(mail.token_after("/transfers/confirm?token="));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = token.expect("a transfer email");
+    app.ok(
+        None,
+        ACTIVATE,
+        json!({"k": keys[0], "f": "fp-1", "n": "Laptop"}),
+    )
+    .await;
+    let accept = "mutation($t:String!){ acceptOrderTransfer(token:$t){ status } }";
+    let refused = app
+        .error(Some(&new_owner), accept, json!({"t": token}))
+        .await;
+    assert_eq!(refused["extensions"]["code"], "DEVICE_ACTIVE");
+    assert_eq!(refused["extensions"]["devices"][0]["fingerprint"], "fp-1");
+    app.ok(None, DEACTIVATE, json!({"k": keys[0], "f": "fp-1"}))
+        .await;
+    let accepted = app.ok(Some(&new_owner), accept, json!({"t": token})).await;
+    assert_eq!(accepted["acceptOrderTransfer"]["status"], "ACCEPTED");
+}
+
+/// Validation answers are cached per instance; a change made through another
+/// instance reaches the cache through the event bus, well before the cache's
+/// own 5-second bound. Needs Redis: instances meet only through it.
+#[tokio::test]
+async fn a_change_on_one_instance_reaches_validations_on_another() {
+    let Some(redis_url) = crate::harness::test_redis_url() else {
+        eprintln!("skipped: needs TEST_REDIS_URL (two instances meet only through Redis)");
+        return;
+    };
+    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
+    let channel = unique("kl_events");
+    let options = || Options {
+        db: Some(db.clone()),
+        redis_url: Some(redis_url.clone()),
+        redis_channel: Some(channel.clone()),
+        configure: Box::new(|c| c.device_rate_per_minute = 10_000),
+    };
+    let a = TestApp::spawn_with(options()).await;
+    let b = TestApp::spawn_with(options()).await;
+    let (buyer, _, ids, keys) = order_with_limit(&a, 1, 1).await;
+    a.ok(
+        Some(&buyer),
+        ASSIGN,
+        json!({"l": ids[0], "e": "user@example.com"}),
+    )
+    .await;
+    let variables = json!({"k": keys[0], "f": "fp-1"});
+    // Within 2 s: less than the cache's own bound, so only the bus explains it.
+    let b_says = |expected: &'static str| {
+        let b = &b;
+        let variables = variables.clone();
+        async move {
+            let mut last = Value::Null;
+            for _ in 0..40 {
+                last = b.ok(None, VALIDATE, variables.clone()).await;
+                if last["validateLicense"]["code"] == expected {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("instance B still answers {last} instead of {expected}");
+        }
+    };
+    b_says("NOT_ACTIVATED").await;
+    a.ok(
+        None,
+        ACTIVATE,
+        json!({"k": keys[0], "f": "fp-1", "n": "Laptop"}),
+    )
+    .await;
+    b_says("VALID").await;
+    a.ok(None, DEACTIVATE, variables.clone()).await;
+    b_says("NOT_ACTIVATED").await;
+    a.ok(
+        Some(&buyer),
+        "mutation($l:ID!){ unassignLicense(licenseId:$l){ id } }",
+        json!({"l": ids[0]}),
+    )
+    .await;
+    b_says("NOT_ASSIGNED").await;
+}

@@ -414,3 +414,153 @@ async fn two_admins_removing_each_other_at_once_leave_one() {
         assert_eq!(removed, 1, "exactly one removal goes through: {results:?}");
     }
 }
+
+/// Who may do what on an organization's order: its admins hold the owner's
+/// rights (assign, approve claims, settings, devices); a member who did not
+/// buy it, and a stranger, hold none; only admins manage members. Device
+/// events reach the admins and the assignee, and the key's history.
+#[tokio::test]
+async fn organization_rights_for_admins_members_and_strangers() {
+    let app = TestApp::spawn().await;
+    let (admin, _, _, org_id, order_id, keys) = member_bought_order(&app).await;
+    let other_email = email("other");
+    let (other, _) = app.verified_user(&other_email).await;
+    app.ok(
+        Some(&admin),
+        ADD,
+        json!({"o": org_id, "e": other_email, "r": "MEMBER"}),
+    )
+    .await;
+    let (stranger, _) = app.verified_user(&email("stranger")).await;
+
+    assert_eq!(
+        app.err(
+            None,
+            CREATE_ORG,
+            json!({"n": "Acme", "s": "73282932000074"})
+        )
+        .await,
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        app.err(
+            Some(&stranger),
+            REMOVE,
+            json!({"o": org_id, "e": other_email})
+        )
+        .await,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        app.err(Some(&other), REMOVE, json!({"o": org_id, "e": other_email}))
+            .await,
+        "FORBIDDEN"
+    );
+
+    let data = app.ok(Some(&admin), ORDER, json!({"o": order_id})).await;
+    let license = |i: usize| {
+        data["order"]["licenses"]["edges"][i]["node"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let assignee_email = email("assignee");
+    let (assignee, _) = app.verified_user(&assignee_email).await;
+    for who in [&other, &stranger] {
+        assert_eq!(
+            app.err(
+                Some(who),
+                ASSIGN,
+                json!({"l": license(0), "e": assignee_email})
+            )
+            .await,
+            "NOT_FOUND"
+        );
+    }
+    app.ok(
+        Some(&admin),
+        ASSIGN,
+        json!({"l": license(0), "e": assignee_email}),
+    )
+    .await;
+
+    // Settings and claims.
+    let manual = "mutation($o:ID!){ setOrderManualApproval(orderId:$o, value:true){ id } }";
+    for who in [&other, &stranger] {
+        assert_eq!(
+            app.err(Some(who), manual, json!({"o": order_id})).await,
+            "NOT_FOUND"
+        );
+    }
+    app.ok(Some(&admin), manual, json!({"o": order_id})).await;
+    let (claimer, _) = app.verified_user(&email("claimer")).await;
+    let claim = app
+        .ok(
+            Some(&claimer),
+            "mutation($k:String!){ claimLicense(key:$k){ outcome claim { id status } } }",
+            json!({"k": keys[1]}),
+        )
+        .await;
+    assert_eq!(claim["claimLicense"]["claim"]["status"], "PENDING");
+    let claim_id = claim["claimLicense"]["claim"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approve = "mutation($c:ID!){ approveClaim(claimId:$c){ status } }";
+    for who in [&other, &stranger] {
+        assert_eq!(
+            app.err(Some(who), approve, json!({"c": claim_id})).await,
+            "NOT_FOUND"
+        );
+    }
+    let approved = app.ok(Some(&admin), approve, json!({"c": claim_id})).await;
+    assert_eq!(approved["approveClaim"]["status"], "APPROVED");
+
+    // Devices: events to the admins and the assignee, and the key's history.
+    app.ok(
+        None,
+        "mutation($k:String!){ activateLicense(key:$k, fingerprint:\"fp-1\", name:\"Laptop\"){ fingerprint } }",
+        json!({"k": keys[0]}),
+    )
+    .await;
+    let kinds = |events: &serde_json::Value| -> Vec<String> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let feed = "{ events(first: 100) { edges { node { kind } } } }";
+    for who in [&admin, &assignee] {
+        let events = app.ok(Some(who), feed, json!({})).await;
+        assert!(
+            kinds(&events["events"]["edges"]).contains(&"DEVICE_ACTIVATED".to_owned()),
+            "{events}"
+        );
+    }
+    let other_events = app.ok(Some(&other), feed, json!({})).await;
+    assert!(!kinds(&other_events["events"]["edges"]).contains(&"DEVICE_ACTIVATED".to_owned()));
+    let force =
+        "mutation($l:ID!){ deactivateDevice(licenseId:$l, fingerprint:\"fp-1\"){ fingerprint } }";
+    for who in [&other, &stranger] {
+        assert_eq!(
+            app.err(Some(who), force, json!({"l": license(0)})).await,
+            "NOT_FOUND"
+        );
+    }
+    app.ok(Some(&admin), force, json!({"l": license(0)})).await;
+    let history = app
+        .ok(
+            Some(&admin),
+            "query($l:ID!){ license(id:$l){ history(first: 50) { edges { node { kind } } } } }",
+            json!({"l": license(0)}),
+        )
+        .await;
+    let kinds = kinds(&history["license"]["history"]["edges"]);
+    assert!(kinds.contains(&"DEVICE_ACTIVATED".to_owned()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"DEVICE_DEACTIVATED".to_owned()),
+        "{kinds:?}"
+    );
+}
