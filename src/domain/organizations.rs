@@ -192,7 +192,11 @@ pub async fn add_member(
             .await?
         }
     };
+    // A demoted admin's pending transfers of the organization's orders go.
+    super::transfers::cancel_orphaned(&txn, organization_id, viewer.account_id, ctx.clock.now())
+        .await?;
     txn.commit().await?;
+    ctx.committed();
     Ok(member)
 }
 
@@ -220,6 +224,10 @@ pub async fn remove_member(
     organization_member::Entity::delete_by_id((organization_id, member_email))
         .exec(&txn)
         .await?;
+    // The member's pending transfers of the organization's orders go.
+    super::transfers::cancel_orphaned(&txn, organization_id, viewer.account_id, ctx.clock.now())
+        .await?;
     txn.commit().await?;
+    ctx.committed();
     Ok(())
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use entity::{account, order, order_transfer};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, sea_query::Query,
 };
 use serde_json::json;
 
@@ -229,22 +229,77 @@ pub async fn cancel(
     if !manages {
         return Err(AppError::Forbidden("you no longer hold this order"));
     }
-    let mut cancelled: order_transfer::ActiveModel = transfer.clone().into();
-    cancelled.status = Set(CANCELLED.into());
-    cancelled.decided_at = Set(Some(now));
-    let cancelled = cancelled.update(&txn).await?;
-    let mut event = NewEvent::new(EventKind::TransferCancelled, Some(viewer.account_id));
-    event.order_id = Some(order.id);
-    event.transfer_id = Some(transfer.id);
-    event.changes = json!({"before": {"status": PENDING}, "after": {"status": CANCELLED}});
-    event.recipients = rights::order_managers(&txn, &order).await?;
-    event
-        .recipients
-        .extend(rights::verified_account_id(&txn, &transfer.to_email).await?);
-    events::record(&txn, now, event).await?;
+    let cancelled = mark_cancelled(&txn, &order, transfer, viewer.account_id, now).await?;
     txn.commit().await?;
     ctx.committed();
     Ok(cancelled)
+}
+
+/// Cancel a pending transfer (its order locked by the caller), with its event
+/// to the order's managers and the addressee.
+async fn mark_cancelled(
+    txn: &impl ConnectionTrait,
+    order: &order::Model,
+    transfer: order_transfer::Model,
+    actor_id: i64,
+    now: DateTime<Utc>,
+) -> ApiResult<order_transfer::Model> {
+    let mut cancelled: order_transfer::ActiveModel = transfer.clone().into();
+    cancelled.status = Set(CANCELLED.into());
+    cancelled.decided_at = Set(Some(now));
+    let cancelled = cancelled.update(txn).await?;
+    let mut event = NewEvent::new(EventKind::TransferCancelled, Some(actor_id));
+    event.order_id = Some(order.id);
+    event.transfer_id = Some(transfer.id);
+    event.changes = json!({"before": {"status": PENDING}, "after": {"status": CANCELLED}});
+    event.recipients = rights::order_managers(txn, order).await?;
+    event
+        .recipients
+        .extend(rights::verified_account_id(txn, &transfer.to_email).await?);
+    events::record(txn, now, event).await?;
+    Ok(cancelled)
+}
+
+/// After a change of an organization's members: cancel the pending transfers
+/// of its orders whose sender no longer holds the order's rights (they left,
+/// or stopped being an admin). Such a transfer could never be accepted, and
+/// would block a new one; nor does it come back if the sender rejoins.
+pub async fn cancel_orphaned(
+    txn: &impl ConnectionTrait,
+    organization_id: i64,
+    actor_id: i64,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let organization_orders = Query::select()
+        .column(order::Column::Id)
+        .from(order::Entity)
+        .and_where(order::Column::OrganizationId.eq(organization_id))
+        .to_owned();
+    let pending = order_transfer::Entity::find()
+        .filter(order_transfer::Column::OrderId.in_subquery(organization_orders))
+        .filter(order_transfer::Column::Status.eq(PENDING))
+        .filter(order_transfer::Column::ExpiresAt.gt(now))
+        .all(txn)
+        .await?;
+    for found in pending {
+        // Lock the order, then the transfer, as `accept` and `cancel` do,
+        // and look again: it may have been decided meanwhile.
+        let order = orders::lock(txn, found.order_id).await?;
+        if rights::order_managers(txn, &order)
+            .await?
+            .contains(&found.from_account_id)
+        {
+            continue;
+        }
+        let transfer = order_transfer::Entity::find_by_id(found.id)
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+        if let Some(transfer) = transfer.filter(|t| effective_status(t, now) == PENDING) {
+            mark_cancelled(txn, &order, transfer, actor_id, now).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Transfers from `viewer` (outgoing) or to their verified email (incoming), newest first.

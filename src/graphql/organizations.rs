@@ -143,7 +143,8 @@ impl OrganizationMutation {
     }
 
     /// Organization admins: remove a member. Their orders stay with the
-    /// organization; an organization keeps at least one admin.
+    /// organization, and the transfers of them they started are cancelled; an
+    /// organization keeps at least one admin with a verified email.
     async fn remove_organization_member(
         &self,
         ctx: &Context<'_>,

@@ -355,13 +355,20 @@ async fn a_buyer_who_left_can_neither_hand_the_order_over_nor_hear_of_its_claims
         json!({"o": org_id, "e": member_email}),
     )
     .await;
-    // The transfer the buyer started cannot be accepted any more.
+    // The transfer the buyer started was cancelled with their leaving: it
+    // cannot be accepted, and does not stand in the way of a new one.
     assert_eq!(
         app.err(Some(&new_owner), ACCEPT_TRANSFER, json!({"t": token}))
             .await,
         "CONFLICT"
     );
     app.ok(Some(&admin), ORDER, json!({"o": order_id})).await;
+    app.ok(
+        Some(&admin),
+        START_TRANSFER,
+        json!({"o": order_id, "e": new_owner_email}),
+    )
+    .await;
     // A claim after the buyer left sends them nothing (the email names the
     // key); the first one reached them within milliseconds.
     let (late, _) = app.verified_user(&email("late")).await;
