@@ -3,8 +3,11 @@
 //! An organization always keeps at least one admin with a verified email.
 use entity::{account, organization, organization_member};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Query,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{LockType, Query},
 };
 
 use super::{Ctx, email, siret};
@@ -118,10 +121,12 @@ fn parse_role(role: &str) -> ApiResult<&'static str> {
 /// Lock the organization for a change of its members, so that two admins
 /// removing or demoting each other at once take turns, and the second sees
 /// that it would leave no admin. `NOT_FOUND` for an organization that does
-/// not exist, as for one the caller has no rights on.
+/// not exist, as for one the caller has no rights on. `FOR NO KEY UPDATE`:
+/// rows that merely reference the organization (an order bought for it)
+/// need not wait.
 async fn lock_members(conn: &impl ConnectionTrait, organization_id: i64) -> ApiResult<()> {
     organization::Entity::find_by_id(organization_id)
-        .lock_exclusive()
+        .lock(LockType::NoKeyUpdate)
         .one(conn)
         .await?
         .ok_or(AppError::NotFound("organization"))?;
