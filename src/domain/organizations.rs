@@ -26,11 +26,22 @@ pub async fn membership(
     viewer: &Viewer,
     organization_id: i64,
 ) -> ApiResult<Option<organization_member::Model>> {
-    if !viewer.email_verified {
+    membership_of(conn, organization_id, &viewer.email, viewer.email_verified).await
+}
+
+/// The membership of `email` in `organization_id`, if any: it counts only
+/// for a verified email.
+pub async fn membership_of(
+    conn: &impl ConnectionTrait,
+    organization_id: i64,
+    email: &str,
+    email_verified: bool,
+) -> ApiResult<Option<organization_member::Model>> {
+    if !email_verified {
         return Ok(None);
     }
     Ok(
-        organization_member::Entity::find_by_id((organization_id, viewer.email.clone()))
+        organization_member::Entity::find_by_id((organization_id, email.to_owned()))
             .one(conn)
             .await?,
     )
@@ -174,17 +185,27 @@ pub async fn add_member(
         .await?;
     let member = match existing {
         Some(existing) => {
-            if existing.role == ADMIN
-                && role != ADMIN
-                && other_admins(&txn, organization_id, &member_email).await? == 0
-            {
+            let demoted = existing.role == ADMIN && role != ADMIN;
+            if demoted && other_admins(&txn, organization_id, &member_email).await? == 0 {
                 return Err(AppError::conflict(
                     "an organization keeps at least one admin with a verified email",
                 ));
             }
             let mut changed: organization_member::ActiveModel = existing.into();
             changed.role = Set(role.into());
-            changed.update(&txn).await?
+            let changed = changed.update(&txn).await?;
+            if demoted {
+                // The demoted admin's pending transfers of the organization's
+                // orders go.
+                super::transfers::cancel_orphaned(
+                    &txn,
+                    organization_id,
+                    viewer.account_id,
+                    ctx.clock.now(),
+                )
+                .await?;
+            }
+            changed
         }
         None => {
             organization_member::ActiveModel {
@@ -197,9 +218,6 @@ pub async fn add_member(
             .await?
         }
     };
-    // A demoted admin's pending transfers of the organization's orders go.
-    super::transfers::cancel_orphaned(&txn, organization_id, viewer.account_id, ctx.clock.now())
-        .await?;
     txn.commit().await?;
     ctx.committed();
     Ok(member)

@@ -48,12 +48,9 @@ pub async fn owner_holds_rights(
     let Some(organization_id) = order.organization_id else {
         return Ok(true);
     };
-    if owner.email_verified_at.is_none() {
-        return Ok(false);
-    }
+    let verified = owner.email_verified_at.is_some();
     Ok(
-        organization_member::Entity::find_by_id((organization_id, owner.email.clone()))
-            .one(conn)
+        organizations::membership_of(conn, organization_id, &owner.email, verified)
             .await?
             .is_some(),
     )
