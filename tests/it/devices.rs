@@ -404,19 +404,7 @@ async fn a_device_activated_during_a_transfer_blocks_its_acceptance() {
         json!({"o": order, "e": new_owner_email}),
     )
     .await;
-    let mut token = None;
-    for _ in 0..300 {
-        if let Some(mail) = app
-            .mails_to(&new_owner_email)
-            .into_iter()
-            .find(|m| m.subject.contains("transfer"))
-        {
-            token = Some(mail.token_after("/transfers/confirm?token="));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let token = token.expect("a transfer email");
+    let token = app.transfer_token(&new_owner_email).await;
     app.ok(
         None,
         ACTIVATE,

@@ -392,6 +392,22 @@ impl TestApp {
         panic!("no verification email for {to}");
     }
 
+    /// The confirmation token of the latest transfer email sent to `to` (waits for it).
+    pub async fn transfer_token(&self, to: &str) -> String {
+        for _ in 0..600 {
+            if let Some(mail) = self
+                .mails_to(to)
+                .into_iter()
+                .rev()
+                .find(|m| m.subject.contains("transfer"))
+            {
+                return mail.token_after("/transfers/confirm?token=");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no transfer email for {to}");
+    }
+
     /// Sign up and sign in without verifying. Returns (token, account id).
     pub async fn unverified_user(&self, email: &str) -> (String, String) {
         self.sign_up(email).await;

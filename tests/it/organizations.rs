@@ -18,6 +18,18 @@ const ORDER: &str = "query($o:ID!){ order(id:$o){ id licenses { edges { node { i
 const ASSIGN: &str =
     "mutation($l:ID!,$e:String!){ assignLicense(input:{licenseId:$l,email:$e}){ id } }";
 
+/// A valid organization ("Acme") created by `token`'s account, its admin. Returns its id.
+async fn create_org(app: &TestApp, token: &str) -> String {
+    let org = app
+        .ok(
+            Some(token),
+            CREATE_ORG,
+            json!({"n": "Acme", "s": "73282932000074"}),
+        )
+        .await;
+    org["createOrganization"]["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn organization_orders_belong_to_the_organization() {
     let app = TestApp::spawn().await;
@@ -27,14 +39,7 @@ async fn organization_orders_belong_to_the_organization() {
         .error(Some(&admin), CREATE_ORG, json!({"n": "Acme", "s": "123"}))
         .await;
     assert_eq!(bad["extensions"]["field"], "organization.siret");
-    let org = app
-        .ok(
-            Some(&admin),
-            CREATE_ORG,
-            json!({"n": "Acme", "s": "73282932000074"}),
-        )
-        .await;
-    let org_id = org["createOrganization"]["id"].as_str().unwrap().to_owned();
+    let org_id = create_org(&app, &admin).await;
     let member_email = email("member");
     let (member, _) = app.verified_user(&member_email).await;
     let (stranger, _) = app.verified_user(&email("stranger")).await;
@@ -185,14 +190,7 @@ async fn organization_orders_belong_to_the_organization() {
 async fn an_unverified_member_has_no_rights_until_verified() {
     let app = TestApp::spawn().await;
     let (admin, _) = app.verified_user(&email("admin")).await;
-    let org = app
-        .ok(
-            Some(&admin),
-            CREATE_ORG,
-            json!({"n": "Acme", "s": "73282932000074"}),
-        )
-        .await;
-    let org_id = org["createOrganization"]["id"].as_str().unwrap().to_owned();
+    let org_id = create_org(&app, &admin).await;
     let new_admin = email("newadmin");
     app.ok(
         Some(&admin),
@@ -244,14 +242,7 @@ async fn member_bought_order(
     app: &TestApp,
 ) -> (String, String, String, String, String, Vec<String>) {
     let (admin, _) = app.verified_user(&email("admin")).await;
-    let org = app
-        .ok(
-            Some(&admin),
-            CREATE_ORG,
-            json!({"n": "Acme", "s": "73282932000074"}),
-        )
-        .await;
-    let org_id = org["createOrganization"]["id"].as_str().unwrap().to_owned();
+    let org_id = create_org(app, &admin).await;
     let member_email = email("buyer");
     let (member, _) = app.verified_user(&member_email).await;
     app.ok(
@@ -276,22 +267,6 @@ async fn member_bought_order(
     (admin, member, member_email, org_id, order_id, keys)
 }
 
-/// The confirmation token of the newest transfer email sent to `to`.
-async fn transfer_token(app: &TestApp, to: &str) -> String {
-    for _ in 0..300 {
-        if let Some(mail) = app
-            .mails_to(to)
-            .into_iter()
-            .rev()
-            .find(|m| m.subject.contains("transfer"))
-        {
-            return mail.token_after("/transfers/confirm?token=");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no transfer email to {to}");
-}
-
 #[tokio::test]
 async fn an_organization_admin_transfers_a_members_order() {
     let app = TestApp::spawn().await;
@@ -304,7 +279,7 @@ async fn an_organization_admin_transfers_a_members_order() {
         json!({"o": order_id, "e": new_owner_email}),
     )
     .await;
-    let token = transfer_token(&app, &new_owner_email).await;
+    let token = app.transfer_token(&new_owner_email).await;
     let accepted = app
         .ok(Some(&new_owner), ACCEPT_TRANSFER, json!({"t": token}))
         .await;
@@ -330,7 +305,7 @@ async fn a_buyer_who_left_can_neither_hand_the_order_over_nor_hear_of_its_claims
         json!({"o": order_id, "e": new_owner_email}),
     )
     .await;
-    let token = transfer_token(&app, &new_owner_email).await;
+    let token = app.transfer_token(&new_owner_email).await;
 
     // While a member, the buyer hears of claims on the order's keys.
     let (claimer, _) = app.verified_user(&email("claimer")).await;
@@ -388,14 +363,7 @@ async fn two_admins_removing_each_other_at_once_leave_one() {
     for _ in 0..8 {
         let first_email = email("first");
         let (first, _) = app.verified_user(&first_email).await;
-        let org = app
-            .ok(
-                Some(&first),
-                CREATE_ORG,
-                json!({"n": "Acme", "s": "73282932000074"}),
-            )
-            .await;
-        let org_id = org["createOrganization"]["id"].as_str().unwrap().to_owned();
+        let org_id = create_org(&app, &first).await;
         let second_email = email("second");
         let (second, _) = app.verified_user(&second_email).await;
         app.ok(

@@ -59,24 +59,7 @@ async fn start(s: &Setup) -> (String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let mail = wait_transfer_mail(s).await;
-    (id, mail.token_after("/transfers/confirm?token="))
-}
-
-async fn wait_transfer_mail(s: &Setup) -> crate::harness::Mail {
-    for _ in 0..300 {
-        if let Some(mail) = s
-            .app
-            .mails_to(&s.new_owner_email)
-            .into_iter()
-            .rev()
-            .find(|m| m.subject.contains("transfer"))
-        {
-            return mail;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no transfer email");
+    (id, s.app.transfer_token(&s.new_owner_email).await)
 }
 
 #[tokio::test]
@@ -240,13 +223,7 @@ async fn an_unverified_addressee_cannot_accept() {
     let (unverified, _) = app.unverified_user(&to).await;
     app.ok(Some(&owner), START, json!({"o": order, "e": to}))
         .await;
-    let mail = app
-        .wait_mails(&to, 2)
-        .await
-        .into_iter()
-        .find(|m| m.subject.contains("transfer"))
-        .unwrap();
-    let token = mail.token_after("/transfers/confirm?token=");
+    let token = app.transfer_token(&to).await;
     assert_eq!(
         app.err(Some(&unverified), ACCEPT, json!({"t": token}))
             .await,
