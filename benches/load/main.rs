@@ -61,8 +61,14 @@ const ROUNDS: u32 = 3;
 const ORDER_KEYS: i32 = 100_000;
 /// Orders paid (and timed) per backend.
 const KEYGEN_RUNS: usize = 3;
-/// Connections of the ceiling's pool: the same as the server's pool.
-const CEILING_POOL: u32 = 32;
+/// Connections of the ceiling's pool: the same as the server's, which reads
+/// `DATABASE_POOL_SIZE` from this process's environment too.
+fn ceiling_pool() -> u32 {
+    std::env::var("DATABASE_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| keyledger::db::default_pool_size("postgres://"))
+}
 const SQL_STATEMENTS: &str = "keyledger_sql_statements_total";
 
 const CLAIM: &str = "mutation($k:String!){ claimLicense(key:$k){ outcome claim { id status } } }";
@@ -272,8 +278,9 @@ async fn run(options: Options) -> Result<(), String> {
         let mut row =
             Row::new("ceiling: a claim's SQL straight at PostgreSQL", concurrency).with_stats(&raw);
         row.note(format!(
-            "{} statements in 1 transaction, pool of {CEILING_POOL}; CPU ms per claim: PostgreSQL {:.2}, client {:.2}",
+            "{} statements in 1 transaction, pool of {}; CPU ms per claim: PostgreSQL {:.2}, client {:.2}",
             Ceiling::STATEMENTS,
+            ceiling_pool(),
             raw_cpu.postgres,
             raw_cpu.client,
         ));
@@ -957,7 +964,7 @@ impl Ceiling {
         vacuum(&db).await?;
         db.close().await.ok();
         let pool = PgPoolOptions::new()
-            .max_connections(CEILING_POOL)
+            .max_connections(ceiling_pool())
             // No health-check round trip per checkout: the raw database.
             .test_before_acquire(false)
             .connect(url)

@@ -496,6 +496,46 @@ async fn subscriptions_started_while_events_are_produced_see_each_once() {
     }
 }
 
+/// `DATABASE_POOL_SIZE=1`: every request, the relay and the subscription's
+/// catch-up take turns on one connection. Concurrent mutations all succeed
+/// and their events arrive, so nothing holds one connection while waiting
+/// for a second (that would wait out the pool's 30 s and fail). On
+/// PostgreSQL the instance also holds no other connection to its database.
+#[tokio::test]
+async fn one_pooled_connection_serves_concurrent_mutations_and_their_events() {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    const MUTATIONS: usize = 8;
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|c| c.db.database_pool_size = Some(1)),
+        ..Options::default()
+    })
+    .await;
+    let (token, licenses) = buyer(&app, MUTATIONS as i32).await;
+    let mut sub = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    futures_util::future::join_all(licenses.iter().map(|license| assign(&app, &token, license)))
+        .await;
+    let got = sub.events(1 + MUTATIONS).await;
+    assert_eq!(ids(&got), feed(&app, &token).await);
+    assert_eq!(got[0]["kind"], "ORDER_PAID");
+    assert!(got[1..].iter().all(|e| e["kind"] == "LICENSE_ASSIGNED"));
+
+    let db = &app.app.state.ctx.db;
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        let others = db
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        assert_eq!(others, 0, "the pool is the instance's only connection");
+    }
+}
+
 #[tokio::test]
 async fn signing_out_ends_the_subscription_with_unauthenticated() {
     let app = TestApp::spawn().await;
