@@ -1,14 +1,14 @@
-//! A fixed set of keep-alive HTTP/1.1 connections for the validation
-//! scenario (its closed loop, its fixed-rate run and the `/healthz` floor),
-//! one request at a time on each (as wrk2 keeps them).
+//! A fixed set of keep-alive HTTP/1.1 connections for the measured requests
+//! (claims, validations and the `/healthz` floor, closed loops and fixed
+//! rates), one request at a time on each (as wrk2 keeps them).
 //!
 //! Why not reqwest there: the generator shares the machine's 2 cores with
 //! the server, and reqwest's pool, URL handling and per-request setup cost
 //! CPU that the server then lacks (validations at concurrency 32: 20,000–
 //! 24,000/s through reqwest, 26,000–31,000/s over these connections, on the
 //! same machine). Opened beforehand, the connections also let the fixed-rate
-//! run keep many requests in flight without opening connections in the
-//! middle of a measurement. The claims and setup keep reqwest.
+//! runs keep many requests in flight without opening connections in the
+//! middle of a measurement. Setup and the other scenarios keep reqwest.
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicUsize, Ordering},
@@ -50,15 +50,23 @@ impl Connections {
         }))
     }
 
-    /// `POST path` with a JSON body; the answer's body when the status is 2xx.
-    pub async fn post_json(&self, path: &str, body: Bytes) -> Result<Bytes, String> {
-        let request = Request::builder()
+    /// `POST path` with a JSON body, as the bearer of `token` if given; the
+    /// answer's body when the status is 2xx.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Bytes,
+        token: Option<&str>,
+    ) -> Result<Bytes, String> {
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header(header::HOST, &self.host)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         self.send(request).await
     }
 
