@@ -5,11 +5,11 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 /// Connections per CPU core of this instance in a PostgreSQL pool when
 /// `DATABASE_POOL_SIZE` is unset (8 on a 2-core machine). More connections
-/// than the work can use cost more than they give: the claims benchmark on 2
-/// cores did 40% more claims at concurrency 32 with a pool of 8 than with 32
-/// (README "Benchmarks"), since 32 transactions at once contend for the same
-/// cores, and a pool hands out its least recently used connection, so every
-/// request met a colder PostgreSQL backend.
+/// than the work can use cost more than they give: on 2 cores the claims
+/// benchmark did about a third more claims at concurrency 32 with a pool of
+/// 8 than with 32 (README "Benchmarks"), since 32 transactions at once
+/// contend for the same cores, and sqlx's pool hands out its least recently
+/// used connection, so every request met a colder PostgreSQL backend.
 pub const POOL_CONNECTIONS_PER_CORE: u32 = 4;
 
 /// SQLite's pool when `DATABASE_POOL_SIZE` is unset: one writer works at a
