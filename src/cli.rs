@@ -1,8 +1,10 @@
-use crate::{db, domain::accounts};
+use crate::{config::DatabaseArgs, db, domain::accounts};
 
 /// `keyledger grant-admin EMAIL`: make that account an administrator.
-pub async fn grant_admin(database_url: &str, email: &str) -> Result<(), String> {
-    let db = db::connect(database_url).await.map_err(|e| e.to_string())?;
+pub async fn grant_admin(database: &DatabaseArgs, email: &str) -> Result<(), String> {
+    let db = db::connect_with_pool(&database.database_url, database.database_pool_size)
+        .await
+        .map_err(|e| e.to_string())?;
     let account = accounts::grant_admin(&db, email)
         .await
         .map_err(|e| format!("{email}: {}", e.message()))?;

@@ -43,8 +43,8 @@ pub struct DatabaseArgs {
     )]
     pub database_url: String,
     /// Connections each instance keeps to the database at most; default 4
-    /// per CPU core on PostgreSQL, 8 on SQLite. With several instances, keep
-    /// their sum under PostgreSQL's `max_connections`.
+    /// per logical CPU on PostgreSQL (at most 32), 8 on SQLite. With several
+    /// instances, keep their sum under PostgreSQL's `max_connections`.
     #[arg(long, env = "DATABASE_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
     pub database_pool_size: Option<u32>,
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
-/// Connections per CPU core of this instance in a PostgreSQL pool when
+/// Connections per logical CPU of this instance in a PostgreSQL pool when
 /// `DATABASE_POOL_SIZE` is unset (8 on a 2-core machine). More connections
 /// than the work can use cost more than they give: on 2 cores the claims
 /// benchmark did about a third more claims at concurrency 32 with a pool of
@@ -11,6 +11,11 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 /// contend for the same cores, and sqlx's pool hands out its least recently
 /// used connection, so every request met a colder PostgreSQL backend.
 pub const POOL_CONNECTIONS_PER_CORE: u32 = 4;
+
+/// The most connections a default PostgreSQL pool has, whatever the cores
+/// (the former fixed size): PostgreSQL allows 100 connections by default,
+/// and its own cores, not the instance's, bound what they can do.
+pub const MAX_DEFAULT_POOL_SIZE: u32 = 32;
 
 /// SQLite's pool when `DATABASE_POOL_SIZE` is unset: one writer works at a
 /// time anyway; the rest read beside it (WAL).
@@ -22,7 +27,7 @@ pub fn default_pool_size(url: &str) -> u32 {
         return DEFAULT_POOL_SIZE_SQLITE;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    POOL_CONNECTIONS_PER_CORE * cores
+    (POOL_CONNECTIONS_PER_CORE * cores).min(MAX_DEFAULT_POOL_SIZE)
 }
 
 /// [`connect_with_pool`] with the default pool size.
@@ -94,7 +99,7 @@ mod tests {
     #[test]
     fn the_default_pool_follows_the_backend_and_the_cores() {
         let cores = std::thread::available_parallelism().unwrap().get() as u32;
-        assert_eq!(default_pool_size("postgres://db/kl"), 4 * cores);
+        assert_eq!(default_pool_size("postgres://db/kl"), (4 * cores).min(32));
         assert_eq!(default_pool_size("sqlite://kl.db?mode=rwc"), 8);
     }
 

@@ -18,7 +18,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, client::conn::http1::SendRequest, header};
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, sync::Semaphore};
+use tokio::{
+    net::TcpStream,
+    sync::{Semaphore, SemaphorePermit},
+};
 
 /// `count` connections to one server; a request waits for a free one.
 pub struct Connections {
@@ -92,27 +95,54 @@ impl Connections {
             .expect("idle connections")
             .pop()
             .expect("one idle connection per permit");
+        let slot = Slot {
+            connections: self,
+            permit: Some(permit),
+        };
         let answer = match exchange(&mut connection, request).await {
             Ok(answer) => answer,
-            Err(broken) => {
-                // Replace the broken connection, or give up its slot; the
-                // request counts as an error either way.
-                match connect(&self.host).await {
-                    Ok(fresh) => connection = fresh,
-                    Err(_) => {
-                        permit.forget();
-                        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            self.free.close();
-                        }
-                        return Err(broken);
-                    }
+            // Replace the broken connection, or give up its slot; the
+            // request counts as an error either way.
+            Err(broken) => match connect(&self.host).await {
+                Ok(fresh) => {
+                    connection = fresh;
+                    Err(broken)
                 }
-                Err(broken)
-            }
+                Err(_) => return Err(broken),
+            },
         };
         self.idle.lock().expect("idle connections").push(connection);
-        drop(permit);
+        slot.release();
         answer
+    }
+}
+
+/// A connection's place while a request uses it. Dropped without
+/// [`Slot::release`] (the connection broke and could not be replaced, or
+/// the request was dropped half-way, as on its time-out, leaving the
+/// connection in an unknown state), the place is given up for good: its
+/// permit is not returned, so no later request waits for a connection that
+/// is gone; when none is left, requests fail at once.
+struct Slot<'a> {
+    connections: &'a Connections,
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl Slot<'_> {
+    /// The connection is back among the idle ones: free its place.
+    fn release(mut self) {
+        drop(self.permit.take());
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit.forget();
+            if self.connections.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.connections.free.close();
+            }
+        }
     }
 }
 

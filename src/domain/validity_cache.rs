@@ -61,8 +61,9 @@ pub enum Lookup {
 }
 
 /// Most background refreshes under way at once: they share the database
-/// pool with requests, and must not queue up when it is slow.
-const MAX_REFRESHING: usize = 8;
+/// pool with requests (8 connections by default on 2 cores), and must not
+/// take it over, nor queue up when it is slow.
+const MAX_REFRESHING: usize = 4;
 
 pub struct ValidityCache {
     generation: Generation,

@@ -497,10 +497,11 @@ async fn subscriptions_started_while_events_are_produced_see_each_once() {
 }
 
 /// `DATABASE_POOL_SIZE=1`: every request, the relay and the subscription's
-/// catch-up take turns on one connection. Concurrent mutations all succeed
-/// and their events arrive, so nothing holds one connection while waiting
-/// for a second (that would wait out the pool's 30 s and fail). On
-/// PostgreSQL the instance also holds no other connection to its database.
+/// catch-up take turns on one connection. Concurrent assignments all succeed
+/// and their events arrive, so none of these paths holds one connection
+/// while waiting for a second (that would wait out the pool's 30 s and
+/// fail). On PostgreSQL the instance also holds no other connection to its
+/// database.
 #[tokio::test]
 async fn one_pooled_connection_serves_concurrent_mutations_and_their_events() {
     use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
@@ -525,7 +526,8 @@ async fn one_pooled_connection_serves_concurrent_mutations_and_their_events() {
             .query_one_raw(Statement::from_string(
                 DatabaseBackend::Postgres,
                 "SELECT count(*) AS n FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND backend_type = 'client backend'",
             ))
             .await
             .unwrap()
