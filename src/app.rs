@@ -96,7 +96,7 @@ impl App {
     /// Connect, migrate, start the workers and build the router.
     pub async fn build(config: Config, overrides: Overrides) -> Result<App, String> {
         let metrics = Metrics::default();
-        let mut db = db::connect_with_pool(&config.db.database_url, config.db.database_pool_size)
+        let mut db = db::connect_configured(&config.db)
             .await
             .map_err(|e| format!("database: {e}"))?;
         let counter = metrics.clone();

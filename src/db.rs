@@ -3,6 +3,8 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
+use crate::config::DatabaseArgs;
+
 /// Connections per logical CPU of this instance in a PostgreSQL pool when
 /// `DATABASE_POOL_SIZE` is unset (8 on a 2-core machine). More connections
 /// than the work can use cost more than they give: on 2 cores the claims
@@ -28,6 +30,12 @@ pub fn default_pool_size(url: &str) -> u32 {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     (POOL_CONNECTIONS_PER_CORE * cores).min(MAX_DEFAULT_POOL_SIZE)
+}
+
+/// [`connect_with_pool`] as configured by `DATABASE_URL` and
+/// `DATABASE_POOL_SIZE` (the server and every subcommand).
+pub async fn connect_configured(database: &DatabaseArgs) -> Result<DatabaseConnection, DbErr> {
+    connect_with_pool(&database.database_url, database.database_pool_size).await
 }
 
 /// [`connect_with_pool`] with the default pool size.

@@ -15,12 +15,10 @@ async fn main() -> std::process::ExitCode {
     keyledger::telemetry::init();
     let result = match cli.command.unwrap_or_default() {
         Command::Serve(config) => keyledger::app::serve(config).await,
-        Command::Migrate(db) => {
-            keyledger::db::connect_with_pool(&db.database_url, db.database_pool_size)
-                .await
-                .map(|_| tracing::info!("migrations applied"))
-                .map_err(|e| e.to_string())
-        }
+        Command::Migrate(db) => keyledger::db::connect_configured(&db)
+            .await
+            .map(|_| tracing::info!("migrations applied"))
+            .map_err(|e| e.to_string()),
         Command::GrantAdmin { db, email } => keyledger::cli::grant_admin(&db, &email).await,
         Command::PrintSchema => {
             print!("{}", keyledger::graphql::sdl());
