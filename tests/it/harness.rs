@@ -376,36 +376,32 @@ impl TestApp {
         self.sign_in(email).await
     }
 
-    /// The token of the latest verification email sent to `to` (waits for it).
-    pub async fn verification_token(&self, to: &str) -> String {
+    /// The latest email to `to` that `wanted` accepts, waiting (up to 30 s)
+    /// for one to arrive; `what` names it if none does.
+    pub async fn wait_mail(&self, to: &str, what: &str, wanted: impl Fn(&Mail) -> bool) -> Mail {
         for _ in 0..600 {
-            if let Some(mail) = self
-                .mails_to(to)
-                .into_iter()
-                .rev()
-                .find(|m| m.subject.starts_with("Confirm your email"))
-            {
-                return mail.verification_token();
+            if let Some(mail) = self.mails_to(to).into_iter().rev().find(|m| wanted(m)) {
+                return mail;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no verification email for {to}");
+        panic!("no {what} email for {to}");
+    }
+
+    /// The token of the latest verification email sent to `to` (waits for it).
+    pub async fn verification_token(&self, to: &str) -> String {
+        self.wait_mail(to, "verification", |m| {
+            m.subject.starts_with("Confirm your email")
+        })
+        .await
+        .verification_token()
     }
 
     /// The confirmation token of the latest transfer email sent to `to` (waits for it).
     pub async fn transfer_token(&self, to: &str) -> String {
-        for _ in 0..600 {
-            if let Some(mail) = self
-                .mails_to(to)
-                .into_iter()
-                .rev()
-                .find(|m| m.subject.contains("transfer"))
-            {
-                return mail.token_after("/transfers/confirm?token=");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no transfer email for {to}");
+        self.wait_mail(to, "transfer", |m| m.subject.contains("transfer"))
+            .await
+            .token_after("/transfers/confirm?token=")
     }
 
     /// Sign up and sign in without verifying. Returns (token, account id).

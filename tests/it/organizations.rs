@@ -267,19 +267,30 @@ async fn member_bought_order(
     (admin, member, member_email, org_id, order_id, keys)
 }
 
-#[tokio::test]
-async fn an_organization_admin_transfers_a_members_order() {
-    let app = TestApp::spawn().await;
-    let (admin, _, _, _, order_id, _) = member_bought_order(&app).await;
+/// `sender` starts a transfer of `order_id` to a new, verified account.
+/// Returns (the new owner's token, their email, the transfer's token).
+async fn transfer_to_new_owner(
+    app: &TestApp,
+    sender: &str,
+    order_id: &str,
+) -> (String, String, String) {
     let new_owner_email = email("newowner");
     let (new_owner, _) = app.verified_user(&new_owner_email).await;
     app.ok(
-        Some(&admin),
+        Some(sender),
         START_TRANSFER,
         json!({"o": order_id, "e": new_owner_email}),
     )
     .await;
     let token = app.transfer_token(&new_owner_email).await;
+    (new_owner, new_owner_email, token)
+}
+
+#[tokio::test]
+async fn an_organization_admin_transfers_a_members_order() {
+    let app = TestApp::spawn().await;
+    let (admin, _, _, _, order_id, _) = member_bought_order(&app).await;
+    let (new_owner, _, token) = transfer_to_new_owner(&app, &admin, &order_id).await;
     let accepted = app
         .ok(Some(&new_owner), ACCEPT_TRANSFER, json!({"t": token}))
         .await;
@@ -297,31 +308,14 @@ async fn an_organization_admin_transfers_a_members_order() {
 async fn a_buyer_who_left_can_neither_hand_the_order_over_nor_hear_of_its_claims() {
     let app = TestApp::spawn().await;
     let (admin, member, member_email, org_id, order_id, keys) = member_bought_order(&app).await;
-    let new_owner_email = email("newowner");
-    let (new_owner, _) = app.verified_user(&new_owner_email).await;
-    app.ok(
-        Some(&member),
-        START_TRANSFER,
-        json!({"o": order_id, "e": new_owner_email}),
-    )
-    .await;
-    let token = app.transfer_token(&new_owner_email).await;
+    let (new_owner, new_owner_email, token) = transfer_to_new_owner(&app, &member, &order_id).await;
 
     // While a member, the buyer hears of claims on the order's keys.
     let (claimer, _) = app.verified_user(&email("claimer")).await;
     app.ok(Some(&claimer), CLAIM, json!({"k": keys[0]})).await;
-    let claimed = |mails: Vec<crate::harness::Mail>| {
-        mails
-            .iter()
-            .filter(|m| m.subject.contains("claimed"))
-            .count()
-    };
-    for _ in 0..300 {
-        if claimed(app.mails_to(&member_email)) == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let is_claim = |m: &crate::harness::Mail| m.subject.contains("claimed");
+    let claimed = |mails: Vec<crate::harness::Mail>| mails.iter().filter(|m| is_claim(m)).count();
+    app.wait_mail(&member_email, "claim", is_claim).await;
     assert_eq!(claimed(app.mails_to(&member_email)), 1);
 
     app.ok(
