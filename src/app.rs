@@ -217,6 +217,10 @@ fn router(state: AppState, schema: AppSchema) -> Router {
             "/transfers/confirm",
             get(http::transfer_page).post(http::transfer_submit),
         )
+        .fallback(http::refusal::not_found)
+        .layer(axum::middleware::from_fn(
+            http::refusal::coded_client_errors,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(server)
 }

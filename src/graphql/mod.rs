@@ -6,7 +6,7 @@ mod claims;
 mod context;
 mod devices;
 mod events;
-mod limits;
+pub mod limits;
 mod loaders;
 mod orders;
 mod organizations;
@@ -21,7 +21,9 @@ pub use loaders::Loaders;
 
 use crate::app::AppState;
 
+/// Root types carry the names every public schema and codegen tool expects.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(
     accounts::AccountQuery,
     orders::OrderQuery,
@@ -33,6 +35,7 @@ pub struct QueryRoot(
 );
 
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(
     accounts::AccountMutation,
     orders::OrderMutation,
@@ -43,15 +46,10 @@ pub struct MutationRoot(
 );
 
 #[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(events::EventSubscription);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
-
-/// Deepest selection accepted (introspection needs about 10 levels).
-pub const MAX_DEPTH: usize = 12;
-/// Cost budget per request. A field costs 1; a list of `first: n` costs n
-/// times its selection, so 20 orders × 100 keys × 4 fields fits, 100 × 100 × 4 does not.
-pub const MAX_COMPLEXITY: usize = 10_000;
 
 /// Build the schema; `state` is absent only when printing the SDL.
 pub fn schema(state: Option<AppState>) -> AppSchema {
@@ -60,12 +58,14 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
-    .limit_recursive_depth(32)
-    .extension(limits::QueryShape)
-    // Inside QueryShape, so its checks run on cached documents too.
-    .extension(parse_cache::ParseCache::default());
+    .limit_depth(limits::MAX_DEPTH)
+    .limit_complexity(limits::MAX_COMPLEXITY)
+    .limit_recursive_depth(limits::MAX_LITERAL_NESTING)
+    // Outermost: string arguments are checked on cached documents too.
+    .extension(limits::RequestChecks)
+    .extension(parse_cache::ParseCache::default())
+    // Innermost: only texts the cache does not hold are checked and parsed.
+    .extension(limits::CheckedParse);
     if let Some(state) = state {
         builder = builder.data(state);
     }

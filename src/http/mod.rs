@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use async_graphql::{Data, http::GraphiQLSource};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::{
     Form,
     extract::{ConnectInfo, Query, State, WebSocketUpgrade},
@@ -12,6 +12,8 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use serde::Deserialize;
+
+pub mod refusal;
 
 use crate::{
     app::AppState,
@@ -54,7 +56,7 @@ pub async fn graphql(
     State(server): State<Server>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    refusal::GraphQLPost(request): refusal::GraphQLPost,
 ) -> GraphQLResponse {
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -68,7 +70,6 @@ pub async fn graphql(
         }
     };
     let request = request
-        .into_inner()
         .data(auth)
         .data(ClientAddr(peer.ip()))
         .data(Loaders::new(server.state.ctx.db.clone()));
@@ -87,8 +88,8 @@ pub async fn graphiql() -> Html<String> {
 
 /// Initial read buffer of a websocket connection.
 const WS_READ_BUFFER: usize = 1024;
-/// Largest websocket message accepted (as the HTTP endpoint's 2 MB body limit).
-const WS_MAX_MESSAGE: usize = 2 * 1024 * 1024;
+/// Largest websocket message accepted, as the largest HTTP body.
+const WS_MAX_MESSAGE: usize = crate::graphql::limits::MAX_BODY_BYTES;
 
 /// Websocket subscriptions (`graphql-transport-ws` and legacy `graphql-ws`).
 /// The token travels in `connection_init`'s payload, `{"authorization":

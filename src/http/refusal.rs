@@ -1,0 +1,149 @@
+//! Requests refused before they reach GraphQL, answered in GraphQL's error
+//! shape so that every 4xx carries an `extensions.code` (api.md "Errors").
+use async_graphql::ServerError;
+use axum::{
+    body::{Body, Bytes},
+    extract::{FromRequest, Request},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::graphql::limits::{self, Limit, MAX_BODY_BYTES};
+
+/// A GraphQL request read from a `POST` body of at most [`MAX_BODY_BYTES`]
+/// (413 beyond, before more is read), in JSON. Multipart bodies (file
+/// uploads) are refused: no operation takes a file.
+pub struct GraphQLPost(pub async_graphql::Request);
+
+impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Response> {
+        let headers = request.headers();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if content_type.to_ascii_lowercase().starts_with("multipart/") {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                limits::coded_error("send the request as JSON".into(), "body", None),
+            ));
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let body = read_body(request.into_body()).await?;
+        serde_json::from_slice::<async_graphql::Request>(&body)
+            .map(GraphQLPost)
+            .map_err(|error| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    limits::coded_error(
+                        format!("the body is not a GraphQL request in JSON: {error}"),
+                        "body",
+                        None,
+                    ),
+                )
+            })
+    }
+}
+
+/// The body, or 413 as soon as it passes the limit (a body without a
+/// `Content-Length` is counted as it arrives).
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|error| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            while let Some(cause) = source {
+                if cause.is::<http_body_util::LengthLimitError>() {
+                    return too_large();
+                }
+                source = cause.source();
+            }
+            refuse(
+                StatusCode::BAD_REQUEST,
+                limits::coded_error("the body could not be read".into(), "body", None),
+            )
+        })
+}
+
+fn too_large() -> Response {
+    refuse(StatusCode::PAYLOAD_TOO_LARGE, Limit::Body.error())
+}
+
+/// `status` with a GraphQL response holding `error` as its body.
+pub fn refuse(status: StatusCode, error: ServerError) -> Response {
+    let body = async_graphql::Response::from_errors(vec![error]);
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The most of a refusal's own text kept as the message.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Middleware: a 4xx answer that is not already ours (axum's rejections of
+/// a malformed form or upgrade, an unknown path, a wrong method) gets a body
+/// in GraphQL's error shape with the `extensions.code` its status means.
+pub async fn coded_client_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() {
+        return response;
+    }
+    let ours = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/") || t.starts_with("text/html"));
+    if ours {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
+        .await
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_owned());
+    let error = match status {
+        StatusCode::NOT_FOUND => coded(text, "NOT_FOUND"),
+        StatusCode::UNAUTHORIZED => coded(text, "UNAUTHENTICATED"),
+        StatusCode::FORBIDDEN => coded(text, "FORBIDDEN"),
+        StatusCode::TOO_MANY_REQUESTS => coded(text, "RATE_LIMITED"),
+        StatusCode::PAYLOAD_TOO_LARGE => Limit::Body.error(),
+        StatusCode::METHOD_NOT_ALLOWED => limits::coded_error(text, "method", None),
+        _ => limits::coded_error(text, "request", None),
+    };
+    // Keep the original headers (a 405's `Allow`), with the new body's type.
+    let (refused, body) = refuse(status, error).into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(refused.headers);
+    Response::from_parts(parts, body)
+}
+
+fn coded(message: String, code: &str) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    error
+}
+
+/// Answer for paths that do not exist.
+pub async fn not_found() -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        coded("no such endpoint".into(), "NOT_FOUND"),
+    )
+}
