@@ -12,4 +12,5 @@ mod orders;
 mod organizations;
 mod requests;
 mod schema;
+mod startup;
 mod transfers;
