@@ -135,18 +135,39 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers and, when configured, Redis does.
-pub async fn readyz(State(server): State<Server>) -> Response {
-    let database = server.state.ctx.db.ping().await.map_err(|e| e.to_string());
-    let bus = tokio::time::timeout(Duration::from_secs(3), server.state.bus.ping())
+/// How long readiness waits for the database and for Redis (checked at once):
+/// a probe wants an answer in time, and a dependency slower than this is as
+/// good as down for requests. Without it, a database that stopped answering
+/// held the probe for the pool's 30 s acquire timeout.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn within_readiness_timeout(
+    check: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(READINESS_TIMEOUT, check)
         .await
-        .unwrap_or_else(|_| Err("timeout".into()));
-    let status = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
+        .unwrap_or_else(|_| Err("timeout".to_owned()))
+}
+
+/// Ready when the database answers, and, when Redis is configured, Redis
+/// answers and this instance's subscriber is subscribed (else events made on
+/// other instances would not reach its live subscriptions). 503 otherwise,
+/// within [`READINESS_TIMEOUT`].
+pub async fn readyz(State(server): State<Server>) -> Response {
+    let state = &server.state;
+    let (database, bus) = tokio::join!(
+        within_readiness_timeout(async { state.ctx.db.ping().await.map_err(|e| e.to_string()) }),
+        within_readiness_timeout(state.bus.ping()),
+    );
+    let subscribed = state.bus.subscribed();
+    let status = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let local = matches!(state.bus, crate::events::bus::Bus::Local(_));
     let body = serde_json::json!({
-        "database": status(&database),
-        "redis": match server.state.bus { crate::events::bus::Bus::Local(_) => "not configured", _ => status(&bus) },
+        "database": status(database.is_ok()),
+        "redis": if local { "not configured" } else { status(bus.is_ok()) },
+        "subscriber": if local { "not configured" } else if subscribed { "ok" } else { "disconnected" },
     });
-    let code = if database.is_ok() && bus.is_ok() {
+    let code = if database.is_ok() && bus.is_ok() && subscribed {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
