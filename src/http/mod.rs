@@ -1,5 +1,7 @@
 //! HTTP endpoints: GraphQL over HTTP and websockets, GraphiQL, health,
 //! readiness, metrics, and the small pages links in emails open.
+pub mod password_limits;
+
 use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use async_graphql::{Data, http::GraphiQLSource};
@@ -263,17 +265,39 @@ pub struct TransferForm {
     password: String,
 }
 
-/// The explicit confirmation: signs in with the addressee's credentials and accepts.
+/// The explicit confirmation: signs in with the addressee's credentials and
+/// accepts. Wrong passwords count against the same limits as `signIn`'s;
+/// past them the page says when to retry (429 with `Retry-After`).
 pub async fn transfer_submit(
     State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(form): Form<TransferForm>,
-) -> Html<String> {
+) -> Response {
     let ctx = &server.state.ctx;
-    let viewer = match accounts::check_password(ctx, &form.email, &form.password).await {
+    let checked = server.state.limits.passwords.check(
+        &form.email,
+        Some(peer.ip()),
+        accounts::check_password(ctx, &form.email, &form.password),
+    );
+    let viewer = match checked.await {
         Ok(account) => Viewer::of(&account),
-        Err(_) => return pages::message("Not confirmed", "Wrong email or password."),
+        Err(AppError::RateLimited { retry_after_secs }) => {
+            let page = pages::message(
+                "Not confirmed",
+                &format!("Too many attempts. Retry in {retry_after_secs} seconds."),
+            );
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                page,
+            )
+                .into_response();
+        }
+        Err(_) => {
+            return pages::message("Not confirmed", "Wrong email or password.").into_response();
+        }
     };
-    match transfers::accept(ctx, &viewer, &form.token).await {
+    let page = match transfers::accept(ctx, &viewer, &form.token).await {
         Ok(_) => pages::message(
             "Transfer confirmed",
             "The order and its keys are now yours.",
@@ -286,7 +310,8 @@ pub async fn transfer_submit(
             pages::message("Not confirmed", "Verify your email address first.")
         }
         Err(error) => pages::message("Not confirmed", error_text(&error)),
-    }
+    };
+    page.into_response()
 }
 
 fn error_text(error: &AppError) -> &'static str {
@@ -313,6 +338,8 @@ pub enum LimitKey {
 pub struct RateLimits {
     claims: DefaultKeyedRateLimiter<LimitKey>,
     devices: DefaultKeyedRateLimiter<LimitKey>,
+    /// Wrong passwords, per account and per client address.
+    pub passwords: password_limits::PasswordLimits,
 }
 
 fn per_minute(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
@@ -334,10 +361,14 @@ fn check(limiter: &DefaultKeyedRateLimiter<LimitKey>, keys: &[LimitKey]) -> Resu
 }
 
 impl RateLimits {
-    pub fn new(claims_per_minute: u32, device_changes_per_minute: u32) -> Self {
+    pub fn new(config: &crate::config::Config) -> Self {
         RateLimits {
-            claims: per_minute(claims_per_minute),
-            devices: per_minute(device_changes_per_minute),
+            claims: per_minute(config.claim_rate_per_minute),
+            devices: per_minute(config.device_rate_per_minute),
+            passwords: password_limits::PasswordLimits::new(
+                config.signin_failures_per_minute,
+                config.signin_failures_per_minute_per_address,
+            ),
         }
     }
 

@@ -10,6 +10,7 @@ mod events;
 mod mail;
 mod orders;
 mod organizations;
+mod passwords;
 mod readiness;
 mod requests;
 mod schema;
