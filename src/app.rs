@@ -37,7 +37,7 @@ pub struct AppState {
     pub bus: Bus,
     pub metrics: Metrics,
     pub config: Arc<Config>,
-    /// Limits claim attempts per account and per client address.
+    /// Limits claim attempts, device changes and wrong passwords.
     pub limits: Arc<crate::http::RateLimits>,
     /// Recently resolved session tokens.
     pub sessions: Arc<SessionCache>,
@@ -153,10 +153,7 @@ impl App {
             interval,
         )));
         let state = AppState {
-            limits: Arc::new(http::RateLimits::new(
-                config.claim_rate_per_minute,
-                config.device_rate_per_minute,
-            )),
+            limits: Arc::new(http::RateLimits::new(&config)),
             ctx,
             hub,
             bus,

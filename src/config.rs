@@ -84,6 +84,23 @@ pub struct Config {
     /// Claim attempts allowed per account and per client address, per minute.
     #[arg(long, env = "CLAIM_RATE_PER_MINUTE", default_value_t = 30)]
     pub claim_rate_per_minute: u32,
+    /// Wrong passwords allowed per account (email address) per minute, at
+    /// sign-in and on the transfer confirmation page (N at once, then one
+    /// every 60/N s).
+    #[arg(
+        long,
+        env = "SIGNIN_FAILURES_PER_MINUTE",
+        default_value_t = crate::http::password_limits::DEFAULT_FAILURES_PER_ACCOUNT
+    )]
+    pub signin_failures_per_minute: u32,
+    /// Wrong passwords allowed per client address per minute, whatever the
+    /// accounts tried.
+    #[arg(
+        long,
+        env = "SIGNIN_FAILURES_PER_MINUTE_PER_ADDRESS",
+        default_value_t = crate::http::password_limits::DEFAULT_FAILURES_PER_ADDRESS
+    )]
+    pub signin_failures_per_minute_per_address: u32,
     /// Device activations/deactivations allowed per client address, per minute.
     #[arg(long, env = "DEVICE_RATE_PER_MINUTE", default_value_t = 120)]
     pub device_rate_per_minute: u32,

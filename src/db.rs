@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement};
 
 use crate::config::DatabaseArgs;
 
@@ -73,7 +73,17 @@ pub async fn connect_with_pool(
             .foreign_keys(true)
     });
     let db = Database::connect(options).await?;
-    Migrator::up(&db, None).await?;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        migrate_under_lock(url).await?;
+    } else {
+        // SQLite: in one write transaction, which takes the database's write
+        // lock at `BEGIN`: processes opening a fresh file together migrate
+        // one after the other (the others wait on the busy timeout, then find
+        // nothing to do) instead of each creating the same tables.
+        let txn = begin_write(&db).await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await?;
+    }
     let raised = crate::events::cursor::keep_ahead(&db).await?;
     if raised > 0 {
         tracing::warn!(
@@ -83,6 +93,48 @@ pub async fn connect_with_pool(
         );
     }
     Ok(db)
+}
+
+/// Key of the PostgreSQL advisory lock held while migrations run ("klmigrat"
+/// in ASCII): fixed, so every instance of every version takes the same one,
+/// and distinct from the relay's and the start-up cursor check's keys.
+pub const MIGRATION_LOCK: i64 = 0x6b6c_6d69_6772_6174;
+
+/// Bring a PostgreSQL schema up to date while holding [`MIGRATION_LOCK`], so
+/// that instances starting together migrate one after the other (the later
+/// ones then find nothing to do) instead of racing on `CREATE TABLE` (which
+/// fails with a duplicate key in `pg_type`). An advisory lock belongs to a
+/// session, so this runs on a pool of its own with a single connection, closed
+/// at the end; if the process dies meanwhile, PostgreSQL releases the lock
+/// with the session.
+async fn migrate_under_lock(url: &str) -> Result<(), DbErr> {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(1)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        // Waiting for the lock is waiting for another instance's migrations,
+        // not for a connection: this pool never has a second user.
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false);
+    let lock_db = Database::connect(options).await?;
+    let backend = lock_db.get_database_backend();
+    let lock = |function: &str| {
+        Statement::from_sql_and_values(
+            backend,
+            format!("SELECT {function}($1)"),
+            [MIGRATION_LOCK.into()],
+        )
+    };
+    let result = async {
+        lock_db.execute_raw(lock("pg_advisory_lock")).await?;
+        let migrated = Migrator::up(&lock_db, None).await;
+        let unlocked = lock_db.execute_raw(lock("pg_advisory_unlock")).await;
+        migrated.and(unlocked.map(|_| ()))
+    }
+    .await;
+    lock_db.close().await.ok();
+    result
 }
 
 /// Start a transaction that will write. On SQLite it takes the write lock at

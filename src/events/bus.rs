@@ -1,7 +1,10 @@
 //! Carries relay batches to every instance's hub: directly in-process without
 //! `REDIS_URL`, through one Redis pub/sub channel with it.
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -29,9 +32,20 @@ pub struct RedisBus {
     /// This instance's hub: what Redis could not carry still reaches the
     /// subscriptions of this instance.
     local: Hub,
+    /// What this instance's clones of the bus share besides connections.
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
     /// Newest cursor handed to `local` directly while Redis was failing, so
     /// a batch retried many times is not handed over many times.
-    local_through: Arc<Mutex<Cursor>>,
+    local_through: Mutex<Cursor>,
+    /// True while this instance's subscriber is subscribed: set by its run
+    /// loop once subscribed, cleared as soon as the subscription is lost.
+    /// Messages published meanwhile do not reach this instance's live
+    /// subscriptions (until the resync that follows the reconnection).
+    subscribed: AtomicBool,
 }
 
 /// Connecting to Redis and each command give up after this long, so a hung
@@ -69,6 +83,15 @@ impl Bus {
             Bus::Redis(redis) => redis.ping().await,
         }
     }
+
+    /// Whether this instance receives what the bus carries: always in
+    /// process; with Redis, while its subscriber is subscribed.
+    pub fn subscribed(&self) -> bool {
+        match self {
+            Bus::Local(_) => true,
+            Bus::Redis(redis) => redis.shared.subscribed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl RedisBus {
@@ -79,7 +102,7 @@ impl RedisBus {
             channel: channel.to_owned(),
             conn: Default::default(),
             local,
-            local_through: Default::default(),
+            shared: Default::default(),
         })
     }
 
@@ -90,7 +113,11 @@ impl RedisBus {
     fn dispatch_locally(&self, message: BusMessage) {
         let message = match message {
             BusMessage::Events { prev, mut events } => {
-                let mut through = self.local_through.lock().unwrap_or_else(|p| p.into_inner());
+                let mut through = self
+                    .shared
+                    .local_through
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 events.retain(|e| e.cursor() > *through);
                 let Some(last) = events.last() else { return };
                 *through = last.cursor();
@@ -155,8 +182,10 @@ impl RedisBus {
                 Ok((sink, messages)) => {
                     tracing::info!("event bus: subscribed to Redis");
                     backoff = RECONNECT_MIN;
+                    self.shared.subscribed.store(true, Ordering::Relaxed);
                     hub.resync_all();
                     let why = Self::forward(sink, messages, &hub).await;
+                    self.shared.subscribed.store(false, Ordering::Relaxed);
                     tracing::warn!(why, "event bus: Redis subscription lost, reconnecting");
                 }
                 Err(error) => tracing::warn!(%error, "event bus: cannot subscribe to Redis"),

@@ -7,6 +7,7 @@ use super::{Auth, ContextExt};
 use crate::{
     domain::accounts,
     error::{ApiResult, AppError},
+    http::ClientAddr,
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -155,7 +156,10 @@ impl AccountMutation {
         Ok(true)
     }
 
-    /// Open a session. A wrong password and an unknown email get the same answer.
+    /// Open a session. A wrong password and an unknown email get the same
+    /// answer. Wrong passwords are limited per account and per client
+    /// address: past a limit every attempt, the right password included, is
+    /// `RATE_LIMITED` with `extensions.retryAfter` (seconds).
     async fn sign_in(
         &self,
         ctx: &Context<'_>,
@@ -164,7 +168,13 @@ impl AccountMutation {
     ) -> ApiResult<SignInPayload> {
         let state = ctx.state();
         let ttl = chrono::Duration::hours(state.config.session_ttl_hours);
-        let (token, account) = accounts::sign_in(&state.ctx, &email, &password, ttl).await?;
+        let client = ctx.data_opt::<ClientAddr>().map(|ClientAddr(ip)| *ip);
+        let sign_in = accounts::sign_in(&state.ctx, &email, &password, ttl);
+        let (token, account) = state
+            .limits
+            .passwords
+            .check(&email, client, sign_in)
+            .await?;
         Ok(SignInPayload {
             token,
             expires_at: state.ctx.clock.now() + ttl,

@@ -1,5 +1,7 @@
 //! HTTP endpoints: GraphQL over HTTP and websockets, GraphiQL, health,
 //! readiness, metrics, and the small pages links in emails open.
+pub mod password_limits;
+
 use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use async_graphql::{Data, http::GraphiQLSource};
@@ -136,18 +138,39 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers and, when configured, Redis does.
-pub async fn readyz(State(server): State<Server>) -> Response {
-    let database = server.state.ctx.db.ping().await.map_err(|e| e.to_string());
-    let bus = tokio::time::timeout(Duration::from_secs(3), server.state.bus.ping())
+/// How long readiness waits for the database and for Redis (checked at once):
+/// a probe wants an answer in time, and a dependency slower than this is as
+/// good as down for requests. Without it, a database that stopped answering
+/// held the probe for the pool's 30 s acquire timeout.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn within_readiness_timeout(
+    check: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(READINESS_TIMEOUT, check)
         .await
-        .unwrap_or_else(|_| Err("timeout".into()));
-    let status = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
+        .unwrap_or_else(|_| Err("timeout".to_owned()))
+}
+
+/// Ready when the database answers, and, when Redis is configured, Redis
+/// answers and this instance's subscriber is subscribed (else events made on
+/// other instances would not reach its live subscriptions). 503 otherwise,
+/// within [`READINESS_TIMEOUT`].
+pub async fn readyz(State(server): State<Server>) -> Response {
+    let state = &server.state;
+    let (database, bus) = tokio::join!(
+        within_readiness_timeout(async { state.ctx.db.ping().await.map_err(|e| e.to_string()) }),
+        within_readiness_timeout(state.bus.ping()),
+    );
+    let subscribed = state.bus.subscribed();
+    let status = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let local = matches!(state.bus, crate::events::bus::Bus::Local(_));
     let body = serde_json::json!({
-        "database": status(&database),
-        "redis": match server.state.bus { crate::events::bus::Bus::Local(_) => "not configured", _ => status(&bus) },
+        "database": status(database.is_ok()),
+        "redis": if local { "not configured" } else { status(bus.is_ok()) },
+        "subscriber": if local { "not configured" } else if subscribed { "ok" } else { "disconnected" },
     });
-    let code = if database.is_ok() && bus.is_ok() {
+    let code = if database.is_ok() && bus.is_ok() && subscribed {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -243,17 +266,39 @@ pub struct TransferForm {
     password: String,
 }
 
-/// The explicit confirmation: signs in with the addressee's credentials and accepts.
+/// The explicit confirmation: signs in with the addressee's credentials and
+/// accepts. Wrong passwords count against the same limits as `signIn`'s;
+/// past them the page says when to retry (429 with `Retry-After`).
 pub async fn transfer_submit(
     State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(form): Form<TransferForm>,
-) -> Html<String> {
+) -> Response {
     let ctx = &server.state.ctx;
-    let viewer = match accounts::check_password(ctx, &form.email, &form.password).await {
+    let checked = server.state.limits.passwords.check(
+        &form.email,
+        Some(peer.ip()),
+        accounts::check_password(ctx, &form.email, &form.password),
+    );
+    let viewer = match checked.await {
         Ok(account) => Viewer::of(&account),
-        Err(_) => return pages::message("Not confirmed", "Wrong email or password."),
+        Err(AppError::RateLimited { retry_after_secs }) => {
+            let page = pages::message(
+                "Not confirmed",
+                &format!("Too many attempts. Retry in {retry_after_secs} seconds."),
+            );
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                page,
+            )
+                .into_response();
+        }
+        Err(_) => {
+            return pages::message("Not confirmed", "Wrong email or password.").into_response();
+        }
     };
-    match transfers::accept(ctx, &viewer, &form.token).await {
+    let page = match transfers::accept(ctx, &viewer, &form.token).await {
         Ok(_) => pages::message(
             "Transfer confirmed",
             "The order and its keys are now yours.",
@@ -266,7 +311,8 @@ pub async fn transfer_submit(
             pages::message("Not confirmed", "Verify your email address first.")
         }
         Err(error) => pages::message("Not confirmed", error_text(&error)),
-    }
+    };
+    page.into_response()
 }
 
 fn error_text(error: &AppError) -> &'static str {
@@ -293,6 +339,8 @@ pub enum LimitKey {
 pub struct RateLimits {
     claims: DefaultKeyedRateLimiter<LimitKey>,
     devices: DefaultKeyedRateLimiter<LimitKey>,
+    /// Wrong passwords, per account and per client address.
+    pub passwords: password_limits::PasswordLimits,
 }
 
 fn per_minute(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
@@ -314,10 +362,14 @@ fn check(limiter: &DefaultKeyedRateLimiter<LimitKey>, keys: &[LimitKey]) -> Resu
 }
 
 impl RateLimits {
-    pub fn new(claims_per_minute: u32, device_changes_per_minute: u32) -> Self {
+    pub fn new(config: &crate::config::Config) -> Self {
         RateLimits {
-            claims: per_minute(claims_per_minute),
-            devices: per_minute(device_changes_per_minute),
+            claims: per_minute(config.claim_rate_per_minute),
+            devices: per_minute(config.device_rate_per_minute),
+            passwords: password_limits::PasswordLimits::new(
+                config.signin_failures_per_minute,
+                config.signin_failures_per_minute_per_address,
+            ),
         }
     }
 

@@ -317,14 +317,8 @@ async fn health_and_readiness() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let body: serde_json::Value = ready.json().await.unwrap();
+    let (status, body) = app.wait_ready().await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["database"], "ok");
     let graphiql = app
         .http

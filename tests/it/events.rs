@@ -746,16 +746,8 @@ impl OwnRedis {
     }
 }
 
-async fn readiness(app: &TestApp) -> (u16, Value) {
-    let response = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
+/// Readiness follows Redis and this instance's subscriber: ready once
+/// subscribed, not ready while Redis is down, ready again once resubscribed.
 #[tokio::test]
 async fn readiness_reports_redis() {
     let mut redis = OwnRedis::start().await;
@@ -764,28 +756,41 @@ async fn readiness_reports_redis() {
         ..Options::default()
     })
     .await;
-    let (status, body) = readiness(&app).await;
+    let (status, body) = app.wait_ready().await;
     assert_eq!((status, &body["redis"]), (200, &json!("ok")), "{body}");
     assert_eq!(body["database"], "ok");
+    assert_eq!(body["subscriber"], "ok");
     redis.kill().await;
-    let (status, body) = readiness(&app).await;
+    let (status, body) = app.readiness().await;
     assert_eq!(
         (status, &body["redis"]),
         (503, &json!("unavailable")),
         "{body}"
     );
     assert_eq!(body["database"], "ok");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = app.readiness().await;
+        if body["subscriber"] == "disconnected" {
+            assert_eq!(status, 503);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     redis.restart().await;
-    let (status, _) = readiness(&app).await;
-    assert_eq!(status, 200);
+    let (status, body) = app.wait_ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["subscriber"], "ok");
 
     let local = TestApp::spawn_with(Options {
         redis_url: None,
         ..Options::default()
     })
     .await;
-    let (status, body) = readiness(&local).await;
+    let (status, body) = local.readiness().await;
     assert_eq!((status, &body["redis"]), (200, &json!("not configured")));
+    assert_eq!(body["subscriber"], "not configured");
 }
 
 /// Redis dies while changes are made on two instances, then comes back:
@@ -814,7 +819,7 @@ async fn a_redis_outage_loses_no_event() {
     seen_b.extend(on_b.events(1).await);
 
     redis.kill().await;
-    let (status, _) = readiness(&a).await;
+    let (status, _) = a.readiness().await;
     assert_eq!(status, 503);
     for round in 0..6 {
         let instance = if round % 2 == 0 { &a } else { &b };
@@ -844,7 +849,7 @@ async fn a_redis_outage_loses_no_event() {
     assign(&a, &token, &licenses[0]).await;
     assert_eq!(on_b.event().await["license"]["id"], licenses[0]);
     assert_eq!(on_a.event().await["license"]["id"], licenses[0]);
-    let (status, _) = readiness(&b).await;
+    let (status, _) = b.wait_ready().await;
     assert_eq!(status, 200);
 }
 

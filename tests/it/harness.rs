@@ -485,6 +485,31 @@ impl TestApp {
         (order_id, ids, keys)
     }
 
+    /// `GET /readyz`: its status and JSON body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .expect("readyz");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("readyz answers JSON"))
+    }
+
+    /// Wait (up to 30 s) until `/readyz` answers 200 (the Redis subscriber
+    /// connects a moment after start-up); the last answer.
+    pub async fn wait_ready(&self) -> (u16, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.readiness().await;
+            if status == 200 || tokio::time::Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A counter from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self

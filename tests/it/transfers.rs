@@ -26,8 +26,18 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// [`setup`] with more configuration.
+async fn setup_with(
+    configure: impl FnOnce(&mut keyledger::config::Config) + Send + 'static,
+) -> Setup {
     let app = TestApp::spawn_with(Options {
-        configure: Box::new(|c| c.claim_rate_per_minute = 1000),
+        configure: Box::new(|c| {
+            c.claim_rate_per_minute = 1000;
+            configure(c);
+        }),
         ..Options::default()
     })
     .await;
@@ -290,6 +300,70 @@ async fn opening_the_link_changes_nothing_and_the_page_button_confirms() {
         .ok(Some(&s.new_owner), ORDER, json!({"o": s.order}))
         .await;
     assert_eq!(order["order"]["owner"]["email"], s.new_owner_email);
+}
+
+/// The confirmation page's password form counts wrong passwords against
+/// the sign-in limits: past them it says when to retry (429, `Retry-After`)
+/// and confirms nothing, even with the right password.
+#[tokio::test]
+async fn the_confirmation_page_refuses_after_too_many_wrong_passwords() {
+    let s = setup_with(|c| {
+        c.signin_failures_per_minute = 2;
+        c.signin_failures_per_minute_per_address = 10_000;
+    })
+    .await;
+    let app = &s.app;
+    let (_, token) = start(&s).await;
+    let submit = |password: &'static str| {
+        app.http
+            .post(format!("{}/transfers/confirm", app.base))
+            .form(&[
+                ("token", token.as_str()),
+                ("email", s.new_owner_email.as_str()),
+                ("password", password),
+            ])
+            .send()
+    };
+    for _ in 0..2 {
+        let wrong = submit("wrong password!").await.unwrap();
+        assert_eq!(wrong.status(), 200);
+        assert!(
+            wrong
+                .text()
+                .await
+                .unwrap()
+                .contains("Wrong email or password")
+        );
+    }
+    for password in ["wrong password!", crate::harness::PASSWORD] {
+        let limited = submit(password).await.unwrap();
+        assert_eq!(limited.status(), 429);
+        let retry: u64 = limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&retry), "Retry-After: {retry}");
+        let html = limited.text().await.unwrap();
+        assert!(html.contains("Too many attempts"), "{html}");
+    }
+    let order = app.ok(Some(&s.owner), ORDER, json!({"o": s.order})).await;
+    assert!(
+        order["order"]["owner"]["email"]
+            .as_str()
+            .unwrap()
+            .starts_with("owner"),
+        "nothing transferred"
+    );
+    // The account's sign-in waits as well: one limit, whichever door.
+    let error = app
+        .error(
+            None,
+            "mutation($e:String!,$p:String!){ signIn(email:$e,password:$p){ token } }",
+            json!({"e": s.new_owner_email, "p": crate::harness::PASSWORD}),
+        )
+        .await;
+    assert_eq!(error["extensions"]["code"], "RATE_LIMITED");
 }
 
 #[tokio::test]
