@@ -483,3 +483,30 @@ async fn a_socket_holds_at_most_100_subscriptions() {
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["id"], "103", "only the one over the cap: {refused}");
 }
+
+#[tokio::test]
+async fn an_upgraded_websocket_keeps_its_connection_slot_until_it_closes() {
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|config| config.max_connections_per_client = 2),
+        ..Options::default()
+    })
+    .await;
+    let mut first = ws(&app, "graphql-transport-ws").await;
+    init(&mut first, None).await;
+    let mut second = ws(&app, "graphql-transport-ws").await;
+    init(&mut second, None).await;
+    // Both slots are the websockets', long after their HTTP requests ended.
+    assert_shed("127.0.0.1", app.addr).await;
+    first.close(None).await.expect("close");
+    drop(first);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = get_from("127.0.0.1", app.addr, "/healthz").await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
+}
