@@ -1,11 +1,10 @@
 //! Wiring: the shared state, the router, background workers, start-up and
 //! graceful shutdown.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
     routing::{get, post},
-    serve::ListenerExt,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -171,26 +170,27 @@ impl App {
         })
     }
 
-    /// Serve on `listener` until `shutdown` resolves, then finish in-flight requests.
-    /// Connections send without Nagle's delay: an answer is one small write
-    /// that should leave at once, not wait for the client's ACK.
+    /// Serve on `listener` until `shutdown` resolves, then finish in-flight
+    /// requests, with the connection caps and header deadline of the
+    /// configuration (see [`http::listener`]).
     pub async fn serve_on(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(
+        let limits = http::listener::Limits::from_config(&self.state.config);
+        tracing::info!(
+            max_connections = limits.max_connections,
+            per_client = limits.per_client,
+            "connection caps"
+        );
+        http::listener::serve(
             listener,
-            self.router
-                .clone()
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router.clone(),
+            limits,
+            self.state.metrics.clone(),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await
     }
 }

@@ -12,6 +12,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server (the default).
     Serve(Config),
@@ -107,6 +109,24 @@ pub struct Config {
     /// Background jobs (mail sender, expiry sweeper, relay tick) run every this many ms.
     #[arg(long, env = "JOB_INTERVAL_MS", default_value_t = 1000)]
     pub job_interval_ms: u64,
+    /// Connections (HTTP and websockets) open at once at most; default: the
+    /// process's descriptor limit minus a reserve for the database pool,
+    /// Redis, SMTP and files (a tenth of it, at least 512). Connections over
+    /// the cap are closed as soon as they are accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Connections one client address may hold open at once. 256 leaves room
+    /// for many people behind one NAT or office proxy (a browser opens about
+    /// 6 per site, plus its websockets) while one address holds at most
+    /// ~1.4% of the default global cap (about 18,000 on a 20,000-descriptor
+    /// machine), so a single host cannot exhaust it.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_client: u64,
+    /// Seconds a client has to send a request's headers once the connection
+    /// is open or idle between requests; then it is closed, so that slow or
+    /// silent clients cannot hold connections.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
 }
 
 impl Config {

@@ -13,6 +13,11 @@ async fn main() -> std::process::ExitCode {
     dotenvy::dotenv().ok();
     let cli = Cli::parse();
     keyledger::telemetry::init();
+    // Every connection is a descriptor: start with as many as allowed.
+    match keyledger::http::listener::raise_descriptor_limit() {
+        Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open descriptor limit"),
+    }
     let result = match cli.command.unwrap_or_default() {
         Command::Serve(config) => keyledger::app::serve(config).await,
         Command::Migrate(db) => keyledger::db::connect_configured(&db)

@@ -19,6 +19,8 @@ struct Inner {
     delivered: Counter,
     relay_lag_ms: Gauge,
     sql_statements: Counter,
+    connections: Gauge,
+    connections_shed: Counter,
 }
 
 impl Default for Metrics {
@@ -29,6 +31,18 @@ impl Default for Metrics {
         let delivered = Counter::default();
         let relay_lag_ms = Gauge::default();
         let sql_statements = Counter::default();
+        let connections = Gauge::default();
+        let connections_shed = Counter::default();
+        registry.register(
+            "connections",
+            "TCP connections open (HTTP and websockets)",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Connections closed at once because a connection cap was reached",
+            connections_shed.clone(),
+        );
         registry.register(
             "sql_statements",
             "SQL statements executed",
@@ -62,6 +76,8 @@ impl Default for Metrics {
                 delivered,
                 relay_lag_ms,
                 sql_statements,
+                connections,
+                connections_shed,
             }),
         }
     }
@@ -89,6 +105,16 @@ impl Metrics {
 
     pub fn events_delivered(&self, count: u64) {
         self.inner.delivered.inc_by(count);
+    }
+
+    /// Counts an open connection until dropped.
+    pub fn connection_opened(&self) -> ConnectedGuard {
+        self.inner.connections.inc();
+        ConnectedGuard(self.inner.connections.clone())
+    }
+
+    pub fn connection_shed(&self) {
+        self.inner.connections_shed.inc();
     }
 
     pub fn sql_statement(&self) {

@@ -4,11 +4,11 @@ pub mod password_limits;
 
 use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
-use async_graphql::{Data, http::GraphiQLSource};
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::GraphQLResponse;
 use axum::{
     Form,
-    extract::{ConnectInfo, Query, State, WebSocketUpgrade},
+    extract::{ConnectInfo, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
@@ -26,6 +26,11 @@ use crate::{
     pages,
 };
 
+pub mod listener;
+mod websocket;
+
+pub use websocket::graphql_ws;
+
 #[derive(Clone)]
 pub struct Server {
     /// Shared, not cloned field by field: axum clones the router's state for
@@ -34,7 +39,8 @@ pub struct Server {
     pub schema: AppSchema,
 }
 
-/// The client's address as seen by this server (the balancer's, behind one).
+/// The client's address as seen by this server (the balancer's, behind one;
+/// see [`listener::client_of`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::IpAddr);
 
@@ -73,7 +79,7 @@ pub async fn graphql(
     };
     let request = request
         .data(auth)
-        .data(ClientAddr(peer.ip()))
+        .data(ClientAddr(listener::client_of(peer)))
         .data(Loaders::new(server.state.ctx.db.clone()));
     server.schema.execute(request).await.into()
 }
@@ -86,52 +92,6 @@ pub async fn graphiql() -> Html<String> {
             .title("keyledger")
             .finish(),
     )
-}
-
-/// Initial read buffer of a websocket connection.
-const WS_READ_BUFFER: usize = 1024;
-/// Largest websocket message accepted, as the largest HTTP body.
-const WS_MAX_MESSAGE: usize = crate::graphql::limits::MAX_BODY_BYTES;
-
-/// Websocket subscriptions (`graphql-transport-ws` and legacy `graphql-ws`).
-/// The token travels in `connection_init`'s payload, `{"authorization":
-/// "Bearer TOKEN"}`, since browsers cannot set headers on a websocket. A bad
-/// token refuses the connection; no token leaves it anonymous.
-pub async fn graphql_ws(
-    State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        // tungstenite zero-fills its whole read buffer on each read, so its
-        // 128 KiB default stays resident for every idle subscriber; GraphQL
-        // messages are small (the buffer grows for a larger one).
-        .read_buffer_size(WS_READ_BUFFER)
-        .max_message_size(WS_MAX_MESSAGE)
-        .on_upgrade(move |socket| {
-            let state = server.state.clone();
-            GraphQLWebSocket::new(socket, server.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let authorization = payload
-                        .get("authorization")
-                        .or_else(|| payload.get("Authorization"))
-                        .map(|v| v.as_str().unwrap_or("invalid").to_owned());
-                    let auth = resolve_auth(&state, authorization.as_deref())
-                        .await
-                        .map_err(async_graphql::Error::from)?;
-                    if matches!(auth, Auth::Invalid) {
-                        return Err(async_graphql::Error::from(AppError::Unauthenticated));
-                    }
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    data.insert(ClientAddr(peer.ip()));
-                    data.insert(Loaders::new(state.ctx.db.clone()));
-                    Ok(data)
-                })
-                .serve()
-        })
 }
 
 pub async fn healthz() -> &'static str {

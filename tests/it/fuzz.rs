@@ -100,7 +100,9 @@ impl Gen<'_> {
                 "Int" => json!(*self.pick(&[0, 1, -1, 3, 100, 101, i32::MAX, i32::MIN])),
                 "Float" => json!(*self.pick(&[0.0, -1.5, 1e300])),
                 "Boolean" => json!(self.rng.random_bool(0.5)),
-                "ID" => json!(*self.pick(&["1", "2", "0", "-1", "99999999999999999999", "abc", ""])),
+                "ID" => {
+                    json!(*self.pick(&["1", "2", "0", "-1", "99999999999999999999", "abc", ""]))
+                }
                 "DateTime" => json!(*self.pick(&["2026-01-01T00:00:00Z", "yesterday"])),
                 _ => {
                     let named = self.schema.ty(name).clone();
@@ -150,7 +152,13 @@ impl Gen<'_> {
                 let parts: Vec<String> = parts
                     .into_iter()
                     .enumerate()
-                    .map(|(i, part)| if i == 0 { part } else { format!("s{i}: {part}") })
+                    .map(|(i, part)| {
+                        if i == 0 {
+                            part
+                        } else {
+                            format!("s{i}: {part}")
+                        }
+                    })
                     .collect();
                 format!("{{ {} }}", parts.join(" "))
             }
@@ -237,7 +245,9 @@ async fn generated_requests_never_fail_inside() {
             let code = error["extensions"]["code"].as_str();
             assert!(code.is_some(), "{}: {error}", context());
             assert_ne!(code, Some("INTERNAL"), "{}: {error}", context());
-            *codes.entry(code.unwrap_or_default().to_owned()).or_default() += 1;
+            *codes
+                .entry(code.unwrap_or_default().to_owned())
+                .or_default() += 1;
         }
     }
     println!("fuzz: error codes seen {codes:?}");

@@ -229,17 +229,19 @@ impl TestApp {
         .await
         .expect("app starts");
         let (tx, rx) = oneshot::channel::<()>();
-        let router_app = app.router.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
+        // The production accept loop (caps, header deadline), on the
+        // router this test keeps a handle to.
+        let serve = keyledger::http::listener::serve(
+            listener,
+            app.router.clone(),
+            keyledger::http::listener::Limits::from_config(&app.state.config),
+            app.state.metrics.clone(),
+            async move {
                 let _ = rx.await;
-            })
-            .await
-            .ok();
+            },
+        );
+        tokio::spawn(async move {
+            serve.await.ok();
         });
         TestApp {
             addr,

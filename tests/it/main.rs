@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod claims;
+mod connections;
 mod devices;
 mod events;
 mod fuzz;
