@@ -115,6 +115,13 @@ pub struct Config {
     /// the cap are closed as soon as they are accepted.
     #[arg(long, env = "MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Load balancers whose `X-Forwarded-For` is believed: comma-separated
+    /// IPs or CIDRs. The client is then the rightmost address of that header
+    /// that is not one of them; unset, the client is the TCP peer. Trusted
+    /// proxies are exempt from the per-client connection cap (they carry
+    /// many clients).
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Connections one client address may hold open at once. 256 leaves room
     /// for many people behind one NAT or office proxy (a browser opens about
     /// 6 per site, plus its websockets) while one address holds at most

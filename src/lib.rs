@@ -12,6 +12,8 @@ pub mod app;
 pub mod auth;
 /// Command-line subcommands other than `serve`.
 pub mod cli;
+/// Who the client is, behind trusted proxies or not.
+pub mod client_ip;
 /// Wall clock behind a handle so tests can move time forward instead of sleeping.
 pub mod clock;
 /// Typed configuration from flags, environment and `.env`.

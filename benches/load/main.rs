@@ -85,6 +85,8 @@ struct Options {
     /// Only `validateLicense` and its floor (over keys assigned straight in
     /// the database): the quick loop while working on validation.
     validate_only: bool,
+    /// Only the burst of 64 sign-ins and the server's memory during it.
+    signin_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -94,6 +96,7 @@ fn options() -> Options {
     let mut keys_only = false;
     let mut claims_only = false;
     let mut validate_only = false;
+    let mut signin_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
@@ -101,6 +104,7 @@ fn options() -> Options {
             "keys" | "--keys" => keys_only = true,
             "claims" | "--claims" => claims_only = true,
             "validate" | "--validate" => validate_only = true,
+            "signin" | "--signin" => signin_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -115,6 +119,7 @@ fn options() -> Options {
         keys_only,
         claims_only,
         validate_only,
+        signin_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -162,6 +167,13 @@ async fn run(options: Options) -> Result<(), String> {
     let client = Client::new(&server.base);
     let db = connect(&pg.url).await?;
     let accounts = seed_accounts(&db, &password_hash, CLAIMERS).await?;
+
+    if options.signin_only {
+        step("signIn burst");
+        sign_in_burst(&mut report, &client, &server, &accounts).await?;
+        server.stop().await;
+        return finish(report, "signin", started);
+    }
 
     step("key generation on PostgreSQL");
     let orders = keygen(&mut report, "PostgreSQL", &client, &accounts, Some(2.0)).await?;
@@ -386,6 +398,9 @@ async fn run(options: Options) -> Result<(), String> {
     row.note("each also writes a session row");
     report.rows.push(row);
     report.raw.insert("sign_in".into(), json!(sign_in));
+
+    step("signIn burst");
+    sign_in_burst(&mut report, &client, &server, &accounts).await?;
 
     analyze(&db).await?;
     step("validateLicense");
@@ -1251,5 +1266,87 @@ async fn read_scenario(
         "read".into(),
         json!({"stats": stats, "statements_per_request": per_request, "statements_per_request_under_load": loaded_statements, "assigned_of_100": assigned, "cpu_ms_per_request": cpu}),
     );
+    Ok(())
+}
+
+/// The server's resident memory in bytes (`VmRSS`), or 0 where `/proc` has none.
+fn resident_bytes(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 64 requests at once that would each hash a password, twice: 20 aliased
+/// `signIn`s per request (refused whole by the one-password-per-request
+/// limit), then one `signIn` each with the right password (queued for the
+/// hashing permits). Reports the server's peak resident memory above its
+/// level before the burst: bounded by the permits, not by the requests.
+async fn sign_in_burst(
+    report: &mut Report,
+    client: &Client,
+    server: &Server,
+    accounts: &Accounts,
+) -> Result<(), String> {
+    const REQUESTS: usize = 64;
+    let aliased = format!(
+        "mutation($e:String!,$p:String!){{ {} }}",
+        (0..20)
+            .map(|i| format!("s{i}: signIn(email:$e,password:$p){{ token }} "))
+            .collect::<String>()
+    );
+    for (label, aliases) in [("64 × 20 aliased signIn", true), ("64 × 1 signIn", false)] {
+        let pid = server.pid();
+        let before = resident_bytes(pid);
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let sampling = sampling.clone();
+            tokio::spawn(async move {
+                let mut peak = 0;
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(resident_bytes(pid));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                peak
+            })
+        };
+        let started = std::time::Instant::now();
+        let answers = futures_util::future::join_all((0..REQUESTS).map(|i| {
+            let email = accounts.claimers[i % accounts.claimers.len()].email.clone();
+            let query = if aliases {
+                aliased.clone()
+            } else {
+                SIGN_IN.to_owned()
+            };
+            async move {
+                client
+                    .gql(None, &query, json!({"e": email, "p": PASSWORD}))
+                    .await
+            }
+        }))
+        .await;
+        let elapsed = started.elapsed();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.await.map_err(|e| e.to_string())?;
+        let refused = answers.iter().filter(|a| a.is_err()).count();
+        let mut row = Row::new(format!("signIn burst: {label}"), REQUESTS);
+        row.note(format!(
+            "all answered in {:.2} s; {refused} refused; server resident memory +{:.0} MiB at peak ({:.0} MiB before)",
+            elapsed.as_secs_f64(),
+            peak.saturating_sub(before) as f64 / 1048576.0,
+            before as f64 / 1048576.0
+        ));
+        report.rows.push(row);
+        report.raw.insert(
+            format!("sign_in_burst_{}", if aliases { "aliased" } else { "single" }),
+            json!({"seconds": elapsed.as_secs_f64(), "refused": refused, "rss_before": before, "rss_peak": peak}),
+        );
+    }
     Ok(())
 }

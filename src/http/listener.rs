@@ -10,7 +10,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -67,14 +67,8 @@ pub fn connections_for_descriptors(limit: u64) -> u64 {
     (limit - reserve).max(1)
 }
 
-/// Who a connection belongs to, for the per-client cap and the rate limits:
-/// the TCP peer's address.
-pub fn client_of(peer: SocketAddr) -> IpAddr {
-    peer.ip()
-}
-
 /// The listener's limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections open at once.
     pub max_connections: u64,
@@ -83,6 +77,8 @@ pub struct Limits {
     /// Time a client has to send a request's headers (also the idle time
     /// allowed between requests on a keep-alive connection).
     pub header_read_timeout: Duration,
+    /// Peers that carry many clients (load balancers): not capped per client.
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 impl Limits {
@@ -95,6 +91,7 @@ impl Limits {
                 .unwrap_or_else(|| connections_for_descriptors(descriptor_limit())),
             per_client: config.max_connections_per_client,
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 }
@@ -113,16 +110,20 @@ struct Open {
 
 impl Counts {
     /// A slot for one more connection of `client`, or `None` when a cap is reached.
-    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+    /// A trusted proxy's connections count only in the total.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.limits.max_connections {
             return None;
         }
-        let mine = open.per_client.entry(client).or_default();
-        if *mine >= self.limits.per_client {
-            return None;
+        let client = (!self.limits.trusted_proxies.contains(peer)).then_some(peer);
+        if let Some(client) = client {
+            let mine = open.per_client.entry(client).or_default();
+            if *mine >= self.limits.per_client {
+                return None;
+            }
+            *mine += 1;
         }
-        *mine += 1;
         open.total += 1;
         Some(Slot {
             counts: self.clone(),
@@ -134,17 +135,19 @@ impl Counts {
 /// One connection's place in the counts, given back when dropped.
 struct Slot {
     counts: Arc<Counts>,
-    client: IpAddr,
+    /// `None` for a trusted proxy.
+    client: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
         open.total = open.total.saturating_sub(1);
-        if let Some(mine) = open.per_client.get_mut(&self.client) {
+        let Some(client) = self.client else { return };
+        if let Some(mine) = open.per_client.get_mut(&client) {
             *mine = mine.saturating_sub(1);
             if *mine == 0 {
-                open.per_client.remove(&self.client);
+                open.per_client.remove(&client);
             }
         }
     }
@@ -221,14 +224,14 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let counts = Arc::new(Counts {
-        limits,
-        open: Mutex::new(Open::default()),
-    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    let counts = Arc::new(Counts {
+        limits,
+        open: Mutex::new(Open::default()),
+    });
     let builder = Arc::new(builder);
     // Connections watch this for the shutdown signal; once every receiver
     // is dropped, every connection has ended.
@@ -250,7 +253,7 @@ pub async fn serve(
                 }
             }
         };
-        let Some(slot) = counts.admit(client_of(peer)) else {
+        let Some(slot) = counts.admit(peer.ip()) else {
             metrics.connection_shed();
             tracing::debug!(%peer, "connection cap reached; connection shed");
             let _ = stream.try_write(SHED_RESPONSE);

@@ -39,10 +39,26 @@ pub struct Server {
     pub schema: AppSchema,
 }
 
-/// The client's address as seen by this server (the balancer's, behind one;
-/// see [`listener::client_of`]).
+/// The client's address, as [`crate::client_ip`] resolves it (behind
+/// trusted proxies, from `X-Forwarded-For`); what rate limits count against.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::IpAddr);
+
+impl axum::extract::FromRequestParts<Server> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        server: &Server,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |info| info.0.ip());
+        let trusted = &server.state.config.trusted_proxies;
+        Ok(ClientAddr(trusted.client(peer, &parts.headers)))
+    }
+}
 
 /// Decide who is calling from an `Authorization` value.
 async fn resolve_auth(state: &AppState, authorization: Option<&str>) -> Result<Auth, AppError> {
@@ -62,7 +78,7 @@ async fn resolve_auth(state: &AppState, authorization: Option<&str>) -> Result<A
 
 pub async fn graphql(
     State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     headers: HeaderMap,
     refusal::GraphQLPost(request): refusal::GraphQLPost,
 ) -> GraphQLResponse {
@@ -79,7 +95,7 @@ pub async fn graphql(
     };
     let request = request
         .data(auth)
-        .data(ClientAddr(listener::client_of(peer)))
+        .data(client)
         .data(Loaders::new(server.state.ctx.db.clone()));
     server.schema.execute(request).await.into()
 }
@@ -231,13 +247,13 @@ pub struct TransferForm {
 /// past them the page says when to retry (429 with `Retry-After`).
 pub async fn transfer_submit(
     State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     Form(form): Form<TransferForm>,
 ) -> Response {
     let ctx = &server.state.ctx;
     let checked = server.state.limits.passwords.check(
         &form.email,
-        Some(peer.ip()),
+        Some(client),
         accounts::check_password(ctx, &form.email, &form.password),
     );
     let viewer = match checked.await {

@@ -7,7 +7,7 @@
 //! graphql-ws protocol (4403, 4401, 4409 rather than a generic 1002), and a
 //! cap on subscriptions per socket. The gatekeeper resolves the token
 //! itself and hands async-graphql the connection's data.
-use std::{collections::HashSet, net::SocketAddr, str::FromStr, time::Duration};
+use std::{collections::HashSet, str::FromStr, time::Duration};
 
 use async_graphql::{
     Data,
@@ -15,7 +15,7 @@ use async_graphql::{
 };
 use axum::{
     extract::{
-        ConnectInfo, State, WebSocketUpgrade,
+        State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket},
     },
     http::{HeaderMap, StatusCode, header},
@@ -25,7 +25,7 @@ use futures_util::{Sink, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ClientAddr, Server, listener::client_of, resolve_auth};
+use super::{ClientAddr, Server, resolve_auth};
 use crate::graphql::{Auth, Loaders};
 
 /// Initial read buffer of a websocket connection.
@@ -72,7 +72,7 @@ fn requested_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
 /// token refuses the connection (4403); no token leaves it anonymous.
 pub async fn graphql_ws(
     State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -91,7 +91,7 @@ pub async fn graphql_ws(
         .on_upgrade(move |socket| {
             Gatekeeper {
                 server,
-                peer,
+                client,
                 protocol,
             }
             .run(socket)
@@ -118,7 +118,7 @@ fn close_reason(reason: &str) -> &str {
 
 struct Gatekeeper {
     server: Server,
-    peer: SocketAddr,
+    client: ClientAddr,
     protocol: WebSocketProtocols,
 }
 
@@ -259,7 +259,7 @@ impl Gatekeeper {
                 };
                 let mut data = Data::default();
                 data.insert(auth);
-                data.insert(ClientAddr(client_of(self.peer)));
+                data.insert(self.client);
                 data.insert(Loaders::new(self.server.state.ctx.db.clone()));
                 let _ = data_tx.send(data);
                 *initialised = true;

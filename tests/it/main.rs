@@ -15,6 +15,7 @@ mod mail;
 mod orders;
 mod organizations;
 mod passwords;
+mod proxies;
 mod readiness;
 mod requests;
 mod schema;
