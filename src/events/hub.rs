@@ -21,14 +21,16 @@ const PER_ACCOUNT_BUFFER: usize = 16;
 /// What a subscription is told.
 #[derive(Debug, Clone)]
 pub enum Signal {
-    Event(Arc<LiveEvent>),
+    /// Events for this account were committed. A hint only: what a
+    /// subscription delivers, and how far its cursor moves, it reads from
+    /// the database, so a message forged on the bus cannot put words in
+    /// its mouth or skip real events.
+    Events,
     /// Events may have been missed (bus reconnected, gap in the relay's
     /// sequence): read the database after your cursor.
     Resync,
     /// This session was signed out: end the stream.
-    SessionRevoked {
-        session_id: i64,
-    },
+    SessionRevoked { session_id: i64 },
 }
 
 /// A batch published by the relay. `prev` is the cursor published just
@@ -111,16 +113,19 @@ impl Hub {
                     );
                     Self::broadcast(&mut state, Signal::Resync);
                 }
-                for event in events {
-                    let event = Arc::new(event);
+                let mut per_account: HashMap<i64, u64> = HashMap::new();
+                for event in &events {
                     for account_id in &event.recipients {
-                        if let Some(sender) = state.accounts.get(account_id) {
-                            let delivered = sender.send(Signal::Event(event.clone())).unwrap_or(0);
-                            if delivered == 0 {
-                                state.accounts.remove(account_id);
-                            } else {
-                                self.metrics.events_delivered(delivered as u64);
-                            }
+                        *per_account.entry(*account_id).or_default() += 1;
+                    }
+                }
+                for (account_id, count) in per_account {
+                    if let Some(sender) = state.accounts.get(&account_id) {
+                        let delivered = sender.send(Signal::Events).unwrap_or(0);
+                        if delivered == 0 {
+                            state.accounts.remove(&account_id);
+                        } else {
+                            self.metrics.events_delivered(delivered as u64 * count);
                         }
                     }
                 }

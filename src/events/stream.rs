@@ -1,8 +1,11 @@
 //! One subscriber's stream: replay from the database after its cursor, then
-//! live events from the hub, with no gap and no duplicate at the seam. The hub
-//! registration happens *before* the replay query, and every event carries its
-//! cursor, so an event that is both replayed and received live is delivered
-//! once (cursors only grow; anything at or below the cursor is dropped).
+//! read again each time the hub signals new events, with no gap and no
+//! duplicate. The hub registration happens *before* the first read, and
+//! every event carries its cursor (cursors only grow; anything at or below
+//! the cursor is dropped). Signals are hints: events and the cursor always
+//! come from the database, and the session is read again at most every
+//! [`SESSION_RECHECK`] while events flow, so a sign-out whose announcement
+//! was lost (the bus down) ends the stream a few seconds late at worst.
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
@@ -66,6 +69,7 @@ pub fn subscribe(
     subscriber: Subscriber,
     after: Cursor,
 ) -> impl Stream<Item = Result<LiveEvent, AppError>> + Send + 'static {
+    let now = clock.now();
     let state = State {
         rx: hub.subscribe(subscriber.account_id),
         db,
@@ -78,6 +82,7 @@ pub fn subscribe(
         // The connection may have been authenticated long before this
         // subscription started: a sign-out since then is only in the database.
         check_session: true,
+        session_checked_at: now,
         ended: false,
         _connected: metrics.subscriber_connected(),
     };
@@ -101,12 +106,20 @@ struct State {
     /// Messages may have been lost (a sign-out among them): ask the database
     /// whether the session still holds before reading on.
     check_session: bool,
+    /// When the session was last found to hold.
+    session_checked_at: DateTime<Utc>,
     ended: bool,
     _connected: crate::metrics::ConnectedGuard,
 }
 
 /// Events read from the database per query while catching up.
 const REPLAY_PAGE: u64 = 500;
+
+/// While events arrive, the session is read again when its last check is
+/// older than this: a sign-out is also announced on the bus (ending the
+/// stream at once), but an announcement lost while the bus was down must
+/// not let a signed-out session read on for long.
+pub const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl State {
     async fn next(&mut self) -> Option<Result<LiveEvent, AppError>> {
@@ -122,7 +135,10 @@ impl State {
                 // then keeps only its wait, not room for a query, in memory.
                 let check = session_holds(&self.db, self.subscriber.session_id, self.clock.now());
                 match Box::pin(check).await {
-                    Ok(true) => self.check_session = false,
+                    Ok(true) => {
+                        self.check_session = false;
+                        self.session_checked_at = self.clock.now();
+                    }
                     Ok(false) => return self.end(AppError::Unauthenticated),
                     Err(error) => return self.end(error),
                 }
@@ -155,14 +171,22 @@ impl State {
                 .unwrap_or_default();
             tokio::select! {
                 signal = self.rx.recv() => match signal {
-                    Ok(Signal::Event(event)) => self.pending.push_back((*event).clone()),
+                    Ok(Signal::Events) => {
+                        self.needs_replay = true;
+                        let checked = self.clock.now() - self.session_checked_at;
+                        if checked.to_std().unwrap_or_default() >= SESSION_RECHECK {
+                            self.check_session = true;
+                        }
+                    }
                     Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
                         self.needs_replay = true;
                         self.check_session = true;
                     }
+                    // Confirmed in the database before the stream ends: a
+                    // message forged on the bus cannot end it.
                     Ok(Signal::SessionRevoked { session_id }) => {
                         if session_id == self.subscriber.session_id {
-                            return self.end(AppError::Unauthenticated);
+                            self.check_session = true;
                         }
                     }
                     Err(RecvError::Closed) => return None,
@@ -212,91 +236,120 @@ mod tests {
     use super::*;
     use crate::events::{EventKind, NewEvent, bus::Bus, record, relay::Relay};
 
+    /// A database with one account and its session, a hub, a relay, and a
+    /// subscription of that account from the start.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: DatabaseConnection,
+        clock: Clock,
+        hub: Hub,
+        relay: Relay,
+        account_id: i64,
+        session_id: i64,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+            let db = crate::db::connect(&url).await.unwrap();
+            let clock = Clock::default();
+            let account = account::ActiveModel {
+                email: Set("lag@example.com".into()),
+                password_hash: Set(String::new()),
+                role: Set("USER".into()),
+                require_manual_approval: Set(false),
+                allow_override_assignee: Set(false),
+                notify_on_claim: Set(false),
+                allow_assignee_organization: Set(false),
+                created_at: Set(clock.now()),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+            let session = session::ActiveModel {
+                account_id: Set(account.id),
+                token_hash: Set("lag".into()),
+                created_at: Set(clock.now()),
+                expires_at: Set(clock.now() + chrono::Duration::days(1)),
+                revoked_at: Set(None),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+            let metrics = Metrics::default();
+            let hub = Hub::new(metrics.clone(), Default::default(), Default::default());
+            let relay = Relay {
+                db: db.clone(),
+                bus: Bus::Local(hub.clone()),
+                wake: Default::default(),
+                metrics,
+                interval: Duration::from_secs(60),
+            };
+            Fixture {
+                _dir: dir,
+                db,
+                clock,
+                hub,
+                relay,
+                account_id: account.id,
+                session_id: session.id,
+            }
+        }
+
+        fn subscribe(&self) -> impl Stream<Item = Result<LiveEvent, AppError>> + '_ {
+            subscribe(
+                self.db.clone(),
+                &self.hub,
+                self.clock.clone(),
+                Metrics::default(),
+                Subscriber {
+                    account_id: self.account_id,
+                    session_id: self.session_id,
+                    session_expires_at: self.clock.now() + chrono::Duration::days(1),
+                },
+                Cursor::default(),
+            )
+        }
+
+        /// Commit `count` events for the account and relay them.
+        async fn write(&self, count: usize) {
+            let txn = self.db.begin().await.unwrap();
+            for _ in 0..count {
+                let mut event = NewEvent::new(EventKind::LicenseAssigned, None);
+                event.recipients = vec![self.account_id];
+                record(&txn, self.clock.now(), event).await.unwrap();
+            }
+            txn.commit().await.unwrap();
+            self.relay.step().await.unwrap();
+        }
+    }
+
+    async fn next_within(
+        stream: &mut (impl Stream<Item = Result<LiveEvent, AppError>> + Unpin),
+    ) -> Option<Result<LiveEvent, AppError>> {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream answers")
+    }
+
     /// A subscription that falls behind by more than its hub buffer (here one
     /// relay batch of 100 events for its account) re-reads the database and
     /// still delivers every event, in order, once.
     #[tokio::test]
     async fn a_lagging_subscription_catches_up_from_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = crate::db::connect(&url).await.unwrap();
-        let clock = Clock::default();
-        let account = account::ActiveModel {
-            email: Set("lag@example.com".into()),
-            password_hash: Set(String::new()),
-            role: Set("USER".into()),
-            require_manual_approval: Set(false),
-            allow_override_assignee: Set(false),
-            notify_on_claim: Set(false),
-            allow_assignee_organization: Set(false),
-            created_at: Set(clock.now()),
-            ..Default::default()
-        }
-        .insert(&db)
-        .await
-        .unwrap();
-        let expires_at = clock.now() + chrono::Duration::days(1);
-        let session = session::ActiveModel {
-            account_id: Set(account.id),
-            token_hash: Set("lag".into()),
-            created_at: Set(clock.now()),
-            expires_at: Set(expires_at),
-            revoked_at: Set(None),
-            ..Default::default()
-        }
-        .insert(&db)
-        .await
-        .unwrap();
-        let metrics = Metrics::default();
-        let hub = Hub::new(metrics.clone(), Default::default(), Default::default());
-        let relay = Relay {
-            db: db.clone(),
-            bus: Bus::Local(hub.clone()),
-            wake: Default::default(),
-            metrics: metrics.clone(),
-            interval: Duration::from_secs(60),
-        };
-        let write = |count: usize| {
-            let db = db.clone();
-            let now = clock.now();
-            async move {
-                let txn = db.begin().await.unwrap();
-                for _ in 0..count {
-                    let mut event = NewEvent::new(EventKind::LicenseAssigned, None);
-                    event.recipients = vec![account.id];
-                    record(&txn, now, event).await.unwrap();
-                }
-                txn.commit().await.unwrap();
-            }
-        };
-        let subscriber = Subscriber {
-            account_id: account.id,
-            session_id: session.id,
-            session_expires_at: expires_at,
-        };
-        let mut stream = Box::pin(subscribe(
-            db.clone(),
-            &hub,
-            clock.clone(),
-            metrics,
-            subscriber,
-            Cursor::default(),
-        ));
-
-        write(1).await;
-        relay.step().await.unwrap();
+        let fixture = Fixture::new().await;
+        let mut stream = Box::pin(fixture.subscribe());
+        fixture.write(1).await;
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.cursor(), Cursor { tx: 0, id: 1 });
 
-        // 100 signals into a buffer of 16 while the stream is not polled.
-        write(100).await;
-        relay.step().await.unwrap();
+        // 100 events while the stream is not polled.
+        fixture.write(100).await;
         for expected in 2..=101 {
-            let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
-                .await
-                .expect("caught up")
-                .unwrap()
-                .unwrap();
+            let event = next_within(&mut stream).await.unwrap().unwrap();
             assert_eq!(
                 event.cursor(),
                 Cursor {
@@ -307,5 +360,70 @@ mod tests {
         }
         let more = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
         assert!(more.is_err(), "nothing after the last event");
+    }
+
+    /// What the bus carries is a hint: a message forged on it (a made-up
+    /// event far ahead) is neither delivered nor moves the cursor past the
+    /// real events, and a forged sign-out does not end the stream.
+    #[tokio::test]
+    async fn forged_bus_messages_deliver_nothing_and_skip_nothing() {
+        let fixture = Fixture::new().await;
+        let mut stream = Box::pin(fixture.subscribe());
+        fixture.write(1).await;
+        assert_eq!(
+            next_within(&mut stream).await.unwrap().unwrap().cursor(),
+            Cursor { tx: 0, id: 1 }
+        );
+        let mut forged = next_within(&mut Box::pin(fixture.subscribe()))
+            .await
+            .unwrap()
+            .unwrap();
+        forged.tx = i64::MAX / 2;
+        forged.id = i64::MAX / 2;
+        forged.kind = "ORDER_PAID".into();
+        fixture
+            .hub
+            .dispatch(crate::events::hub::BusMessage::Events {
+                prev: Cursor { tx: 0, id: 1 },
+                events: vec![forged],
+            });
+        fixture
+            .hub
+            .dispatch(crate::events::hub::BusMessage::SessionRevoked {
+                account_id: fixture.account_id,
+                session_id: fixture.session_id,
+            });
+        fixture.write(1).await;
+        let real = next_within(&mut stream).await.unwrap().unwrap();
+        assert_eq!(real.cursor(), Cursor { tx: 0, id: 2 });
+        assert_eq!(real.kind, "LICENSE_ASSIGNED");
+    }
+
+    /// A sign-out whose announcement never arrived (the bus was down) ends
+    /// the stream once its last session check is older than the recheck
+    /// interval and events arrive.
+    #[tokio::test]
+    async fn an_unannounced_sign_out_ends_the_stream_within_the_recheck() {
+        let fixture = Fixture::new().await;
+        let mut stream = Box::pin(fixture.subscribe());
+        fixture.write(1).await;
+        assert!(next_within(&mut stream).await.unwrap().is_ok());
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::RevokedAt,
+                sea_orm::sea_query::Expr::value(fixture.clock.now()),
+            )
+            .filter(session::Column::Id.eq(fixture.session_id))
+            .exec(&fixture.db)
+            .await
+            .unwrap();
+        fixture
+            .clock
+            .advance(chrono::Duration::from_std(SESSION_RECHECK).unwrap());
+        fixture.write(1).await;
+        assert!(matches!(
+            next_within(&mut stream).await,
+            Some(Err(AppError::Unauthenticated))
+        ));
     }
 }
