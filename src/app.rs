@@ -37,7 +37,7 @@ pub struct AppState {
     pub bus: Bus,
     pub metrics: Metrics,
     pub config: Arc<Config>,
-    /// Limits claim attempts per account and per client address.
+    /// Limits claim attempts, device changes and emails sent.
     pub limits: Arc<crate::http::RateLimits>,
     /// Recently resolved session tokens.
     pub sessions: Arc<SessionCache>,
@@ -152,11 +152,15 @@ impl App {
             ctx.clone(),
             interval,
         )));
+        let limits = Arc::new(http::RateLimits::new(http::LimitRates {
+            claims_per_minute: config.claim_rate_per_minute,
+            device_changes_per_minute: config.device_rate_per_minute,
+            mail_per_hour: config.mail_rate_per_hour,
+            mail_per_client_per_hour: config.mail_client_rate_per_hour,
+        }));
+        tasks.push(tokio::spawn(forget_idle_limits(limits.clone())));
         let state = AppState {
-            limits: Arc::new(http::RateLimits::new(
-                config.claim_rate_per_minute,
-                config.device_rate_per_minute,
-            )),
+            limits,
             ctx,
             hub,
             bus,
@@ -195,6 +199,16 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await
+    }
+}
+
+/// How often rate limits forget the keys whose buckets are full again.
+const LIMITS_SWEEP: Duration = Duration::from_secs(600);
+
+async fn forget_idle_limits(limits: Arc<http::RateLimits>) {
+    loop {
+        tokio::time::sleep(LIMITS_SWEEP).await;
+        limits.forget_idle();
     }
 }
 
