@@ -461,11 +461,19 @@ async fn run() -> Result<(), Error> {
         let owner = seed_accounts(&db, "owner", 1, "USER").await?.remove(0);
         let admin_token = seed_accounts(&db, "admin", 1, "ADMIN").await?.remove(0);
         let idle_tokens = seed_accounts(&db, "idle", idle_max, "USER").await?;
+        gql(
+            &http,
+            &a,
+            &admin_token,
+            "mutation{ createProduct(input:{code:\"bench\", name:\"Bench\"}){ code } }",
+            json!({}),
+        )
+        .await?;
         let order = gql(
             &http,
             &a,
             &owner,
-            "mutation{ createOrder(input:{product:\"Bench\", quantity:1}){ id } }",
+            "mutation{ createOrder(input:{product:\"bench\", quantity:1}){ id } }",
             json!({}),
         )
         .await?;

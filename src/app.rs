@@ -36,7 +36,7 @@ pub struct AppState {
     pub bus: Bus,
     pub metrics: Metrics,
     pub config: Arc<Config>,
-    /// Limits claim attempts, device changes and wrong passwords.
+    /// Limits claim attempts, device changes, wrong passwords and emails sent.
     pub limits: Arc<crate::http::RateLimits>,
     /// Recently resolved session tokens.
     pub sessions: Arc<SessionCache>,
@@ -151,8 +151,10 @@ impl App {
             ctx.clone(),
             interval,
         )));
+        let limits = Arc::new(http::RateLimits::new(&config));
+        tasks.push(tokio::spawn(forget_idle_limits(limits.clone())));
         let state = AppState {
-            limits: Arc::new(http::RateLimits::new(&config)),
+            limits,
             ctx,
             hub,
             bus,
@@ -192,6 +194,16 @@ impl App {
             shutdown,
         )
         .await
+    }
+}
+
+/// How often rate limits forget the keys whose buckets are full again.
+const LIMITS_SWEEP: Duration = Duration::from_secs(600);
+
+async fn forget_idle_limits(limits: Arc<http::RateLimits>) {
+    loop {
+        tokio::time::sleep(LIMITS_SWEEP).await;
+        limits.forget_idle();
     }
 }
 

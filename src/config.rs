@@ -106,6 +106,17 @@ pub struct Config {
     /// Device activations/deactivations allowed per client address, per minute.
     #[arg(long, env = "DEVICE_RATE_PER_MINUTE", default_value_t = 120)]
     pub device_rate_per_minute: u32,
+    /// Emails each account may cause, and each address may receive, per hour,
+    /// through actions whose recipient the caller chooses (sign-up,
+    /// resending the verification email, license requests, order
+    /// transfers). A person needs a handful; 10 an hour never stands in
+    /// their way, and caps what anyone can aim at one mailbox.
+    #[arg(long, env = "MAIL_RATE_PER_HOUR", default_value_t = 10)]
+    pub mail_rate_per_hour: u32,
+    /// The same emails per client address, per hour: higher, since many
+    /// people may share one address (an office, a carrier's NAT).
+    #[arg(long, env = "MAIL_CLIENT_RATE_PER_HOUR", default_value_t = 60)]
+    pub mail_client_rate_per_hour: u32,
     /// Background jobs (mail sender, expiry sweeper, relay tick) run every this many ms.
     #[arg(long, env = "JOB_INTERVAL_MS", default_value_t = 1000)]
     pub job_interval_ms: u64,

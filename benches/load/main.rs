@@ -36,7 +36,7 @@ use std::{
 };
 
 use chrono::Utc;
-use entity::{account, activation, license, order, session};
+use entity::{account, activation, license, order, product, session};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -747,6 +747,25 @@ async fn seed_accounts(
     })
 }
 
+/// The catalog product every order of the benchmarks buys.
+const PRODUCT: &str = "keyledger-pro";
+const PRODUCT_NAME: &str = "Keyledger Pro";
+
+/// Add [`PRODUCT`] to the catalog, as an administrator, unless it is there.
+async fn ensure_product(client: &Client, admin_token: &str) -> Result<(), String> {
+    let created = client
+        .gql(
+            Some(admin_token),
+            "mutation($c:String!,$n:String!){ createProduct(input:{code:$c, name:$n}){ code } }",
+            json!({"c": PRODUCT, "n": PRODUCT_NAME}),
+        )
+        .await;
+    match created {
+        Err(error) if !error.ends_with("(CONFLICT)") => Err(format!("createProduct: {error}")),
+        _ => Ok(()),
+    }
+}
+
 /// Pay `KEYGEN_RUNS` orders of `ORDER_KEYS` keys through the API, timing each
 /// `markOrderPaid`; returns the orders' ids.
 async fn keygen(
@@ -758,12 +777,13 @@ async fn keygen(
 ) -> Result<Vec<i64>, String> {
     let mut orders = Vec::new();
     let mut times = Vec::new();
+    ensure_product(client, &accounts.admin.token).await?;
     for _ in 0..KEYGEN_RUNS {
         let data = client
             .gql(
                 Some(&accounts.buyer.token),
-                "mutation($q:Int!){ createOrder(input:{product:\"Keyledger Pro\", quantity:$q}){ id } }",
-                json!({"q": ORDER_KEYS}),
+                "mutation($p:String!,$q:Int!){ createOrder(input:{product:$p, quantity:$q}){ id } }",
+                json!({"p": PRODUCT, "q": ORDER_KEYS}),
             )
             .await?;
         let id = data["createOrder"]["id"]
@@ -961,11 +981,21 @@ impl Ceiling {
             .map_err(|e| format!("migrate ceiling database: {e}"))?;
         let accounts = seed_accounts(&db, password_hash, CLAIMERS).await?;
         let now = Utc::now();
+        product::Entity::insert(product::ActiveModel {
+            code: Set(PRODUCT.into()),
+            name: Set(PRODUCT_NAME.into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .exec(&db)
+        .await
+        .map_err(|e| format!("ceiling product: {e}"))?;
         let order = order::Entity::insert(order::ActiveModel {
             id: NotSet,
             owner_id: Set(accounts.buyer.id),
             organization_id: Set(None),
-            product: Set("Keyledger Pro".into()),
+            product: Set(PRODUCT.into()),
             quantity: Set(ORDER_KEYS),
             status: Set("PAID".into()),
             require_manual_approval: Set(None),

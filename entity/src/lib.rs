@@ -13,4 +13,5 @@ pub mod order;
 pub mod order_transfer;
 pub mod organization;
 pub mod organization_member;
+pub mod product;
 pub mod session;

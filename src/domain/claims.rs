@@ -180,7 +180,7 @@ pub async fn claim(
             now,
             &owner.email,
             Email::ClaimReceived {
-                product: order.product.clone(),
+                product: super::products::display_name(&txn, &order.product).await?,
                 key: license.key.clone(),
                 claimer: claimer_email.clone(),
                 pending: !link_now,
@@ -277,7 +277,7 @@ async fn link(
             now,
             &previous,
             Email::AssigneeReplaced {
-                product: order.product.clone(),
+                product: super::products::display_name(txn, &order.product).await?,
                 key: updated.key.clone(),
             },
         )
@@ -354,7 +354,7 @@ async fn decide(
         now,
         &claimer.email,
         Email::ClaimDecided {
-            product: order.product.clone(),
+            product: super::products::display_name(txn, &order.product).await?,
             key: license.key.clone(),
             approved,
         },

@@ -207,12 +207,13 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
     )
     .await?;
     if previous.as_deref() != Some(email.as_str()) {
+        let product = super::products::display_name(&txn, &order.product).await?;
         mail::enqueue(
             &txn,
             now,
             &email,
             Email::LicenseAssigned {
-                product: order.product.clone(),
+                product: product.clone(),
                 key: updated.key.clone(),
                 link: format!("{}/graphql", ctx.public_url),
             },
@@ -224,7 +225,7 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
                 now,
                 &previous,
                 Email::LicenseUnassigned {
-                    product: order.product.clone(),
+                    product,
                     key: updated.key.clone(),
                 },
             )
@@ -250,7 +251,7 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
         now,
         &previous,
         Email::LicenseUnassigned {
-            product: order.product.clone(),
+            product: super::products::display_name(&txn, &order.product).await?,
             key: updated.key.clone(),
         },
     )

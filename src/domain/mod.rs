@@ -10,6 +10,7 @@ pub mod keys;
 pub mod licenses;
 pub mod orders;
 pub mod organizations;
+pub mod products;
 pub mod requests;
 pub mod rights;
 pub mod settings;

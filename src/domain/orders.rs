@@ -22,6 +22,7 @@ pub const STATUS_PAID: &str = "PAID";
 pub const MAX_QUANTITY: i32 = 100_000;
 
 pub struct NewOrder {
+    /// A catalog product's code.
     pub product: String,
     pub quantity: i32,
     pub device_limit: Option<i32>,
@@ -29,14 +30,12 @@ pub struct NewOrder {
     pub organization_id: Option<i64>,
 }
 
+/// Create an order waiting for payment. Only a verified account buys: an
+/// order leads to emails (assignments, transfers), and an unproven address
+/// must not be able to make keyledger send them.
 pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<order::Model> {
-    let product = new.product.trim();
-    if product.is_empty() || product.chars().count() > 100 {
-        return Err(AppError::validation(
-            "product",
-            "product must be 1 to 100 characters",
-        ));
-    }
+    viewer.verified_email()?;
+    let product = super::products::for_order(&ctx.db, &new.product).await?;
     if !(1..=MAX_QUANTITY).contains(&new.quantity) {
         return Err(AppError::validation(
             "quantity",
@@ -60,7 +59,7 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
     let order = order::ActiveModel {
         owner_id: Set(viewer.account_id),
         organization_id: Set(new.organization_id),
-        product: Set(product.to_owned()),
+        product: Set(product.code),
         quantity: Set(new.quantity),
         status: Set(STATUS_PENDING_PAYMENT.into()),
         require_manual_approval: Set(None),
@@ -282,6 +281,16 @@ mod tests {
                 email: Set("buyer@example.com".into()),
                 password_hash: Set("-".into()),
                 created_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+            entity::product::ActiveModel {
+                code: Set("P".into()),
+                name: Set("P".into()),
+                created_at: Set(now),
+                updated_at: Set(now),
                 ..Default::default()
             }
             .insert(&db)

@@ -37,12 +37,14 @@ pub fn effective_status(transfer: &order_transfer::Model, now: DateTime<Utc>) ->
 }
 
 /// Start transferring `order_id` to `new_owner_email`; emails both parties.
+/// Only from a verified account: the emails name its address as the sender.
 pub async fn start(
     ctx: &Ctx,
     viewer: &Viewer,
     order_id: i64,
     new_owner_email: &str,
 ) -> ApiResult<order_transfer::Model> {
+    viewer.verified_email()?;
     let to_email = email::normalize(new_owner_email, "newOwnerEmail")?;
     let now = ctx.clock.now();
     let txn = begin_write(&ctx.db).await?;
@@ -91,13 +93,14 @@ pub async fn start(
         .extend(rights::verified_account_id(&txn, &to_email).await?);
     events::record(&txn, now, event).await?;
     let number = super::orders::number(order.id);
+    let product = super::products::display_name(&txn, &order.product).await?;
     mail::enqueue(
         &txn,
         now,
         &viewer.email,
         Email::TransferStartedOwner {
             order_number: number.clone(),
-            product: order.product.clone(),
+            product: product.clone(),
             new_owner: to_email.clone(),
         },
     )
@@ -108,7 +111,7 @@ pub async fn start(
         &to_email,
         Email::TransferStartedNewOwner {
             order_number: number,
-            product: order.product.clone(),
+            product,
             old_owner: viewer.email.clone(),
             link: format!("{}/transfers/confirm?token={raw}", ctx.public_url),
             expires_at: transfer.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),

@@ -40,6 +40,10 @@ pub enum EventKind {
     OrderCreated,
     OrderPaid,
     ClaimSettingsChanged,
+    /// An administrator added a product to the catalog.
+    ProductCreated,
+    /// An administrator renamed a product or changed its price.
+    ProductUpdated,
 }
 
 impl EventKind {
@@ -75,6 +79,8 @@ const KINDS: &[(EventKind, &str)] = &[
     (EventKind::OrderCreated, "ORDER_CREATED"),
     (EventKind::OrderPaid, "ORDER_PAID"),
     (EventKind::ClaimSettingsChanged, "CLAIM_SETTINGS_CHANGED"),
+    (EventKind::ProductCreated, "PRODUCT_CREATED"),
+    (EventKind::ProductUpdated, "PRODUCT_UPDATED"),
 ];
 
 /// An event to write with the change it describes.

@@ -131,12 +131,16 @@ pub struct AccountMutation;
 #[Object]
 impl AccountMutation {
     /// Create an account and email a verification link. Passwords: 10 to 128 characters.
+    /// Rate limited per client address and per recipient address (`RATE_LIMITED`).
     async fn sign_up(
         &self,
         ctx: &Context<'_>,
         email: String,
         password: String,
     ) -> ApiResult<SignUpPayload> {
+        // Counted whether or not the address already has an account, so
+        // that sign-ups cannot flood its owner with mail either.
+        ctx.limit_mail(&email)?;
         let account = accounts::sign_up(&ctx.state().ctx, &email, &password).await?;
         Ok(SignUpPayload {
             account: Account(account),
@@ -150,9 +154,14 @@ impl AccountMutation {
         ))
     }
 
-    /// Send a new verification email to the signed-in, unverified account.
+    /// Send a new verification email to the signed-in, unverified account
+    /// (rate limited like every email the caller addresses).
     async fn resend_verification_email(&self, ctx: &Context<'_>) -> ApiResult<bool> {
-        accounts::resend_verification(&ctx.state().ctx, ctx.viewer()?).await?;
+        let viewer = ctx.viewer()?;
+        if !viewer.email_verified {
+            ctx.limit_mail(&viewer.email)?;
+        }
+        accounts::resend_verification(&ctx.state().ctx, viewer).await?;
         Ok(true)
     }
 

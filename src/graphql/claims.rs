@@ -185,7 +185,7 @@ pub struct ClaimMutation;
 impl ClaimMutation {
     /// Claim a key by its string (signed in, verified email). Rate limited per
     /// account and per client address; an unknown key and a key of another
-    /// `product` answer alike (`NOT_FOUND`).
+    /// `product` (a catalog code) answer alike (`NOT_FOUND`).
     async fn claim_license(
         &self,
         ctx: &Context<'_>,

@@ -46,6 +46,8 @@ pub enum EventKind {
     OrderCreated,
     OrderPaid,
     ClaimSettingsChanged,
+    ProductCreated,
+    ProductUpdated,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

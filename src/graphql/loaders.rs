@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use entity::{account, license, order};
+use entity::{account, license, order, product};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
     sea_query::{Alias, Asterisk, Order, Query, SelectStatement, UnionType},
@@ -26,6 +26,7 @@ struct Built {
     verified_accounts: DataLoader<VerifiedAccountsByEmail, HashMapCache>,
     accounts: DataLoader<AccountsById>,
     orders: DataLoader<OrdersById>,
+    products: DataLoader<ProductsByCode>,
     license_pages: DataLoader<LicensePages>,
 }
 
@@ -48,6 +49,7 @@ impl Loaders {
                 ),
                 accounts: DataLoader::new(AccountsById(db.clone()), tokio::spawn),
                 orders: DataLoader::new(OrdersById(db.clone()), tokio::spawn),
+                products: DataLoader::new(ProductsByCode(db.clone()), tokio::spawn),
                 license_pages: DataLoader::new(LicensePages(db.clone()), tokio::spawn),
             }
         })
@@ -63,6 +65,10 @@ impl Loaders {
 
     pub fn orders(&self) -> &DataLoader<OrdersById> {
         &self.built().orders
+    }
+
+    pub fn products(&self) -> &DataLoader<ProductsByCode> {
+        &self.built().products
     }
 
     pub fn license_pages(&self) -> &DataLoader<LicensePages> {
@@ -126,6 +132,24 @@ impl Loader<i64> for OrdersById {
             .await?
             .into_iter()
             .map(|o| (o.id, o))
+            .collect())
+    }
+}
+
+/// Catalog products by code (an order's `productName`).
+pub struct ProductsByCode(DatabaseConnection);
+
+impl Loader<String> for ProductsByCode {
+    type Value = product::Model;
+    type Error = AppError;
+
+    async fn load(&self, codes: &[String]) -> Result<HashMap<String, product::Model>, AppError> {
+        Ok(product::Entity::find()
+            .filter(product::Column::Code.is_in(codes.iter().cloned()))
+            .all(&self.0)
+            .await?
+            .into_iter()
+            .map(|p| (p.code.clone(), p))
             .collect())
     }
 }

@@ -12,6 +12,7 @@ mod orders;
 mod organizations;
 mod pagination;
 mod parse_cache;
+mod products;
 mod requests;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
@@ -27,6 +28,7 @@ use crate::app::AppState;
 pub struct QueryRoot(
     accounts::AccountQuery,
     orders::OrderQuery,
+    products::ProductQuery,
     claims::ClaimQuery,
     requests::RequestQuery,
     devices::DeviceQuery,
@@ -39,6 +41,7 @@ pub struct QueryRoot(
 pub struct MutationRoot(
     accounts::AccountMutation,
     orders::OrderMutation,
+    products::ProductMutation,
     claims::ClaimMutation,
     requests::RequestMutation,
     organizations::OrganizationMutation,

@@ -44,6 +44,16 @@ fn loaders<'a>(ctx: &'a Context<'_>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
 }
 
+/// The catalog name of the product `code` (the code itself should an order
+/// ever name no catalog product).
+async fn product_name(ctx: &Context<'_>, code: &str) -> ApiResult<String> {
+    Ok(loaders(ctx)
+        .products()
+        .load_one(code.to_owned())
+        .await?
+        .map_or_else(|| code.to_owned(), |p| p.name))
+}
+
 /// An order of license keys, seen by someone with rights on it.
 pub struct Order(pub order::Model);
 
@@ -58,8 +68,14 @@ impl Order {
         orders::number(self.0.id)
     }
 
+    /// The catalog code of the product.
     async fn product(&self) -> &str {
         &self.0.product
+    }
+
+    /// The product's name in the catalog.
+    async fn product_name(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        product_name(ctx, &self.0.product).await
     }
 
     async fn quantity(&self) -> i32 {
@@ -221,8 +237,14 @@ impl License {
         (self.access != Access::Admin).then_some(self.model.key.as_str())
     }
 
+    /// The catalog code of the key's product.
     async fn product(&self, ctx: &Context<'_>) -> ApiResult<String> {
         Ok(self.order_model(ctx).await?.product)
+    }
+
+    /// The product's name in the catalog.
+    async fn product_name(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        product_name(ctx, &self.order_model(ctx).await?.product).await
     }
 
     /// The order, for its managers and administrators; null for the assignee.
@@ -312,7 +334,7 @@ impl License {
 
 #[derive(InputObject)]
 pub struct CreateOrderInput {
-    /// Product name, 1 to 100 characters.
+    /// The code of a catalog product (`products`).
     pub product: String,
     /// Number of keys, 1 to 100,000.
     pub quantity: i32,
@@ -391,7 +413,8 @@ pub struct OrderMutation;
 
 #[Object]
 impl OrderMutation {
-    /// Create an order waiting for payment.
+    /// Create an order waiting for payment (verified accounts only:
+    /// `EMAIL_NOT_VERIFIED`); an unknown product code is `VALIDATION` on `product`.
     async fn create_order(&self, ctx: &Context<'_>, input: CreateOrderInput) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
         let organization_id = input

@@ -227,13 +227,16 @@ pub struct RequestMutation;
 
 #[Object]
 impl RequestMutation {
-    /// Ask a buyer (by email) for a license. Needs a verified account.
+    /// Ask a buyer (by email) for a license. Needs a verified account; the
+    /// emails are rate limited per account, client address and recipient.
     async fn request_license(
         &self,
         ctx: &Context<'_>,
         input: RequestLicenseInput,
     ) -> ApiResult<RequestLicensePayload> {
         let viewer = ctx.viewer()?;
+        viewer.verified_email()?;
+        ctx.limit_mail(&input.buyer_email)?;
         let request = requests::create(
             &ctx.state().ctx,
             viewer,
@@ -275,7 +278,8 @@ impl RequestMutation {
     }
 
     /// Offer an order to another account; both parties are emailed, the new
-    /// owner with a single-use confirmation link valid 7 days.
+    /// owner with a single-use confirmation link valid 7 days. Needs a
+    /// verified account; rate limited like `requestLicense`.
     async fn start_order_transfer(
         &self,
         ctx: &Context<'_>,
@@ -283,7 +287,9 @@ impl RequestMutation {
         new_owner_email: String,
     ) -> ApiResult<OrderTransfer> {
         let viewer = ctx.viewer()?;
+        viewer.verified_email()?;
         let order = parse_id(&order_id, "order")?;
+        ctx.limit_mail(&new_owner_email)?;
         Ok(OrderTransfer(
             transfers::start(&ctx.state().ctx, viewer, order, &new_owner_email).await?,
         ))

@@ -20,7 +20,7 @@ pub mod refusal;
 use crate::{
     app::AppState,
     auth::{self, Viewer, bearer},
-    domain::{accounts, orders, transfers},
+    domain::{accounts, orders, products, transfers},
     error::AppError,
     graphql::{AppSchema, Auth, Loaders},
     pages,
@@ -223,6 +223,9 @@ pub async fn transfer_page(
         .await
         .unwrap_or_default();
     let number = orders::number(order.id);
+    let product = products::display_name(&server.state.ctx.db, &order.product)
+        .await
+        .unwrap_or_else(|_| order.product.clone());
     pages::render(&pages::Page {
         title: "Confirm the order transfer",
         form: Some("transfer"),
@@ -230,7 +233,7 @@ pub async fn transfer_page(
         from: Some(&from),
         to: Some(&transfer.to_email),
         order: Some(&number),
-        product: Some(&order.product),
+        product: Some(&product),
         ..Default::default()
     })
 }
@@ -308,15 +311,22 @@ fn error_text(error: &AppError) -> &'static str {
 pub enum LimitKey {
     Account(i64),
     Client(std::net::IpAddr),
+    /// An email address mail is sent to (normalised).
+    Recipient(String),
 }
 
 /// Keyed token buckets (governor's GCRA) for attempts that could be used to
-/// guess secrets.
+/// guess secrets, and for actions that send email.
 pub struct RateLimits {
     claims: DefaultKeyedRateLimiter<LimitKey>,
     devices: DefaultKeyedRateLimiter<LimitKey>,
     /// Wrong passwords, per account and per client address.
     pub passwords: password_limits::PasswordLimits,
+    /// Emails caused per account and sent per recipient address.
+    mail: DefaultKeyedRateLimiter<LimitKey>,
+    /// Emails caused per client address: a budget of its own, since many
+    /// people may share one address (an office, a carrier's NAT).
+    mail_clients: DefaultKeyedRateLimiter<LimitKey>,
 }
 
 fn per_minute(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
@@ -324,17 +334,26 @@ fn per_minute(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
     RateLimiter::keyed(Quota::per_minute(n))
 }
 
+fn per_hour(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
+    let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_hour(n))
+}
+
 /// Count one attempt against every key; `RATE_LIMITED` when any is exhausted.
 fn check(limiter: &DefaultKeyedRateLimiter<LimitKey>, keys: &[LimitKey]) -> Result<(), AppError> {
     for key in keys {
-        if let Err(not_until) = limiter.check_key(key) {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            return Err(AppError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
-        }
+        check_one(limiter, key)?;
     }
     Ok(())
+}
+
+fn check_one(limiter: &DefaultKeyedRateLimiter<LimitKey>, key: &LimitKey) -> Result<(), AppError> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        AppError::RateLimited {
+            retry_after_secs: wait.as_secs().max(1),
+        }
+    })
 }
 
 impl RateLimits {
@@ -346,6 +365,8 @@ impl RateLimits {
                 config.signin_failures_per_minute,
                 config.signin_failures_per_minute_per_address,
             ),
+            mail: per_hour(config.mail_rate_per_hour),
+            mail_clients: per_hour(config.mail_client_rate_per_hour),
         }
     }
 
@@ -357,5 +378,26 @@ impl RateLimits {
     /// A device activation or deactivation by the licensed software.
     pub fn devices(&self, keys: &[LimitKey]) -> Result<(), AppError> {
         check(&self.devices, keys)
+    }
+
+    /// An action that sends email to an address its caller chooses, so that
+    /// nobody can make keyledger flood a mailbox.
+    pub fn mail(&self, keys: &[LimitKey]) -> Result<(), AppError> {
+        for key in keys {
+            match key {
+                LimitKey::Client(_) => check_one(&self.mail_clients, key)?,
+                _ => check_one(&self.mail, key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget the buckets that are full again, so that the keys seen once
+    /// (addresses, accounts) do not accumulate in memory.
+    pub fn forget_idle(&self) {
+        for limiter in [&self.claims, &self.devices, &self.mail, &self.mail_clients] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Claims, claim settings and manual approval (issue 4).
 use serde_json::{Value, json};
 
-use crate::harness::{Options, TestApp, unique};
+use crate::harness::{Options, PRODUCT, TestApp, unique};
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
@@ -421,11 +421,7 @@ async fn unknown_keys_and_keys_of_another_product_answer_alike() {
     assert_eq!(unknown["message"], malformed["message"]);
     assert_eq!(unknown["message"], other_product["message"]);
     let right_product = app
-        .ok(
-            Some(&token),
-            CLAIM,
-            json!({"k": keys[0], "p": "Keyledger Pro"}),
-        )
+        .ok(Some(&token), CLAIM, json!({"k": keys[0], "p": PRODUCT}))
         .await;
     assert_eq!(right_product["claimLicense"]["outcome"], "LINKED");
 }

@@ -1,7 +1,7 @@
 //! Devices and validation (issue 8).
 use serde_json::{Value, json};
 
-use crate::harness::{Options, TestApp, unique};
+use crate::harness::{Options, PRODUCT, PRODUCT_NAME, TestApp, unique};
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
@@ -28,10 +28,11 @@ async fn order_with_limit(
     limit: i32,
     n: i32,
 ) -> (String, String, Vec<String>, Vec<String>) {
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let (buyer, _) = app.verified_user(&email("buyer")).await;
     let admin = app.admin().await;
     let order = app
-        .ok(Some(&buyer), "mutation($l:Int!,$n:Int!){ createOrder(input:{product:\"Pro\", quantity:$n, deviceLimit:$l}){ id } }", json!({"l": limit, "n": n}))
+        .ok(Some(&buyer), "mutation($l:Int!,$n:Int!){ createOrder(input:{product:\"keyledger-pro\", quantity:$n, deviceLimit:$l}){ id } }", json!({"l": limit, "n": n}))
         .await["createOrder"]["id"]
         .as_str()
         .unwrap()

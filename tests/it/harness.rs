@@ -20,6 +20,11 @@ use tokio::{net::TcpListener, sync::oneshot};
 /// A password that passes the rules.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The catalog product [`TestApp::paid_order`] buys (created on first use).
+pub const PRODUCT: &str = "keyledger-pro";
+/// Its name in the catalog.
+pub const PRODUCT_NAME: &str = "Keyledger Pro";
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A unique name for this test process and call.
@@ -97,17 +102,32 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A migrated database.
     pub async fn create() -> TestDb {
+        Self::new(true).await
+    }
+
+    /// A database without any table (for tests of the migrations).
+    pub async fn empty() -> TestDb {
+        Self::new(false).await
+    }
+
+    async fn new(migrated: bool) -> TestDb {
         match std::env::var("TEST_DATABASE_URL") {
             Ok(admin_url) if !admin_url.is_empty() => {
                 use sea_orm::ConnectionTrait;
-                let template = TEMPLATE.get_or_init(|| migrated_template(&admin_url)).await;
+                let create = if migrated {
+                    let template = TEMPLATE.get_or_init(|| migrated_template(&admin_url)).await;
+                    format!("TEMPLATE {template}")
+                } else {
+                    String::new()
+                };
                 let name = unique("kl_test");
                 let admin = sea_orm::Database::connect(&admin_url)
                     .await
                     .expect("TEST_DATABASE_URL must be reachable");
                 admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                    .execute_unprepared(&format!("CREATE DATABASE {name} {create}"))
                     .await
                     .expect("create test database");
                 admin.close().await.ok();
@@ -177,6 +197,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     pub db: std::sync::Arc<TestDb>,
+    /// The administrator who writes the catalog for [`TestApp::product`].
+    catalog_admin: tokio::sync::OnceCell<String>,
 }
 
 /// How to start a test app.
@@ -217,6 +239,10 @@ impl TestApp {
         config.redis_channel = options.redis_channel.unwrap_or_else(|| unique("kl_events"));
         // Workers are woken by commits; a long poll keeps test timing deterministic.
         config.job_interval_ms = 500;
+        // Every test client is 127.0.0.1 and a test may sign up many people:
+        // the mail limits stay out of the way unless a test configures them.
+        config.mail_rate_per_hour = 100_000;
+        config.mail_client_rate_per_hour = 100_000;
         (options.configure)(&mut config);
         let clock = Clock::default();
         let app = App::build(
@@ -252,6 +278,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             db,
+            catalog_admin: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -440,25 +467,52 @@ impl TestApp {
         self.sign_in(&email).await.0
     }
 
-    /// Create and pay an order of `quantity` keys for `token`'s account.
-    /// Returns (order id, key ids, key strings).
+    /// Make sure the catalog has a product `code` (named `name` when this
+    /// creates it), as an administrator would; returns the code.
+    pub async fn product(&self, code: &str, name: &str) -> String {
+        let admin = self.catalog_admin.get_or_init(|| self.admin()).await;
+        let body = self
+            .gql(
+                Some(admin),
+                "mutation($c:String!,$n:String!){ createProduct(input:{code:$c, name:$n}){ code } }",
+                json!({"c": code, "n": name}),
+            )
+            .await;
+        if let Some(error) = body.get("errors") {
+            assert_eq!(
+                error[0]["extensions"]["code"], "CONFLICT",
+                "create product {code}: {body}"
+            );
+        }
+        code.to_owned()
+    }
+
+    /// Create an order of `quantity` keys of [`PRODUCT`] for `token`'s
+    /// account (waiting for payment); returns its id.
+    pub async fn order(&self, token: &str, quantity: i32) -> String {
+        let product = self.product(PRODUCT, PRODUCT_NAME).await;
+        let order = self
+            .ok(
+                Some(token),
+                "mutation($p:String!,$q:Int!){ createOrder(input:{product:$p, quantity:$q}){ id } }",
+                json!({"p": product, "q": quantity}),
+            )
+            .await;
+        order["createOrder"]["id"]
+            .as_str()
+            .expect("order id")
+            .to_owned()
+    }
+
+    /// Create and pay an order of `quantity` keys of [`PRODUCT`] for
+    /// `token`'s account. Returns (order id, key ids, key strings).
     pub async fn paid_order(
         &self,
         token: &str,
         quantity: i32,
     ) -> (String, Vec<String>, Vec<String>) {
+        let order_id = self.order(token, quantity).await;
         let admin = self.admin().await;
-        let order = self
-            .ok(
-                Some(token),
-                "mutation($q:Int!){ createOrder(input:{product:\"Keyledger Pro\", quantity:$q}){ id } }",
-                json!({"q": quantity}),
-            )
-            .await;
-        let order_id = order["createOrder"]["id"]
-            .as_str()
-            .expect("order id")
-            .to_owned();
         self.ok(
             Some(&admin),
             "mutation($o:ID!){ markOrderPaid(orderId:$o){ status } }",

@@ -2,13 +2,13 @@
 //! SIRET, history, batching.
 use serde_json::{Value, json};
 
-use crate::harness::{Options, TestApp, unique};
+use crate::harness::{Options, PRODUCT, PRODUCT_NAME, TestApp, unique};
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
 }
 
-const CREATE: &str = "mutation($q:Int!){ createOrder(input:{product:\"Pro\", quantity:$q}){ id number status quantity paidAt } }";
+const CREATE: &str = "mutation($q:Int!){ createOrder(input:{product:\"keyledger-pro\", quantity:$q}){ id number status quantity paidAt } }";
 const PAY: &str = "mutation($o:ID!){ markOrderPaid(orderId:$o){ id status paidAt } }";
 const ASSIGN: &str = "mutation($l:ID!,$e:String!,$org:OrganizationInput){ assignLicense(input:{licenseId:$l,email:$e,organization:$org}){ id status assigneeEmail organization { name siret } } }";
 const LICENSE: &str = "query($l:ID!){ license(id:$l){ id key status assigneeEmail assignee { email } organization { name siret } } }";
@@ -26,6 +26,7 @@ fn is_key(key: &str) -> bool {
 #[tokio::test]
 async fn buying_paying_and_generating_keys() {
     let app = TestApp::spawn().await;
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let (buyer, _) = app.verified_user(&email("buyer")).await;
     let admin = app.admin().await;
     let order = app.ok(Some(&buyer), CREATE, json!({"q": 5})).await["createOrder"].clone();
@@ -68,6 +69,7 @@ async fn buying_paying_and_generating_keys() {
 #[tokio::test]
 async fn create_order_validates_input_and_needs_a_sign_in() {
     let app = TestApp::spawn().await;
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let (buyer, _) = app.verified_user(&email("buyer")).await;
     assert_eq!(
         app.err(None, CREATE, json!({"q": 1})).await,
@@ -91,6 +93,7 @@ async fn create_order_validates_input_and_needs_a_sign_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_payments_generate_exactly_one_batch() {
     let app = TestApp::spawn().await;
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let (buyer, _) = app.verified_user(&email("buyer")).await;
     let admin = app.admin().await;
     let id = app.ok(Some(&buyer), CREATE, json!({"q": 20})).await["createOrder"]["id"]
@@ -484,7 +487,9 @@ async fn admins_read_across_accounts_and_see_their_audit_log() {
         "admins do not see key strings"
     );
     let audit = data["admin"]["auditLog"]["edges"].as_array().unwrap();
-    assert_eq!(audit[0]["node"]["kind"], "ORDER_PAID");
-    assert_eq!(audit[0]["node"]["actor"]["role"], "ADMIN");
-    assert_eq!(audit[0]["node"]["order"]["id"], order);
+    // The catalog's product came first (its own test checks it).
+    assert_eq!(audit[0]["node"]["kind"], "PRODUCT_CREATED");
+    assert_eq!(audit[1]["node"]["kind"], "ORDER_PAID");
+    assert_eq!(audit[1]["node"]["actor"]["role"], "ADMIN");
+    assert_eq!(audit[1]["node"]["order"]["id"], order);
 }

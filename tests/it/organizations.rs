@@ -1,7 +1,7 @@
 //! Organizations: admins, members, organization-owned orders (issue 8).
 use serde_json::json;
 
-use crate::harness::{TestApp, unique};
+use crate::harness::{PRODUCT, PRODUCT_NAME, TestApp, unique};
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
@@ -12,7 +12,7 @@ const CREATE_ORG: &str =
 const ADD: &str = "mutation($o:ID!,$e:String!,$r:OrganizationRole!){ addOrganizationMember(organizationId:$o, email:$e, role:$r){ email role } }";
 const REMOVE: &str =
     "mutation($o:ID!,$e:String!){ removeOrganizationMember(organizationId:$o, email:$e) }";
-const CREATE_ORDER: &str = "mutation($o:ID){ createOrder(input:{product:\"Pro\", quantity:2, organizationId:$o}){ id organization { id name } } }";
+const CREATE_ORDER: &str = "mutation($o:ID){ createOrder(input:{product:\"keyledger-pro\", quantity:2, organizationId:$o}){ id organization { id name } } }";
 const PAY: &str = "mutation($o:ID!){ markOrderPaid(orderId:$o){ id } }";
 const ORDER: &str = "query($o:ID!){ order(id:$o){ id licenses { edges { node { id } } } } }";
 const ASSIGN: &str =
@@ -33,6 +33,7 @@ async fn create_org(app: &TestApp, token: &str) -> String {
 #[tokio::test]
 async fn organization_orders_belong_to_the_organization() {
     let app = TestApp::spawn().await;
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let admin_email = email("admin");
     let (admin, _) = app.verified_user(&admin_email).await;
     let bad = app
@@ -189,6 +190,7 @@ async fn organization_orders_belong_to_the_organization() {
 #[tokio::test]
 async fn an_unverified_member_has_no_rights_until_verified() {
     let app = TestApp::spawn().await;
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let (admin, _) = app.verified_user(&email("admin")).await;
     let org_id = create_org(&app, &admin).await;
     let new_admin = email("newadmin");
@@ -211,7 +213,7 @@ async fn an_unverified_member_has_no_rights_until_verified() {
     assert_eq!(
         app.err(Some(&unverified), CREATE_ORDER, json!({"o": org_id}))
             .await,
-        "NOT_FOUND"
+        "EMAIL_NOT_VERIFIED"
     );
     let token = app.verification_token(&new_admin).await;
     app.ok(
@@ -241,6 +243,7 @@ const ACCEPT_TRANSFER: &str =
 async fn member_bought_order(
     app: &TestApp,
 ) -> (String, String, String, String, String, Vec<String>) {
+    app.product(PRODUCT, PRODUCT_NAME).await;
     let (admin, _) = app.verified_user(&email("admin")).await;
     let org_id = create_org(app, &admin).await;
     let member_email = email("buyer");
