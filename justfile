@@ -39,7 +39,7 @@ bench-events:
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     BENCH_DATABASE_URL={{pg}} BENCH_REDIS_URL={{redis}} cargo bench --bench events
 
-# All benchmarks (release build, PostgreSQL + Redis of this machine; see README "Benchmarks"); events first, so the load table shows its fresh figures
+# All benchmarks (release build, PostgreSQL + Redis of this machine; see bench/README.md); events first, so the load table shows its fresh figures
 bench: bench-events bench-load
 
 # Claims vs the raw SQL ceiling, the read query, signIn, key generation, validateLicense

@@ -9,7 +9,7 @@ use crate::config::DatabaseArgs;
 /// `DATABASE_POOL_SIZE` is unset (8 on a 2-core machine). More connections
 /// than the work can use cost more than they give: on 2 cores the claims
 /// benchmark did about a third more claims at concurrency 32 with a pool of
-/// 8 than with 32 (README "Benchmarks"), since 32 transactions at once
+/// 8 than with 32 (bench/README.md), since 32 transactions at once
 /// contend for the same cores, and sqlx's pool hands out its least recently
 /// used connection, so every request met a colder PostgreSQL backend.
 pub const POOL_CONNECTIONS_PER_CORE: u32 = 4;

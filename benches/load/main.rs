@@ -442,7 +442,7 @@ fn finish(report: Report, name: &str, started: std::time::Instant) -> Result<(),
 
 /// Keys validated by the `validateLicense` scenario, each on its own device.
 const VALIDATED_KEYS: u64 = 1000;
-/// Issue 8's throughput goal, and the rate its p99 goal is measured at.
+/// The validations' throughput goal, and the rate their p99 goal is measured at.
 const VALIDATE_GOAL_RATE: f64 = 10_000.0;
 /// The validations' connections, so at most this many requests in flight
 /// (the closed loop uses 32 of them).
@@ -549,9 +549,9 @@ async fn validate_scenario(
     report.rows.push(row);
     // The closed loop's p99 is mostly its own queue (32 requests waiting on
     // 2 saturated cores); the latency a client sees is measured at fixed
-    // rates. Issue 8 sets the goal as "≥ 10,000 validations/s, p99 < 5 ms":
-    // the p99 is taken at that rate. Half the maximum, the rate issue 7
-    // sets for claims, is measured too, for comparison across machines.
+    // rates. The goal is "≥ 10,000 validations/s, p99 < 5 ms": the p99 is
+    // taken at that rate. Half the maximum, the rate the claims' p99 goal is
+    // read at, is measured too, for comparison across machines.
     let at_goal = {
         let validate = validate.clone();
         open_loop(

@@ -1,14 +1,12 @@
 //! The results: one markdown table (printed, and written with the raw figures
 //! as JSON under `bench/results/`).
 //!
-//! EXTENSION POINTS. Rows measured elsewhere join the same table:
-//! - Event delivery (issue 6) is measured by `benches/events.rs`
-//!   (`just bench-events`), built on another branch. When that bench writes
-//!   `bench/results/events.json` as `{"rows": [Row, …]}` (the [`Row`] fields
-//!   below), [`external_rows`] adds its rows here; until then the table says
-//!   they were not measured.
-//! - `validateLicense` (issue 8) does not exist yet: see `validate_license` in
-//!   `main.rs` for where its scenario goes; the table says "not built yet".
+//! Rows measured elsewhere join the same table: event delivery is measured
+//! by `benches/events.rs` (`just bench-events`), which writes
+//! `bench/results/events.json`; [`external_rows`] turns its latency and
+//! memory figures into rows here, or one row saying they were not measured
+//! (or could not be read). `validateLicense` is measured here, by
+//! `validate_scenario` in `main.rs`.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -77,7 +75,6 @@ fn results_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results")
 }
 
-/// Rows another bench left in `bench/results/events.json` (issue 6), if any.
 /// The event-delivery rows, from the last `just bench-events`
 /// (`bench/results/events.json`, written by `benches/events.rs`).
 pub fn external_rows() -> Vec<Row> {

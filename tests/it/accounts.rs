@@ -1,4 +1,4 @@
-//! Accounts: sign-up, verification, sign-in/out, tokens, limits (issue 2).
+//! Accounts: sign-up, verification, sign-in/out, tokens, limits.
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};

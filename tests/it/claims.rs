@@ -1,4 +1,4 @@
-//! Claims, claim settings and manual approval (issue 4).
+//! Claims, claim settings and manual approval.
 use serde_json::{Value, json};
 
 use crate::harness::{Options, PRODUCT, TestApp, unique};

@@ -1,4 +1,4 @@
-//! Devices and validation (issue 8).
+//! Devices and validation.
 use serde_json::{Value, json};
 
 use crate::harness::{Options, PRODUCT, PRODUCT_NAME, TestApp, unique};

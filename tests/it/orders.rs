@@ -1,4 +1,4 @@
-//! Orders and keys (issue 3): payment, generation, visibility, assignment,
+//! Orders and keys: payment, generation, visibility, assignment,
 //! SIRET, history, batching.
 use serde_json::{Value, json};
 

@@ -1,4 +1,4 @@
-//! Organizations: admins, members, organization-owned orders (issue 8).
+//! Organizations: admins, members, organization-owned orders.
 use serde_json::json;
 
 use crate::harness::{PRODUCT, PRODUCT_NAME, TestApp, unique};

@@ -1,4 +1,4 @@
-//! License requests and the 7-day expiry (issue 5).
+//! License requests and the 7-day expiry.
 use serde_json::{Value, json};
 
 use crate::harness::{TestApp, unique};

@@ -1,4 +1,4 @@
-//! Order transfers (issue 5).
+//! Order transfers.
 use serde_json::{Value, json};
 
 use crate::harness::{Options, TestApp, unique};
