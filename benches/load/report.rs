@@ -80,7 +80,7 @@ fn results_dir() -> PathBuf {
 pub fn external_rows() -> Vec<Row> {
     let path = results_dir().join("events.json");
     let unavailable = |why: String| {
-        let mut row = Row::new("event delivery (issue 6)", "—");
+        let mut row = Row::new("event delivery", "—");
         row.note(why);
         vec![row]
     };
