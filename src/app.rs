@@ -9,63 +9,23 @@ use axum::{
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
-    auth::{Viewer, session_cache::SessionCache},
+    auth::session_cache::SessionCache,
     clock::Clock,
     config::Config,
     db,
     domain::{Ctx, Wake},
     events::{
         bus::{Bus, RedisBus},
-        hub::{BusMessage, Hub},
+        hub::Hub,
         relay::Relay,
     },
     graphql::{self, AppSchema},
     http,
     mail::{transport::Transport, worker::MailWorker},
     metrics::Metrics,
+    rate_limits::RateLimits,
+    state::AppState,
 };
-
-/// Everything a request handler or resolver may need. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// Database, clock and worker wake-ups, as the domain rules take them.
-    pub ctx: Ctx,
-    /// This instance's registry of live subscriptions.
-    pub hub: Hub,
-    /// Carries relay batches (and sign-outs) to every instance.
-    pub bus: Bus,
-    pub metrics: Metrics,
-    pub config: Arc<Config>,
-    /// Limits claim attempts, device changes, wrong passwords and emails sent.
-    pub limits: Arc<crate::http::RateLimits>,
-    /// Recently resolved session tokens.
-    pub sessions: Arc<SessionCache>,
-}
-
-impl AppState {
-    /// Tell every instance that `viewer`'s session ended, so that they
-    /// forget the sessions they keep and its live subscriptions close now
-    /// (best effort: they also end at expiry). Call it right after the
-    /// revocation commits.
-    pub async fn session_revoked(&self, viewer: &Viewer) {
-        // This instance at once (no await before it, so a dropped request
-        // cannot skip it); the others when the message arrives.
-        self.sessions.forget_all();
-        let message = BusMessage::SessionRevoked {
-            account_id: viewer.account_id,
-            session_id: viewer.session_id,
-        };
-        // A task of its own: the announcement goes out even if the client
-        // drops the request meanwhile.
-        let bus = self.bus.clone();
-        let announce = tokio::spawn(async move {
-            if let Err(error) = bus.publish(message).await {
-                tracing::warn!(%error, "could not announce a sign-out on the event bus");
-            }
-        });
-        let _ = announce.await;
-    }
-}
 
 /// A built application: its state, its router and its background tasks
 /// (stopped when the `App` is dropped).
@@ -151,7 +111,7 @@ impl App {
             ctx.clone(),
             interval,
         )));
-        let limits = Arc::new(http::RateLimits::new(&config));
+        let limits = Arc::new(RateLimits::new(&config));
         tasks.push(tokio::spawn(forget_idle_limits(limits.clone())));
         let state = AppState {
             limits,
@@ -200,7 +160,7 @@ impl App {
 /// How often rate limits forget the keys whose buckets are full again.
 const LIMITS_SWEEP: Duration = Duration::from_secs(600);
 
-async fn forget_idle_limits(limits: Arc<http::RateLimits>) {
+async fn forget_idle_limits(limits: Arc<RateLimits>) {
     loop {
         tokio::time::sleep(LIMITS_SWEEP).await;
         limits.forget_idle();
@@ -220,11 +180,11 @@ fn router(state: AppState, schema: AppSchema) -> Router {
         .route("/metrics", get(http::metrics))
         .route(
             "/verify-email",
-            get(http::verify_email_page).post(http::verify_email_submit),
+            get(http::email_links::verify_email_page).post(http::email_links::verify_email_submit),
         )
         .route(
             "/transfers/confirm",
-            get(http::transfer_page).post(http::transfer_submit),
+            get(http::email_links::transfer_page).post(http::email_links::transfer_submit),
         )
         .fallback(http::refusal::not_found)
         .layer(axum::middleware::from_fn(

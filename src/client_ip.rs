@@ -7,6 +7,11 @@ use std::{net::IpAddr, str::FromStr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+/// The client's address, as [`TrustedProxies::client`] resolves it; what
+/// rate limits count against.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
 /// The proxies whose `X-Forwarded-For` is believed: IPs or CIDRs.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);

@@ -92,7 +92,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SIGNIN_FAILURES_PER_MINUTE",
-        default_value_t = crate::http::password_limits::DEFAULT_FAILURES_PER_ACCOUNT
+        default_value_t = crate::rate_limits::passwords::DEFAULT_FAILURES_PER_ACCOUNT
     )]
     pub signin_failures_per_minute: u32,
     /// Wrong passwords allowed per client address per minute, whatever the
@@ -100,7 +100,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SIGNIN_FAILURES_PER_MINUTE_PER_ADDRESS",
-        default_value_t = crate::http::password_limits::DEFAULT_FAILURES_PER_ADDRESS
+        default_value_t = crate::rate_limits::passwords::DEFAULT_FAILURES_PER_ADDRESS
     )]
     pub signin_failures_per_minute_per_address: u32,
     /// Device activations/deactivations allowed per client address, per minute.

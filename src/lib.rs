@@ -38,5 +38,9 @@ pub mod mail;
 pub mod metrics;
 /// HTML pages opened by links in emails (confirm, never by a plain GET).
 pub mod pages;
+/// Rate limits on guessing and on email, per account, client and recipient.
+pub mod rate_limits;
+/// The state every request handler and resolver shares.
+pub mod state;
 /// Logging setup.
 pub mod telemetry;

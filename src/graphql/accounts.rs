@@ -5,9 +5,9 @@ use entity::account;
 
 use super::{Auth, ContextExt};
 use crate::{
+    client_ip::ClientAddr,
     domain::accounts,
     error::{ApiResult, AppError},
-    http::ClientAddr,
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]

@@ -10,6 +10,7 @@ use super::{
     pagination::{Page, parse_id},
 };
 use crate::{
+    client_ip::ClientAddr,
     domain::{
         claims::{self, Outcome},
         expiry,
@@ -17,7 +18,7 @@ use crate::{
         settings,
     },
     error::ApiResult,
-    http::{ClientAddr, LimitKey},
+    rate_limits::LimitKey,
 };
 
 /// Where a claim or a license request stands. Pending ones read as

@@ -2,11 +2,12 @@
 use async_graphql::Context;
 
 use crate::{
-    app::AppState,
     auth::Viewer,
+    client_ip::ClientAddr,
     domain::email,
     error::{ApiResult, AppError},
-    http::{ClientAddr, LimitKey},
+    rate_limits::LimitKey,
+    state::AppState,
 };
 
 /// The caller of a request, decided once per request (HTTP) or connection (websocket).

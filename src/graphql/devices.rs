@@ -6,9 +6,10 @@ use entity::activation;
 
 use super::{ContextExt, orders::License, pagination::parse_id};
 use crate::{
+    client_ip::ClientAddr,
     domain::devices::{self, DeviceOf, Validity},
     error::ApiResult,
-    http::{ClientAddr, LimitKey},
+    rate_limits::LimitKey,
 };
 
 /// A device a key is active on.

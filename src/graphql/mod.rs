@@ -20,7 +20,7 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 pub use context::{Auth, ContextExt};
 pub use loaders::Loaders;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Root types carry the names every public schema and codegen tool expects.
 #[derive(MergedObject, Default)]

@@ -25,7 +25,8 @@ use futures_util::{Sink, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ClientAddr, Server, resolve_auth};
+use super::{Server, resolve_auth};
+use crate::client_ip::ClientAddr;
 use crate::graphql::{Auth, Loaders};
 
 /// Initial read buffer of a websocket connection.
