@@ -140,7 +140,7 @@ impl AccountMutation {
     ) -> ApiResult<SignUpPayload> {
         // Counted whether or not the address already has an account, so
         // that sign-ups cannot flood its owner with mail either.
-        ctx.limit_mail(&email)?;
+        ctx.limit_mail(&email).await?;
         let account = accounts::sign_up(&ctx.state().ctx, &email, &password).await?;
         Ok(SignUpPayload {
             account: Account(account),
@@ -159,7 +159,7 @@ impl AccountMutation {
     async fn resend_verification_email(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let viewer = ctx.viewer()?;
         if !viewer.email_verified {
-            ctx.limit_mail(&viewer.email)?;
+            ctx.limit_mail(&viewer.email).await?;
         }
         accounts::resend_verification(&ctx.state().ctx, viewer).await?;
         Ok(true)

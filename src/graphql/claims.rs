@@ -200,7 +200,7 @@ impl ClaimMutation {
         if let Some(ClientAddr(ip)) = ctx.data_opt::<ClientAddr>() {
             limit_keys.push(LimitKey::Client(*ip));
         }
-        state.limits.claim(&limit_keys)?;
+        state.limits.claim(&limit_keys).await?;
         let result = claims::claim(&state.ctx, viewer, &key, product.as_deref()).await?;
         let outcome = match result.outcome {
             Outcome::Linked => ClaimOutcome::Linked,

@@ -20,7 +20,7 @@ pub enum Auth {
     Invalid,
 }
 
-pub trait ContextExt {
+pub(crate) trait ContextExt {
     fn state(&self) -> &AppState;
     fn auth(&self) -> &Auth;
     /// The client's address, when the request came over the network.
@@ -37,7 +37,7 @@ pub trait ContextExt {
     /// the mail limits: per signed-in account, per client address and per
     /// recipient address (`RATE_LIMITED` once one is spent). A malformed
     /// address counts against the others only; the rule refuses it anyway.
-    fn limit_mail(&self, recipient: &str) -> ApiResult<()> {
+    async fn limit_mail(&self, recipient: &str) -> ApiResult<()> {
         let mut keys = Vec::with_capacity(3);
         if let Auth::Viewer(viewer) = self.auth() {
             keys.push(LimitKey::Account(viewer.account_id));
@@ -48,7 +48,7 @@ pub trait ContextExt {
         if let Ok(recipient) = email::normalize(recipient, "email") {
             keys.push(LimitKey::Recipient(recipient));
         }
-        self.state().limits.mail(&keys)
+        self.state().limits.mail(&keys).await
     }
 }
 

@@ -67,13 +67,13 @@ impl LicenseValidation {
     }
 }
 
-fn limit_devices(ctx: &Context<'_>) -> ApiResult<()> {
+async fn limit_devices(ctx: &Context<'_>) -> ApiResult<()> {
     let keys: Vec<LimitKey> = ctx
         .data_opt::<ClientAddr>()
         .map(|ClientAddr(ip)| LimitKey::Client(*ip))
         .into_iter()
         .collect();
-    ctx.state().limits.devices(&keys)
+    ctx.state().limits.devices(&keys).await
 }
 
 #[derive(Default)]
@@ -113,7 +113,7 @@ impl DeviceMutation {
         fingerprint: String,
         name: String,
     ) -> ApiResult<Activation> {
-        limit_devices(ctx)?;
+        limit_devices(ctx).await?;
         Ok(Activation(
             devices::activate(&ctx.state().ctx, &key, &fingerprint, &name).await?,
         ))
@@ -126,7 +126,7 @@ impl DeviceMutation {
         key: String,
         fingerprint: String,
     ) -> ApiResult<Activation> {
-        limit_devices(ctx)?;
+        limit_devices(ctx).await?;
         Ok(Activation(
             devices::deactivate(&ctx.state().ctx, DeviceOf::Key(&key), &fingerprint).await?,
         ))

@@ -17,7 +17,8 @@ mod requests;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
-pub use context::{Auth, ContextExt};
+pub use context::Auth;
+pub(crate) use context::ContextExt;
 pub use loaders::Loaders;
 
 use crate::state::AppState;

@@ -236,7 +236,7 @@ impl RequestMutation {
     ) -> ApiResult<RequestLicensePayload> {
         let viewer = ctx.viewer()?;
         viewer.verified_email()?;
-        ctx.limit_mail(&input.buyer_email)?;
+        ctx.limit_mail(&input.buyer_email).await?;
         let request = requests::create(
             &ctx.state().ctx,
             viewer,
@@ -289,7 +289,7 @@ impl RequestMutation {
         let viewer = ctx.viewer()?;
         viewer.verified_email()?;
         let order = parse_id(&order_id, "order")?;
-        ctx.limit_mail(&new_owner_email)?;
+        ctx.limit_mail(&new_owner_email).await?;
         Ok(OrderTransfer(
             transfers::start(&ctx.state().ctx, viewer, order, &new_owner_email).await?,
         ))

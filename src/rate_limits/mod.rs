@@ -3,7 +3,9 @@
 //! account, per client address and per recipient.
 pub mod passwords;
 
-use std::num::NonZeroU32;
+mod shared;
+
+use std::{num::NonZeroU32, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 
@@ -18,79 +20,128 @@ pub enum LimitKey {
     Recipient(String),
 }
 
-/// Keyed token buckets (governor's GCRA) for attempts that could be used to
-/// guess secrets, and for actions that send email.
+/// One limit: `burst` attempts at once, then one every `interval`.
+struct Limit {
+    /// Names the limit in its Redis keys.
+    name: &'static str,
+    interval: Duration,
+    burst: u32,
+    /// This instance's buckets: the limit without Redis, and the fallback
+    /// while Redis does not answer.
+    local: DefaultKeyedRateLimiter<LimitKey>,
+}
+
+impl Limit {
+    fn new(name: &'static str, per: Duration, n: u32) -> Limit {
+        let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(per / n.get())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(n);
+        Limit {
+            name,
+            interval: per / n.get(),
+            burst: n.get(),
+            local: RateLimiter::keyed(quota),
+        }
+    }
+
+    fn check_locally(&self, key: &LimitKey) -> Result<(), AppError> {
+        self.local.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.local.clock().now());
+            AppError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        })
+    }
+}
+
+/// Keyed GCRA buckets for attempts that could be used to guess secrets, and
+/// for actions that send email. With Redis, every instance counts in the
+/// same buckets (an atomic GCRA step in a Lua script), so N instances do
+/// not give N times the limit; without Redis, or while it does not answer,
+/// each instance counts in its own (governor).
 pub struct RateLimits {
-    claims: DefaultKeyedRateLimiter<LimitKey>,
-    devices: DefaultKeyedRateLimiter<LimitKey>,
+    claims: Limit,
+    devices: Limit,
     /// Wrong passwords, per account and per client address.
     pub passwords: passwords::PasswordLimits,
     /// Emails caused per account and sent per recipient address.
-    mail: DefaultKeyedRateLimiter<LimitKey>,
+    mail: Limit,
     /// Emails caused per client address: a budget of its own, since many
     /// people may share one address (an office, a carrier's NAT).
-    mail_clients: DefaultKeyedRateLimiter<LimitKey>,
+    mail_clients: Limit,
+    shared: Option<shared::Shared>,
 }
 
-fn per_minute(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
-    let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::keyed(Quota::per_minute(n))
-}
-
-fn per_hour(n: u32) -> DefaultKeyedRateLimiter<LimitKey> {
-    let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::keyed(Quota::per_hour(n))
-}
-
-/// Count one attempt against every key; `RATE_LIMITED` when any is exhausted.
-fn check(limiter: &DefaultKeyedRateLimiter<LimitKey>, keys: &[LimitKey]) -> Result<(), AppError> {
-    for key in keys {
-        check_one(limiter, key)?;
-    }
-    Ok(())
-}
-
-fn check_one(limiter: &DefaultKeyedRateLimiter<LimitKey>, key: &LimitKey) -> Result<(), AppError> {
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(limiter.clock().now());
-        AppError::RateLimited {
-            retry_after_secs: wait.as_secs().max(1),
-        }
-    })
-}
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
 
 impl RateLimits {
     pub fn new(config: &crate::config::Config) -> Self {
         RateLimits {
-            claims: per_minute(config.claim_rate_per_minute),
-            devices: per_minute(config.device_rate_per_minute),
+            claims: Limit::new("claims", MINUTE, config.claim_rate_per_minute),
+            devices: Limit::new("devices", MINUTE, config.device_rate_per_minute),
             passwords: passwords::PasswordLimits::new(
                 config.signin_failures_per_minute,
                 config.signin_failures_per_minute_per_address,
             ),
-            mail: per_hour(config.mail_rate_per_hour),
-            mail_clients: per_hour(config.mail_client_rate_per_hour),
+            mail: Limit::new("mail", HOUR, config.mail_rate_per_hour),
+            mail_clients: Limit::new("mail_clients", HOUR, config.mail_client_rate_per_hour),
+            shared: config.redis_url.as_deref().and_then(|url| {
+                shared::Shared::new(url, &config.redis_channel)
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "rate limits: Redis unusable, counting per instance");
+                    })
+                    .ok()
+            }),
         }
     }
 
+    /// Count one attempt against `key` in `limit`.
+    async fn check_one(&self, limit: &Limit, key: &LimitKey) -> Result<(), AppError> {
+        if let Some(shared) = &self.shared {
+            match shared.take(limit, key).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => {
+                    return Err(AppError::RateLimited {
+                        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, limit = limit.name, "rate limits: Redis failed, counting on this instance");
+                }
+            }
+        }
+        limit.check_locally(key)
+    }
+
+    /// Count one attempt against every key; `RATE_LIMITED` when any is exhausted.
+    async fn check(&self, limit: &Limit, keys: &[LimitKey]) -> Result<(), AppError> {
+        for key in keys {
+            self.check_one(limit, key).await?;
+        }
+        Ok(())
+    }
+
     /// A claim attempt (keys could otherwise be guessed).
-    pub fn claim(&self, keys: &[LimitKey]) -> Result<(), AppError> {
-        check(&self.claims, keys)
+    pub async fn claim(&self, keys: &[LimitKey]) -> Result<(), AppError> {
+        self.check(&self.claims, keys).await
     }
 
     /// A device activation or deactivation by the licensed software.
-    pub fn devices(&self, keys: &[LimitKey]) -> Result<(), AppError> {
-        check(&self.devices, keys)
+    pub async fn devices(&self, keys: &[LimitKey]) -> Result<(), AppError> {
+        self.check(&self.devices, keys).await
     }
 
     /// An action that sends email to an address its caller chooses, so that
     /// nobody can make keyledger flood a mailbox.
-    pub fn mail(&self, keys: &[LimitKey]) -> Result<(), AppError> {
+    pub async fn mail(&self, keys: &[LimitKey]) -> Result<(), AppError> {
         for key in keys {
-            match key {
-                LimitKey::Client(_) => check_one(&self.mail_clients, key)?,
-                _ => check_one(&self.mail, key)?,
-            }
+            let limit = match key {
+                LimitKey::Client(_) => &self.mail_clients,
+                _ => &self.mail,
+            };
+            self.check_one(limit, key).await?;
         }
         Ok(())
     }
@@ -98,9 +149,9 @@ impl RateLimits {
     /// Forget the buckets that are full again, so that the keys seen once
     /// (addresses, accounts) do not accumulate in memory.
     pub fn forget_idle(&self) {
-        for limiter in [&self.claims, &self.devices, &self.mail, &self.mail_clients] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+        for limit in [&self.claims, &self.devices, &self.mail, &self.mail_clients] {
+            limit.local.retain_recent();
+            limit.local.shrink_to_fit();
         }
     }
 }

@@ -1,0 +1,108 @@
+//! The buckets every instance shares, in Redis: one GCRA step per attempt,
+//! atomic in a Lua script, on Redis's own clock (instances' clocks may
+//! differ). A bucket is one key holding its theoretical arrival time, and
+//! expires once it is full again.
+use std::time::Duration;
+
+use redis::{Script, aio::MultiplexedConnection};
+use tokio::sync::Mutex;
+
+use super::{Limit, LimitKey};
+
+/// Redis may take this long per step; then this instance counts on its own.
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// GCRA: KEYS[1] the bucket; ARGV[1] the interval between attempts and
+/// ARGV[2] the tolerance (interval × (burst − 1)), in microseconds. Answers
+/// 0 when the attempt is let through (and counted), else the microseconds
+/// to wait.
+const GCRA: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allowed_at = tat - tolerance
+if now < allowed_at then
+  return allowed_at - now
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
+return 0
+";
+
+pub struct Shared {
+    client: redis::Client,
+    /// Keys start with the deployment's channel name, so deployments that
+    /// share a Redis do not share buckets.
+    prefix: String,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    script: Script,
+}
+
+impl Shared {
+    pub fn new(url: &str, deployment: &str) -> Result<Shared, String> {
+        Ok(Shared {
+            client: redis::Client::open(url).map_err(|e| e.to_string())?,
+            prefix: format!("{deployment}:limits"),
+            conn: Mutex::new(None),
+            script: Script::new(GCRA),
+        })
+    }
+
+    /// One attempt against `key` in `limit`: `None` if let through, else
+    /// how long to wait.
+    pub async fn take(&self, limit: &Limit, key: &LimitKey) -> Result<Option<Duration>, String> {
+        let bucket = format!("{}:{}:{}", self.prefix, limit.name, key_text(key));
+        let interval = limit.interval.as_micros() as u64;
+        let tolerance = interval * u64::from(limit.burst.saturating_sub(1));
+        let mut conn = self.connection().await?;
+        let answer = tokio::time::timeout(
+            TIMEOUT,
+            self.script
+                .key(bucket)
+                .arg(interval)
+                .arg(tolerance)
+                .invoke_async::<u64>(&mut conn),
+        )
+        .await;
+        match answer {
+            Ok(Ok(0)) => Ok(None),
+            Ok(Ok(wait)) => Ok(Some(Duration::from_micros(wait))),
+            Ok(Err(error)) => {
+                self.forget_connection().await;
+                Err(error.to_string())
+            }
+            Err(_) => {
+                self.forget_connection().await;
+                Err("Redis did not answer in time".into())
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        let mut conn = self.conn.lock().await;
+        if let Some(conn) = conn.as_ref() {
+            return Ok(conn.clone());
+        }
+        let opened = tokio::time::timeout(TIMEOUT, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| "Redis did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        *conn = Some(opened.clone());
+        Ok(opened)
+    }
+
+    async fn forget_connection(&self) {
+        *self.conn.lock().await = None;
+    }
+}
+
+fn key_text(key: &LimitKey) -> String {
+    match key {
+        LimitKey::Account(id) => format!("account:{id}"),
+        LimitKey::Client(ip) => format!("client:{ip}"),
+        LimitKey::Recipient(email) => format!("recipient:{email}"),
+    }
+}
