@@ -14,9 +14,10 @@ run:
 test:
     cargo test
 
-# The test suite on PostgreSQL + Redis (the machine's services)
+# The test suite on PostgreSQL + Redis (the machine's services), with the
+# tests that need them
 test-pg:
-    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo test
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo test -- --include-ignored
 
 # Everything CI runs
 ci:

@@ -188,4 +188,189 @@ mod tests {
         // Forces every template to parse.
         assert_eq!(ENV.templates().count(), TEMPLATES.len());
     }
+
+    /// The values an email must show, in its subject or body: every
+    /// variable, its link and token included (`approved`, `pending` choose
+    /// wording; a declined request has no key to show). Exhaustive, so a new
+    /// email cannot be added without saying what it must carry.
+    fn must_show(email: &Email) -> Vec<&str> {
+        match email {
+            Email::VerifyEmail { link, token } => vec![link, token],
+            Email::LicenseAssigned { product, key, link } => vec![product, key, link],
+            Email::LicenseUnassigned { product, key }
+            | Email::AssigneeReplaced { product, key } => {
+                vec![product, key]
+            }
+            Email::ClaimReceived {
+                product,
+                key,
+                claimer,
+                pending,
+                link,
+            } => {
+                let mut shown = vec![product.as_str(), key, claimer];
+                if *pending {
+                    shown.push(link);
+                }
+                shown
+            }
+            Email::ClaimDecided { product, key, .. } => vec![product, key],
+            Email::RequestReceived {
+                requester,
+                message,
+                link,
+            } => vec![requester, message, link],
+            Email::RequestDecided { buyer, key, .. } => {
+                let mut shown = vec![buyer.as_str()];
+                shown.extend(key.as_deref());
+                shown
+            }
+            Email::TransferStartedOwner {
+                order_number,
+                product,
+                new_owner,
+            } => vec![order_number, product, new_owner],
+            Email::TransferStartedNewOwner {
+                order_number,
+                product,
+                old_owner,
+                link,
+                expires_at,
+            } => vec![order_number, product, old_owner, link, expires_at],
+        }
+    }
+
+    /// `value` as the HTML templates' auto-escaping writes it.
+    fn html_escaped(value: &str) -> String {
+        value
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#x27;")
+            .replace('/', "&#x2f;")
+    }
+
+    fn samples() -> Vec<Email> {
+        let token = "ab".repeat(32);
+        let product = || "Keyledger Pro".to_owned();
+        let key = || "KL-ABCD-EFGH-JKLM-NPQR".to_owned();
+        vec![
+            Email::VerifyEmail {
+                link: format!("http://kl.test/verify-email?token={token}"),
+                token: token.clone(),
+            },
+            Email::LicenseAssigned {
+                product: product(),
+                key: key(),
+                link: "http://kl.test/graphql".into(),
+            },
+            Email::LicenseUnassigned {
+                product: product(),
+                key: key(),
+            },
+            Email::ClaimReceived {
+                product: product(),
+                key: key(),
+                claimer: "claimer@example.com".into(),
+                pending: true,
+                link: "http://kl.test/graphql".into(),
+            },
+            Email::ClaimReceived {
+                product: product(),
+                key: key(),
+                claimer: "claimer@example.com".into(),
+                pending: false,
+                link: "http://kl.test/graphql".into(),
+            },
+            Email::ClaimDecided {
+                product: product(),
+                key: key(),
+                approved: true,
+            },
+            Email::ClaimDecided {
+                product: product(),
+                key: key(),
+                approved: false,
+            },
+            Email::AssigneeReplaced {
+                product: product(),
+                key: key(),
+            },
+            Email::RequestReceived {
+                requester: "requester@example.com".into(),
+                message: "May I have one for the new laptop".into(),
+                link: "http://kl.test/graphql".into(),
+            },
+            Email::RequestDecided {
+                buyer: "buyer@example.com".into(),
+                approved: true,
+                key: Some(key()),
+            },
+            Email::RequestDecided {
+                buyer: "buyer@example.com".into(),
+                approved: false,
+                key: None,
+            },
+            Email::TransferStartedOwner {
+                order_number: "KL-2026-000042".into(),
+                product: product(),
+                new_owner: "new@example.com".into(),
+            },
+            Email::TransferStartedNewOwner {
+                order_number: "KL-2026-000042".into(),
+                product: product(),
+                old_owner: "old@example.com".into(),
+                link: format!("http://kl.test/transfers/confirm?token={token}"),
+                expires_at: "2026-12-09 12:00 UTC".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_email_renders_a_subject_and_bodies_carrying_its_values() {
+        let mut rendered_templates = std::collections::BTreeSet::new();
+        let mut subjects = std::collections::BTreeSet::new();
+        for email in samples() {
+            let rendered = email
+                .render()
+                .unwrap_or_else(|e| panic!("{email:?} renders: {}", e.message()));
+            let name = serde_json::to_value(&email).unwrap()["template"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let subject = &rendered.subject;
+            assert!(!subject.is_empty(), "{name}: empty subject");
+            assert!(!subject.contains('\n'), "{name}: subject on one line");
+            subjects.insert(subject.clone());
+            for (part, text) in [("text", &rendered.text), ("html", &rendered.html)] {
+                assert!(!text.trim().is_empty(), "{name}: empty {part} body");
+                for leftover in ["{{", "}}", "{%", "%}"] {
+                    assert!(!text.contains(leftover), "{name} {part}: {text}");
+                }
+                for value in must_show(&email) {
+                    let shown = match part {
+                        "html" => html_escaped(value),
+                        _ => value.to_owned(),
+                    };
+                    assert!(
+                        text.contains(&shown) || subject.contains(value),
+                        "{name} {part} does not show {value:?}:\n{subject}\n{text}"
+                    );
+                }
+            }
+            assert!(rendered.html.contains("<html"), "{name}: {}", rendered.html);
+            rendered_templates.insert(name);
+        }
+        // Both wordings of the emails that have two.
+        assert!(subjects.contains("Your claim was approved"), "{subjects:?}");
+        assert!(subjects.contains("Your claim was declined"), "{subjects:?}");
+        assert!(subjects.contains("A claim waits for your approval"));
+        assert!(subjects.contains("One of your keys was claimed"));
+        let all: std::collections::BTreeSet<String> = TEMPLATES
+            .iter()
+            .map(|(name, _)| name.split('/').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(rendered_templates, all, "every template is rendered");
+    }
 }

@@ -250,11 +250,17 @@ async fn websocket_connection_init_authenticates_the_subscription() {
         ))
         .await
         .unwrap();
-    let refused = socket.next().await;
-    assert!(
-        matches!(refused, Some(Ok(Message::Close(_))) | None | Some(Err(_))),
-        "bad token refused: {refused:?}"
-    );
+    // Refused with graphql-ws's 4403 Forbidden, not merely dropped.
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+        .await
+        .expect("the server answers a bad token");
+    match refused {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 4403, "{frame:?}");
+            assert_eq!(frame.reason.as_str(), "Forbidden", "{frame:?}");
+        }
+        other => panic!("bad token: expected a 4403 close frame, got {other:?}"),
+    }
 
     let mut request = format!("ws://{}/graphql/ws", app.addr)
         .into_client_request()

@@ -116,8 +116,10 @@ async fn notify_on_claim_off_sends_no_email() {
     )
     .await;
     let (token, _) = app.verified_user(&email("claimer")).await;
-    app.ok(Some(&token), CLAIM, json!({"k": keys[0]})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let data = app.ok(Some(&token), CLAIM, json!({"k": keys[0]})).await;
+    assert_eq!(data["claimLicense"]["outcome"], "LINKED");
+    // Every email of the claim's transaction has gone out by now.
+    app.wait_mail_drained().await;
     let mails = app.mails_to(&buyer_email);
     assert!(
         mails.iter().all(|m| !m.subject.contains("claimed")),
@@ -178,12 +180,13 @@ async fn manual_approval_makes_claims_pending_suppresses_email_and_approval_link
         outcome.iter().any(|m| m.subject.contains("approved")),
         "{outcome:?}"
     );
-    // The owner got no "claimed" email: suppressed while manual approval applies.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The owner got no "claimed" email: suppressed while manual approval
+    // applies (every email queued so far has gone out by now).
+    app.wait_mail_drained().await;
+    let mails = app.mails_to(&buyer_email);
     assert!(
-        app.mails_to(&buyer_email)
-            .iter()
-            .all(|m| !m.subject.contains("claim"))
+        mails.iter().all(|m| !m.subject.contains("claim")),
+        "{mails:?}"
     );
     assert_eq!(
         app.err(Some(&buyer), APPROVE, json!({"c": claim_id})).await,

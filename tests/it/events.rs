@@ -12,7 +12,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-use crate::harness::{Options, TestApp, TestDb, test_redis_url, unique};
+use crate::harness::{Options, TestApp, TestDb, unique};
 
 fn email(tag: &str) -> String {
     format!("{}@events.example.com", unique(tag))
@@ -350,12 +350,12 @@ async fn resuming_after_a_cursor_replays_exactly_the_missed_events() {
 /// transactions, and the feed agrees. (SQLite has one writer at a time: the
 /// mutation could not commit while the transaction is open.)
 #[tokio::test]
+#[ignore = "needs PostgreSQL"]
 async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
+    crate::harness::require_postgres();
     let app = TestApp::spawn().await;
-    if !app.db.url.starts_with("postgres") {
-        return;
-    }
+    assert!(app.db.url.starts_with("postgres"), "{}", app.db.url);
     let (token, licenses) = buyer(&app, 1).await;
     let me = app.ok(Some(&token), "{ me { id } }", json!({})).await;
     let account_id: i64 = me["me"]["id"].as_str().unwrap().parse().unwrap();
@@ -402,12 +402,12 @@ async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
 /// relay's cursor far ahead). A new instance shifts new events after them,
 /// so a client resuming from its cursor still gets them.
 #[tokio::test]
+#[ignore = "needs PostgreSQL"]
 async fn events_stay_in_order_when_transaction_ids_went_backwards() {
     use sea_orm::ConnectionTrait;
+    crate::harness::require_postgres();
     let db = Arc::new(TestDb::create().await);
-    if !db.url.starts_with("postgres") {
-        return;
-    }
+    assert!(db.url.starts_with("postgres"), "{}", db.url);
     let options = || Options {
         db: Some(db.clone()),
         ..Options::default()
@@ -637,11 +637,9 @@ async fn metrics_count_subscribers_and_events() {
 /// Two instances on one database and one Redis channel: a change made through
 /// one reaches a subscriber of the other.
 #[tokio::test]
+#[ignore = "needs Redis"]
 async fn a_mutation_on_one_instance_reaches_a_subscriber_on_another() {
-    let Some(redis_url) = test_redis_url() else {
-        eprintln!("skipped: needs TEST_REDIS_URL (two instances meet only through Redis)");
-        return;
-    };
+    let redis_url = crate::harness::require_redis();
     let db = Arc::new(TestDb::create().await);
     let channel = unique("kl_events");
     let options = || Options {
@@ -709,7 +707,7 @@ impl OwnRedis {
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("redis-server is installed");
+            .expect("this test starts redis-server of its own: it must be on PATH");
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -749,6 +747,7 @@ impl OwnRedis {
 /// Readiness follows Redis and this instance's subscriber: ready once
 /// subscribed, not ready while Redis is down, ready again once resubscribed.
 #[tokio::test]
+#[ignore = "needs redis-server"]
 async fn readiness_reports_redis() {
     let mut redis = OwnRedis::start().await;
     let app = TestApp::spawn_with(Options {
@@ -797,6 +796,7 @@ async fn readiness_reports_redis() {
 /// the changes succeed meanwhile, and each subscriber ends with every event,
 /// in order, once.
 #[tokio::test]
+#[ignore = "needs redis-server"]
 async fn a_redis_outage_loses_no_event() {
     let mut redis = OwnRedis::start().await;
     let db = Arc::new(TestDb::create().await);
@@ -857,6 +857,7 @@ async fn a_redis_outage_loses_no_event() {
 /// fast, because no write waits for the bus, and nothing is lost
 /// once Redis answers again.
 #[tokio::test]
+#[ignore = "needs redis-server"]
 async fn a_hung_redis_slows_no_mutation() {
     let mut redis = OwnRedis::start().await;
     let app = TestApp::spawn_with(Options {

@@ -187,6 +187,26 @@ pub fn test_redis_url() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+/// `TEST_DATABASE_URL`, for a test marked `#[ignore = "needs PostgreSQL"]`:
+/// run without it, such a test fails instead of passing having done nothing.
+pub fn require_postgres() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .expect(
+            "this test needs PostgreSQL: set TEST_DATABASE_URL=postgres://… \
+             (it is ignored by a plain `cargo test`; .ci/run runs it)",
+        )
+}
+
+/// `TEST_REDIS_URL`, for a test marked `#[ignore = "needs Redis"]`.
+pub fn require_redis() -> String {
+    test_redis_url().expect(
+        "this test needs Redis: set TEST_REDIS_URL=redis://… \
+         (it is ignored by a plain `cargo test`; .ci/run runs it)",
+    )
+}
+
 /// A running keyledger.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
@@ -366,6 +386,32 @@ impl TestApp {
             .map(|(_, m)| m)
             .filter(|m| m.to.eq_ignore_ascii_case(to))
             .collect()
+    }
+
+    /// Wait (up to 30 s) until the mail queue has no unsent message: every
+    /// email queued by a change that committed before this call has been
+    /// handed to the transport. A negative check ("no email to X") made after
+    /// this proves something, where one made after a sleep may only prove
+    /// that the worker was slow. Fails if a message cannot be sent.
+    pub async fn wait_mail_drained(&self) {
+        use entity::mail_queue;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let unsent = mail_queue::Entity::find()
+                .filter(mail_queue::Column::SentAt.is_null())
+                .all(&self.app.state.ctx.db)
+                .await
+                .expect("read the mail queue");
+            if unsent.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the mail queue still holds unsent messages: {unsent:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Wait (up to 30 s) until `to` has received `count` emails; returns them.

@@ -125,20 +125,23 @@ async fn deep_literals_over_a_websocket_are_refused_not_fatal() {
         .send(send(json!({"type": "connection_init", "payload": {}})))
         .await
         .unwrap();
-    let mut next_message = async || loop {
-        let frame = tokio::time::timeout(DEADLINE, socket.next())
-            .await
-            .expect("a message before the deadline")
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(text) = frame {
-            let message: Value = serde_json::from_str(&text).unwrap();
-            if message["type"] != "ping" && message["type"] != "ka" {
-                return message;
+    // The closure borrows the socket until the end of this block.
+    {
+        let mut next_message = async || loop {
+            let frame = tokio::time::timeout(DEADLINE, socket.next())
+                .await
+                .expect("a message before the deadline")
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(text) = frame {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] != "ping" && message["type"] != "ka" {
+                    return message;
+                }
             }
-        }
-    };
-    assert_eq!(next_message().await["type"], "connection_ack");
+        };
+        assert_eq!(next_message().await["type"], "connection_ack");
+    }
     for (id, query) in [("deep", deep_list(3_000)), ("wide", deep_object(100_000))] {
         socket
             .send(send(

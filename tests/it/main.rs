@@ -1,6 +1,7 @@
 //! The integration suite: one test binary (one link) with a module per area.
 //! Run on SQLite by default; on PostgreSQL and Redis with `TEST_DATABASE_URL`
-//! and `TEST_REDIS_URL` (see `.ci/run`).
+//! and `TEST_REDIS_URL` and `-- --include-ignored`, which also runs the tests
+//! marked `#[ignore = "needs …"]` (see `.ci/run`).
 mod harness;
 
 mod accounts;
@@ -20,5 +21,6 @@ mod proxies;
 mod readiness;
 mod requests;
 mod schema;
+mod smtp;
 mod startup;
 mod transfers;
