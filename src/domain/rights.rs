@@ -4,7 +4,7 @@
 //! for an organization is managed by the organization's admins, and by the
 //! buying member while they are still a member. Memberships count only for a
 //! verified email.
-use entity::{account, order, organization_member};
+use entity::{account, license, order, organization_member};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Query, SelectStatement},
@@ -54,6 +54,14 @@ pub async fn owner_holds_rights(
             .await?
             .is_some(),
     )
+}
+
+/// True when `viewer` may read `license`'s full key string: its order's
+/// managers (`manages_order`, from [`can_manage`]) and its current assignee,
+/// and no one else, administrators included. The one rule for every path
+/// that reaches a key: whoever holds the string can activate it.
+pub fn may_see_key(viewer: &Viewer, license: &license::Model, manages_order: bool) -> bool {
+    manages_order || super::licenses::is_assignee(viewer, license)
 }
 
 /// `can_manage`, or `NOT_FOUND` for a stranger: whether an order exists is

@@ -14,7 +14,7 @@ use crate::{
     domain::{
         devices,
         licenses::{self, Access, AssignmentFilter},
-        orders,
+        orders, rights,
     },
     error::{ApiResult, AppError},
 };
@@ -148,11 +148,17 @@ impl Order {
                 .collect();
             loaders(ctx).verified_accounts().load_many(emails).await?;
         }
+        // An administrator reaches any order, but holds no owner's rights on it.
+        let access = if rights::can_manage(&ctx.state().ctx.db, ctx.viewer()?, &self.0).await? {
+            Access::Manager
+        } else {
+            Access::Admin
+        };
         let order = self.0.clone();
         Ok(page.connection(
             rows,
             |l| l.id,
-            |l| License::new(l, Some(order.clone()), Access::Manager),
+            |l| License::new(l, Some(order.clone()), access),
         ))
     }
 
@@ -181,6 +187,7 @@ pub struct LicenseOrganization {
 }
 
 /// A license key. Its string is shown to the order's managers and to the assignee only.
+/// `access` is how the path reached it; `key` asks the rule itself.
 pub struct License {
     pub model: license::Model,
     pub order: Option<order::Model>,
@@ -216,9 +223,23 @@ impl License {
         ID(self.model.id.to_string())
     }
 
-    /// `XXXX-XXXX-XXXX-XXXX`; null for administrators, who see every key but not its secret.
-    async fn key(&self) -> Option<&str> {
-        (self.access != Access::Admin).then_some(self.model.key.as_str())
+    /// `XXXX-XXXX-XXXX-XXXX`, for the order's managers and the assignee
+    /// ([`rights::may_see_key`]); null for anyone else, administrators included.
+    async fn key(&self, ctx: &Context<'_>) -> ApiResult<Option<&str>> {
+        let Ok(viewer) = ctx.viewer() else {
+            return Ok(None);
+        };
+        let manages_order = match self.access {
+            Access::Manager => true,
+            // Reached as an administrator: they may still manage this order.
+            Access::Admin if !licenses::is_assignee(viewer, &self.model) => {
+                let order = self.order_model(ctx).await?;
+                rights::can_manage(&ctx.state().ctx.db, viewer, &order).await?
+            }
+            _ => false,
+        };
+        Ok(rights::may_see_key(viewer, &self.model, manages_order)
+            .then_some(self.model.key.as_str()))
     }
 
     async fn product(&self, ctx: &Context<'_>) -> ApiResult<String> {

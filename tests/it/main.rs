@@ -17,6 +17,7 @@ mod organizations;
 mod passwords;
 mod readiness;
 mod requests;
+mod rights;
 mod schema;
 mod startup;
 mod transfers;

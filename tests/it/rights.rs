@@ -1,0 +1,142 @@
+//! Who sees what: key strings by every path, transfers of an organization's
+//! orders, events redacted per recipient, and the cost of a page of keys.
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, unique};
+
+fn email(prefix: &str) -> String {
+    format!("{}@example.com", unique(prefix))
+}
+
+const ASSIGN: &str =
+    "mutation($l:ID!,$e:String!){ assignLicense(input:{licenseId:$l,email:$e}){ id key } }";
+
+/// Every `key` value anywhere in `value`.
+fn keys_in(value: &Value, found: &mut Vec<Value>) {
+    match value {
+        Value::Object(map) => {
+            for (name, v) in map {
+                if name == "key" {
+                    found.push(v.clone());
+                } else {
+                    keys_in(v, found);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| keys_in(v, found)),
+        _ => {}
+    }
+}
+
+fn all_keys(value: &Value) -> Vec<Value> {
+    let mut found = Vec::new();
+    keys_in(value, &mut found);
+    found
+}
+
+#[tokio::test]
+async fn a_key_string_is_shown_to_managers_and_the_assignee_by_every_path() {
+    let app = TestApp::spawn().await;
+    let (owner, _) = app.verified_user(&email("owner")).await;
+    let assignee_email = email("assignee");
+    let (assignee, _) = app.verified_user(&assignee_email).await;
+    let (stranger, _) = app.verified_user(&email("stranger")).await;
+    let (order, ids, keys) = app.paid_order(&owner, 2).await;
+    app.ok(
+        Some(&owner),
+        ASSIGN,
+        json!({"l": ids[0], "e": assignee_email}),
+    )
+    .await;
+    let admin = app.admin().await;
+
+    let by_order = "query($o:ID!){ order(id:$o){ licenses { edges { node { id key } } } history { edges { node { license { key } } } } } }";
+    let by_license = "query($l:ID!){ license(id:$l){ key } }";
+    let by_admin = "{ admin { orders { edges { node { licenses { edges { node { key } } } } } } licenses { edges { node { key } } } events { edges { node { license { key } order { licenses { edges { node { key } } } } } } } } }";
+    let by_assignment = "{ assignedLicenses { edges { node { key } } } }";
+    let by_events = "{ events { edges { node { license { key } } } } }";
+
+    // An administrator who neither manages the order nor holds a key reads
+    // every record, and never a key string.
+    for (query, vars) in [
+        (by_order, json!({"o": order})),
+        (by_license, json!({"l": ids[0]})),
+        (by_license, json!({"l": ids[1]})),
+        (by_admin, json!({})),
+    ] {
+        let data = app.ok(Some(&admin), query, vars).await;
+        let found = all_keys(&data);
+        assert!(!found.is_empty(), "{query} reaches keys: {data}");
+        assert!(
+            found.iter().all(Value::is_null),
+            "an admin reads no key string through {query}: {data}"
+        );
+    }
+
+    // The owner reads every key of their order, by every path.
+    for (query, vars) in [(by_order, json!({"o": order})), (by_events, json!({}))] {
+        let data = app.ok(Some(&owner), query, vars).await;
+        let found = all_keys(&data);
+        assert!(!found.is_empty(), "{query}: {data}");
+        assert!(found.iter().all(Value::is_string), "{query}: {data}");
+    }
+    let data = app.ok(Some(&owner), by_license, json!({"l": ids[1]})).await;
+    assert_eq!(data["license"]["key"], keys[1]);
+
+    // The assignee reads their key, and only theirs.
+    let data = app
+        .ok(Some(&assignee), by_license, json!({"l": ids[0]}))
+        .await;
+    assert_eq!(data["license"]["key"], keys[0]);
+    let data = app.ok(Some(&assignee), by_assignment, json!({})).await;
+    assert_eq!(all_keys(&data), vec![json!(keys[0])]);
+    let data = app.ok(Some(&assignee), by_events, json!({})).await;
+    assert!(
+        all_keys(&data).iter().all(|k| *k == json!(keys[0])),
+        "{data}"
+    );
+    assert_eq!(
+        app.err(Some(&assignee), by_license, json!({"l": ids[1]}))
+            .await,
+        "NOT_FOUND"
+    );
+
+    // A stranger reaches neither the order nor its keys.
+    assert_eq!(
+        app.err(Some(&stranger), by_order, json!({"o": order}))
+            .await,
+        "NOT_FOUND"
+    );
+    for id in &ids {
+        assert_eq!(
+            app.err(Some(&stranger), by_license, json!({"l": id})).await,
+            "NOT_FOUND"
+        );
+    }
+    assert!(all_keys(&app.ok(Some(&stranger), by_events, json!({})).await).is_empty());
+
+    // An administrator who owns an order reads its keys like any owner.
+    let (own_order, own_ids, own_keys) = app.paid_order(&admin, 1).await;
+    let data = app
+        .ok(Some(&admin), by_order, json!({"o": own_order}))
+        .await;
+    assert_eq!(
+        data["order"]["licenses"]["edges"][0]["node"]["key"],
+        own_keys[0]
+    );
+    let data = app
+        .ok(
+            Some(&admin),
+            "{ admin { licenses(first:100) { edges { node { id key } } } } }",
+            json!({}),
+        )
+        .await;
+    for edge in data["admin"]["licenses"]["edges"].as_array().unwrap() {
+        let expected = if edge["node"]["id"] == own_ids[0] {
+            json!(own_keys[0])
+        } else {
+            Value::Null
+        };
+        assert_eq!(edge["node"]["key"], expected, "{data}");
+    }
+}
