@@ -34,6 +34,23 @@ pub async fn can_manage(
     )
 }
 
+/// True when `viewer` may transfer `order` to another owner: the owner of
+/// their own order; for an organization's order only the organization's
+/// admins, not the member who bought it, who could otherwise take it out of
+/// the organization (product.md "Companies and devices").
+pub async fn can_transfer(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    order: &order::Model,
+) -> ApiResult<bool> {
+    let Some(organization_id) = order.organization_id else {
+        return Ok(order.owner_id == viewer.account_id);
+    };
+    Ok(organizations::membership(conn, viewer, organization_id)
+        .await?
+        .is_some_and(|member| member.role == ADMIN))
+}
+
 /// True while an order's owner holds its rights: always for their own order,
 /// and while they are a member for an organization's order (the same rule as
 /// [`can_manage`], for an owner known by their account rather than signed in).
@@ -135,6 +152,25 @@ pub async fn order_managers(
     conn: &impl ConnectionTrait,
     order: &order::Model,
 ) -> ApiResult<Vec<i64>> {
+    managers_among(conn, order, true).await
+}
+
+/// Accounts that may transfer `order` (the same rule as [`can_transfer`]):
+/// its owner, or the organization's admins for an organization's order.
+pub async fn order_transferers(
+    conn: &impl ConnectionTrait,
+    order: &order::Model,
+) -> ApiResult<Vec<i64>> {
+    managers_among(conn, order, false).await
+}
+
+/// An order's managers; the buying member of an organization's order among
+/// them only with `with_buyer`.
+async fn managers_among(
+    conn: &impl ConnectionTrait,
+    order: &order::Model,
+    with_buyer: bool,
+) -> ApiResult<Vec<i64>> {
     let Some(organization_id) = order.organization_id else {
         return Ok(vec![order.owner_id]);
     };
@@ -154,9 +190,9 @@ pub async fn order_managers(
     Ok(accounts
         .into_iter()
         .filter(|a| {
-            members
-                .iter()
-                .any(|(email, role)| *email == a.email && (role == ADMIN || a.id == order.owner_id))
+            members.iter().any(|(email, role)| {
+                *email == a.email && (role == ADMIN || (with_buyer && a.id == order.owner_id))
+            })
         })
         .map(|a| a.id)
         .collect())

@@ -140,3 +140,73 @@ async fn a_key_string_is_shown_to_managers_and_the_assignee_by_every_path() {
         assert_eq!(edge["node"]["key"], expected, "{data}");
     }
 }
+
+#[tokio::test]
+async fn only_an_organizations_admins_transfer_its_orders() {
+    use crate::organizations::{ACCEPT_TRANSFER, ADD, REMOVE, START_TRANSFER, member_bought_order};
+    let app = TestApp::spawn().await;
+    let (admin, member, member_email, org_id, order_id, _) = member_bought_order(&app).await;
+    let second_email = email("second");
+    let (second, _) = app.verified_user(&second_email).await;
+
+    // The member who bought the order cannot move it out of the organization,
+    // not even to their own second account.
+    assert_eq!(
+        app.err(
+            Some(&member),
+            START_TRANSFER,
+            json!({"o": order_id, "e": second_email})
+        )
+        .await,
+        "FORBIDDEN"
+    );
+    // An admin who started a transfer and was then demoted to member
+    // cannot see it accepted, even as the order's buyer.
+    app.ok(
+        Some(&admin),
+        ADD,
+        json!({"o": org_id, "e": member_email, "r": "ADMIN"}),
+    )
+    .await;
+    app.ok(
+        Some(&member),
+        START_TRANSFER,
+        json!({"o": order_id, "e": second_email}),
+    )
+    .await;
+    let token = app.transfer_token(&second_email).await;
+    app.ok(
+        Some(&admin),
+        ADD,
+        json!({"o": org_id, "e": member_email, "r": "MEMBER"}),
+    )
+    .await;
+    assert_eq!(
+        app.err(Some(&second), ACCEPT_TRANSFER, json!({"t": token}))
+            .await,
+        "CONFLICT"
+    );
+    // Nor once they have left.
+    app.ok(
+        Some(&admin),
+        REMOVE,
+        json!({"o": org_id, "e": member_email}),
+    )
+    .await;
+    assert_eq!(
+        app.err(
+            Some(&member),
+            START_TRANSFER,
+            json!({"o": order_id, "e": second_email})
+        )
+        .await,
+        "NOT_FOUND"
+    );
+    // The organization's admin still can.
+    app.ok(
+        Some(&admin),
+        START_TRANSFER,
+        json!({"o": order_id, "e": second_email}),
+    )
+    .await;
+}
