@@ -10,10 +10,13 @@ use sea_orm::{
     sea_query::{Query, SelectStatement},
 };
 
+use serde_json::Value;
+
 use super::organizations::{self, ADMIN};
 use crate::{
     auth::Viewer,
     error::{ApiResult, AppError},
+    events::EventKind,
 };
 
 /// True when `viewer` holds the owner's rights on `order` (assign, approve
@@ -196,4 +199,77 @@ async fn managers_among(
         })
         .map(|a| a.id)
         .collect())
+}
+
+/// Event kinds whose `changes` are snapshots of a key's assignee
+/// (`assigneeEmail`, organization) before and after.
+fn snapshots_assignee(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::LicenseAssigned | EventKind::LicenseUnassigned | EventKind::OrganizationChanged
+    )
+}
+
+/// True when a snapshot of a key's assignee tells `viewer` nothing about
+/// anyone else: the key was theirs, or nobody's.
+fn own_snapshot(snapshot: &Value, viewer: &Viewer) -> bool {
+    match snapshot.get("assigneeEmail").and_then(Value::as_str) {
+        None => true,
+        Some(email) => viewer.email_verified && email == viewer.email,
+    }
+}
+
+/// The assignee emails in `changes` that `viewer` may not read.
+fn hidden_assignees<'a>(kind: EventKind, changes: &'a Value, viewer: &Viewer) -> Vec<&'a str> {
+    if !snapshots_assignee(kind) {
+        return Vec::new();
+    }
+    ["before", "after"]
+        .iter()
+        .filter_map(|side| changes.get(side))
+        .filter(|snapshot| !own_snapshot(snapshot, viewer))
+        .filter_map(|snapshot| snapshot.get("assigneeEmail").and_then(Value::as_str))
+        .collect()
+}
+
+/// An event's `changes` as `viewer` may read them. The order's managers and
+/// administrators (`full`) read them whole. Anyone else received a key's
+/// assignment event as its former or new assignee: each reads their own
+/// side and not the other's (the side is null), so a former assignee learns
+/// that the key left them, not who got it, nor their organization.
+pub fn event_changes_for(kind: EventKind, changes: &Value, viewer: &Viewer, full: bool) -> Value {
+    let mut visible = changes.clone();
+    if full || hidden_assignees(kind, changes, viewer).is_empty() {
+        return visible;
+    }
+    if let Some(map) = visible.as_object_mut() {
+        for side in ["before", "after"] {
+            if let Some(snapshot) = map.get_mut(side)
+                && !own_snapshot(snapshot, viewer)
+            {
+                *snapshot = Value::Null;
+            }
+        }
+    }
+    visible
+}
+
+/// True when `viewer` may learn who caused an event: not when the actor is
+/// an assignee hidden from them by [`event_changes_for`] (a claimer who
+/// replaced them, say).
+pub fn may_see_event_actor(
+    kind: EventKind,
+    changes: &Value,
+    viewer: &Viewer,
+    full: bool,
+    actor_email: &str,
+) -> bool {
+    full || actor_email == viewer.email
+        || !hidden_assignees(kind, changes, viewer).contains(&actor_email)
+}
+
+/// True when an event needs `full` (whether `viewer` manages its order) to
+/// be shown to them: it holds something [`event_changes_for`] would hide.
+pub fn event_needs_rights(kind: EventKind, changes: &Value, viewer: &Viewer) -> bool {
+    !hidden_assignees(kind, changes, viewer).is_empty()
 }

@@ -210,3 +210,153 @@ async fn only_an_organizations_admins_transfer_its_orders() {
     )
     .await;
 }
+
+const EVENTS: &str = "{ events(first: 100) { edges { node { kind changes actor { email } license { id assigneeEmail } order { id } } } } }";
+
+/// The first `n` events of `token`'s subscription from the start, as a
+/// dashboard's notification panel receives them.
+async fn subscribed_events(app: &TestApp, token: &str, n: usize) -> Vec<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://{}/graphql/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| Message::text(v.to_string());
+    socket
+        .send(send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}})))
+        .await
+        .unwrap();
+    let query = EVENTS
+        .replace(
+            "{ events(first: 100) { edges { node ",
+            "subscription { events ",
+        )
+        .replace(" } } } }", " } }");
+    socket
+        .send(send(
+            json!({"type": "subscribe", "id": "1", "payload": {"query": query}}),
+        ))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(20), socket.next())
+            .await
+            .expect("an event arrives")
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["type"] == "next" {
+            assert!(message["payload"]["errors"].is_null(), "{message}");
+            events.push(message["payload"]["data"]["events"].clone());
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_former_assignee_learns_that_the_key_left_them_not_who_got_it() {
+    let app = TestApp::spawn().await;
+    let (owner, _) = app.verified_user(&email("owner")).await;
+    let (order, ids, keys) = app.paid_order(&owner, 1).await;
+    let x_email = email("former");
+    let (x, _) = app.verified_user(&x_email).await;
+    let y_email = email("next");
+    let (y, _) = app.verified_user(&y_email).await;
+    let z_email = email("claimer");
+    let (z, _) = app.verified_user(&z_email).await;
+    let organization = "Hidden Holdings";
+    app.ok(Some(&owner), ASSIGN, json!({"l": ids[0], "e": x_email}))
+        .await;
+    app.ok(
+        Some(&owner),
+        "mutation($l:ID!,$e:String!){ assignLicense(input:{licenseId:$l,email:$e,organization:{name:\"Hidden Holdings\",siret:\"73282932000074\"}}){ id } }",
+        json!({"l": ids[0], "e": y_email}),
+    )
+    .await;
+    // A claim that replaces Y: Z is the actor of the change Y receives.
+    app.ok(
+        Some(&owner),
+        "mutation{ updateClaimSettings(input:{allowOverrideAssignee:true}){ id } }",
+        json!({}),
+    )
+    .await;
+    app.ok(
+        Some(&z),
+        "mutation($k:String!){ claimLicense(key:$k){ outcome } }",
+        json!({"k": keys[0]}),
+    )
+    .await;
+
+    // X saw the key come and go, and nothing of Y or Z.
+    let x_events = app.ok(Some(&x), EVENTS, json!({})).await;
+    let edges = x_events["events"]["edges"].as_array().unwrap();
+    let kinds: Vec<&Value> = edges.iter().map(|e| &e["node"]["kind"]).collect();
+    assert_eq!(
+        kinds,
+        ["LICENSE_ASSIGNED", "LICENSE_ASSIGNED"],
+        "{x_events}"
+    );
+    let left = &edges[1]["node"];
+    assert_eq!(left["changes"]["before"]["assigneeEmail"], x_email);
+    assert!(left["changes"]["after"].is_null(), "{left}");
+    let text = x_events.to_string();
+    for hidden in [&y_email, &z_email, organization] {
+        assert!(!text.contains(hidden), "X's events show {hidden}: {text}");
+    }
+    // Y sees their own assignment and that the key left them, not to whom.
+    let text = app.ok(Some(&y), EVENTS, json!({})).await.to_string();
+    assert!(
+        text.contains(&y_email) && text.contains(organization),
+        "{text}"
+    );
+    for hidden in [&x_email, &z_email] {
+        assert!(
+            !text.contains(hidden.as_str()),
+            "Y's events show {hidden}: {text}"
+        );
+    }
+    // The live feed is redacted alike.
+    let live = Value::Array(subscribed_events(&app, &x, 2).await).to_string();
+    assert!(live.contains(&x_email), "{live}");
+    for hidden in [&y_email, &z_email, organization] {
+        assert!(
+            !live.contains(hidden),
+            "X's live events show {hidden}: {live}"
+        );
+    }
+
+    // The owner's feed, and the key's history, tell everything.
+    let text = app.ok(Some(&owner), EVENTS, json!({})).await.to_string();
+    for shown in [&x_email, &y_email, &z_email, organization] {
+        assert!(
+            text.contains(shown),
+            "the owner's events show {shown}: {text}"
+        );
+    }
+    let live = Value::Array(subscribed_events(&app, &owner, 4).await).to_string();
+    for shown in [&x_email, &y_email, organization] {
+        assert!(
+            live.contains(shown),
+            "the owner's live events show {shown}: {live}"
+        );
+    }
+    let history = app
+        .ok(
+            Some(&owner),
+            "query($o:ID!){ order(id:$o){ history { edges { node { changes actor { email } } } } } }",
+            json!({"o": order}),
+        )
+        .await
+        .to_string();
+    assert!(
+        history.contains(&y_email) && history.contains(&z_email),
+        "{history}"
+    );
+}
