@@ -69,7 +69,8 @@ impl Event {
     }
 
     /// Who caused it; null for the system (e.g. expiry), and when the caller
-    /// may not know who it was (`rights::may_see_event_actor`).
+    /// may not know who it was (the next holder of a key that left them).
+    // The rule: `rights::may_see_event_actor`.
     async fn actor(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         let Some(id) = self.0.actor_id else {
             return Ok(None);
@@ -90,8 +91,10 @@ impl Event {
         Ok(visible.then_some(Account(actor)))
     }
 
-    /// What changed: `{"before": …, "after": …}`, as far as the caller may
-    /// see it (`rights::event_changes_for`).
+    /// What changed: `{"before": …, "after": …}`. Of a key's assignment, a
+    /// caller who does not manage its order reads only their own side (the
+    /// other is null).
+    // The rule: `rights::event_changes_for`.
     async fn changes(&self, ctx: &Context<'_>) -> ApiResult<Json<serde_json::Value>> {
         let (kind, changes) = (self.kind_model()?, self.raw_changes());
         let Ok(viewer) = ctx.viewer() else {
@@ -181,24 +184,16 @@ impl Event {
     }
 }
 
-/// Whose history to list.
-pub enum HistoryOf {
-    Order(i64),
-    License(i64),
-}
-
-/// History rows (the caller's rights were checked by the parent object).
-pub async fn history(
+/// An order's history (the caller's rights were checked by the order). A
+/// key's history is batched for a page of keys (`loaders::LicenseHistories`).
+pub async fn order_history(
     ctx: &Context<'_>,
-    of: HistoryOf,
+    order_id: i64,
     first: Option<i32>,
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
-    let condition = match of {
-        HistoryOf::Order(id) => event::Column::OrderId.eq(id),
-        HistoryOf::License(id) => event::Column::LicenseId.eq(id),
-    };
-    event_page(ctx, Condition::all().add(condition), first, after).await
+    let condition = Condition::all().add(event::Column::OrderId.eq(order_id));
+    event_page(ctx, condition, first, after).await
 }
 
 /// A page of the events matching `condition`, in delivery order. It first

@@ -2,7 +2,7 @@
 //! orders, events redacted per recipient, and the cost of a page of keys.
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, unique};
+use crate::harness::{Options, TestApp, unique};
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
@@ -359,4 +359,87 @@ async fn a_former_assignee_learns_that_the_key_left_them_not_who_got_it() {
         history.contains(&y_email) && history.contains(&z_email),
         "{history}"
     );
+}
+
+#[tokio::test]
+async fn a_page_of_keys_costs_the_same_statements_whatever_its_length() {
+    // Background workers only run when woken, so they do not add to the count.
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|config| config.job_interval_ms = 3_600_000),
+        ..Options::default()
+    })
+    .await;
+    let address = email("buyer");
+    let (buyer, _) = app.verified_user(&address).await;
+    let (order, ids, keys) = app.paid_order(&buyer, 50).await;
+    for i in [0, 3, 12, 40] {
+        app.ok(
+            Some(&buyer),
+            ASSIGN,
+            json!({"l": ids[i], "e": format!("user{i}@example.com")}),
+        )
+        .await;
+        app.ok(
+            None,
+            "mutation($k:String!){ activateLicense(key:$k, fingerprint:\"fp\", name:\"laptop\"){ name } }",
+            json!({"k": keys[i]}),
+        )
+        .await;
+    }
+    // Let background mail sending settle so it does not count.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let q = |n: usize| {
+        let node =
+            "id history { edges { node { kind } } } activations { fingerprint } assignee { email }";
+        let aliases: Vec<String> = (0..5)
+            .map(|a| {
+                let history = if a == 4 {
+                    "history(first: 1)"
+                } else {
+                    "history"
+                };
+                format!(
+                    "a{a}: licenses(first:{n}) {{ edges {{ node {{ {} }} }} }}",
+                    node.replacen("history", history, 1)
+                )
+            })
+            .collect();
+        format!("query($o:ID!){{ order(id:$o){{ {} }} }}", aliases.join(" "))
+    };
+    let mut counts = Vec::new();
+    for n in [10, 50] {
+        // Reading a history first waits for transactions still writing
+        // (on PostgreSQL, those of the whole cluster: other tests'), one
+        // statement per look; the fewest of a few tries is the request's own.
+        let mut fewest = f64::MAX;
+        for _ in 0..4 {
+            // A session of its own, so that each request reads it.
+            let (session, _) = app.sign_in(&address).await;
+            let before = app.metric("keyledger_sql_statements_total").await;
+            let data = app.ok(Some(&session), &q(n), json!({"o": order})).await;
+            let after = app.metric("keyledger_sql_statements_total").await;
+            fewest = fewest.min(after - before);
+            check_page(&data, n);
+        }
+        counts.push(fewest);
+    }
+    assert_eq!(counts[0], counts[1], "statements per request: {counts:?}");
+}
+
+/// The page of `n` keys that the query of the test above returns.
+fn check_page(data: &Value, n: usize) {
+    let edges = data["order"]["a0"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), n);
+    let active = edges
+        .iter()
+        .filter(|e| e["node"]["activations"][0]["fingerprint"] == "fp")
+        .count();
+    assert_eq!(active, if n == 10 { 2 } else { 4 }, "{data}");
+    let assigned = &edges[3]["node"];
+    assert_eq!(assigned["assignee"], Value::Null);
+    let history = assigned["history"]["edges"].as_array().unwrap();
+    let kinds: Vec<&Value> = history.iter().map(|e| &e["node"]["kind"]).collect();
+    assert_eq!(kinds, ["LICENSE_ASSIGNED", "DEVICE_ACTIVATED"], "{data}");
+    let short = &data["order"]["a4"]["edges"][3]["node"]["history"]["edges"];
+    assert_eq!(short.as_array().unwrap().len(), 1, "{data}");
 }
