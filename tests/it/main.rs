@@ -4,6 +4,7 @@
 mod harness;
 
 mod accounts;
+mod authorization;
 mod claims;
 mod connections;
 mod devices;
