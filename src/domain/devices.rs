@@ -236,18 +236,6 @@ pub enum DeviceOf<'a> {
     ManagedLicense(&'a Viewer, i64),
 }
 
-/// Devices a key is active on, oldest first.
-pub async fn of_license(
-    conn: &impl ConnectionTrait,
-    license_id: i64,
-) -> ApiResult<Vec<activation::Model>> {
-    Ok(activation::Entity::find()
-        .filter(activation::Column::LicenseId.eq(license_id))
-        .order_by_asc(activation::Column::Id)
-        .all(conn)
-        .await?)
-}
-
 /// Why a key is (not) valid for the licensed software.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validity {

@@ -30,7 +30,8 @@ pub enum Access {
     Manager,
     /// The key is assigned to the viewer's verified email.
     Assignee,
-    /// Administrators read everything.
+    /// Reached as an administrator, who reads every key's record but not its
+    /// string (unless they also manage its order or hold it).
     Admin,
 }
 

@@ -4,16 +4,19 @@
 //! for an organization is managed by the organization's admins, and by the
 //! buying member while they are still a member. Memberships count only for a
 //! verified email.
-use entity::{account, order, organization_member};
+use entity::{account, license, order, organization_member};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Query, SelectStatement},
 };
 
+use serde_json::Value;
+
 use super::organizations::{self, ADMIN};
 use crate::{
     auth::Viewer,
     error::{ApiResult, AppError},
+    events::EventKind,
 };
 
 /// True when `viewer` holds the owner's rights on `order` (assign, approve
@@ -32,6 +35,23 @@ pub async fn can_manage(
             None => false,
         },
     )
+}
+
+/// True when `viewer` may transfer `order` to another owner: the owner of
+/// their own order; for an organization's order only the organization's
+/// admins, not the member who bought it, who could otherwise take it out of
+/// the organization (product.md "Companies and devices").
+pub async fn can_transfer(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    order: &order::Model,
+) -> ApiResult<bool> {
+    let Some(organization_id) = order.organization_id else {
+        return Ok(order.owner_id == viewer.account_id);
+    };
+    Ok(organizations::membership(conn, viewer, organization_id)
+        .await?
+        .is_some_and(|member| member.role == ADMIN))
 }
 
 /// True while an order's owner holds its rights: always for their own order,
@@ -54,6 +74,14 @@ pub async fn owner_holds_rights(
             .await?
             .is_some(),
     )
+}
+
+/// True when `viewer` may read `license`'s full key string: its order's
+/// managers (`manages_order`, from [`can_manage`]) and its current assignee,
+/// and no one else, administrators included. The one rule for every path
+/// that reaches a key: whoever holds the string can activate it.
+pub fn may_see_key(viewer: &Viewer, license: &license::Model, manages_order: bool) -> bool {
+    manages_order || super::licenses::is_assignee(viewer, license)
 }
 
 /// `can_manage`, or `NOT_FOUND` for a stranger: whether an order exists is
@@ -127,6 +155,25 @@ pub async fn order_managers(
     conn: &impl ConnectionTrait,
     order: &order::Model,
 ) -> ApiResult<Vec<i64>> {
+    managers_among(conn, order, true).await
+}
+
+/// Accounts that may transfer `order` (the same rule as [`can_transfer`]):
+/// its owner, or the organization's admins for an organization's order.
+pub async fn order_transferers(
+    conn: &impl ConnectionTrait,
+    order: &order::Model,
+) -> ApiResult<Vec<i64>> {
+    managers_among(conn, order, false).await
+}
+
+/// An order's managers; the buying member of an organization's order among
+/// them only with `with_buyer`.
+async fn managers_among(
+    conn: &impl ConnectionTrait,
+    order: &order::Model,
+    with_buyer: bool,
+) -> ApiResult<Vec<i64>> {
     let Some(organization_id) = order.organization_id else {
         return Ok(vec![order.owner_id]);
     };
@@ -146,10 +193,83 @@ pub async fn order_managers(
     Ok(accounts
         .into_iter()
         .filter(|a| {
-            members
-                .iter()
-                .any(|(email, role)| *email == a.email && (role == ADMIN || a.id == order.owner_id))
+            members.iter().any(|(email, role)| {
+                *email == a.email && (role == ADMIN || (with_buyer && a.id == order.owner_id))
+            })
         })
         .map(|a| a.id)
         .collect())
+}
+
+/// Event kinds whose `changes` are snapshots of a key's assignee
+/// (`assigneeEmail`, organization) before and after.
+fn snapshots_assignee(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::LicenseAssigned | EventKind::LicenseUnassigned | EventKind::OrganizationChanged
+    )
+}
+
+/// True when a snapshot of a key's assignee tells `viewer` nothing about
+/// anyone else: the key was theirs, or nobody's.
+fn own_snapshot(snapshot: &Value, viewer: &Viewer) -> bool {
+    match snapshot.get("assigneeEmail").and_then(Value::as_str) {
+        None => true,
+        Some(email) => viewer.email_verified && email == viewer.email,
+    }
+}
+
+/// The assignee emails in `changes` that `viewer` may not read.
+fn hidden_assignees<'a>(kind: EventKind, changes: &'a Value, viewer: &Viewer) -> Vec<&'a str> {
+    if !snapshots_assignee(kind) {
+        return Vec::new();
+    }
+    ["before", "after"]
+        .iter()
+        .filter_map(|side| changes.get(side))
+        .filter(|snapshot| !own_snapshot(snapshot, viewer))
+        .filter_map(|snapshot| snapshot.get("assigneeEmail").and_then(Value::as_str))
+        .collect()
+}
+
+/// An event's `changes` as `viewer` may read them. The order's managers and
+/// administrators (`full`) read them whole. Anyone else received a key's
+/// assignment event as its former or new assignee: each reads their own
+/// side and not the other's (the side is null), so a former assignee learns
+/// that the key left them, not who got it, nor their organization.
+pub fn event_changes_for(kind: EventKind, changes: &Value, viewer: &Viewer, full: bool) -> Value {
+    let mut visible = changes.clone();
+    if full || hidden_assignees(kind, changes, viewer).is_empty() {
+        return visible;
+    }
+    if let Some(map) = visible.as_object_mut() {
+        for side in ["before", "after"] {
+            if let Some(snapshot) = map.get_mut(side)
+                && !own_snapshot(snapshot, viewer)
+            {
+                *snapshot = Value::Null;
+            }
+        }
+    }
+    visible
+}
+
+/// True when `viewer` may learn who caused an event: not when the actor is
+/// an assignee hidden from them by [`event_changes_for`] (a claimer who
+/// replaced them, say).
+pub fn may_see_event_actor(
+    kind: EventKind,
+    changes: &Value,
+    viewer: &Viewer,
+    full: bool,
+    actor_email: &str,
+) -> bool {
+    full || actor_email == viewer.email
+        || !hidden_assignees(kind, changes, viewer).contains(&actor_email)
+}
+
+/// True when an event needs `full` (whether `viewer` manages its order) to
+/// be shown to them: it holds something [`event_changes_for`] would hide.
+pub fn event_needs_rights(kind: EventKind, changes: &Value, viewer: &Viewer) -> bool {
+    !hidden_assignees(kind, changes, viewer).is_empty()
 }

@@ -50,6 +50,11 @@ pub async fn start(
     let txn = begin_write(&ctx.db).await?;
     let order = orders::lock(&txn, order_id).await?;
     rights::require_manage(&txn, viewer, &order).await?;
+    if !rights::can_transfer(&txn, viewer, &order).await? {
+        return Err(AppError::Forbidden(
+            "only the organization's admins transfer its orders",
+        ));
+    }
     if to_email == viewer.email {
         return Err(AppError::validation(
             "newOwnerEmail",
@@ -174,11 +179,14 @@ pub async fn accept(
             "this transfer is addressed to another email address",
         ));
     }
-    // The sender must still hold the owner's rights: the order may have
-    // changed owner since, or the sender (an organization's admin, or the
-    // member who bought it) may have left the organization.
+    // The sender must still hold the right to transfer: the order may have
+    // changed owner since, or the sender (an organization's admin) may have
+    // left the organization or stopped being an admin.
     let old_managers = rights::order_managers(&txn, &order).await?;
-    if !old_managers.contains(&transfer.from_account_id) {
+    if !rights::order_transferers(&txn, &order)
+        .await?
+        .contains(&transfer.from_account_id)
+    {
         return Err(AppError::conflict(
             "the sender no longer holds this order's rights: the transfer cannot be accepted",
         ));
@@ -264,8 +272,8 @@ async fn mark_cancelled(
 }
 
 /// After a change of an organization's members: cancel the pending transfers
-/// of its orders whose sender no longer holds the order's rights (they left,
-/// or stopped being an admin). Such a transfer could never be accepted, and
+/// of its orders whose sender may no longer transfer them (they left, or
+/// stopped being an admin). Such a transfer could never be accepted, and
 /// would block a new one; nor does it come back if the sender rejoins.
 pub async fn cancel_orphaned(
     txn: &impl ConnectionTrait,
@@ -288,7 +296,7 @@ pub async fn cancel_orphaned(
         // Lock the order, then the transfer, as `accept` and `cancel` do,
         // and look again: it may have been decided meanwhile.
         let order = orders::lock(txn, found.order_id).await?;
-        if rights::order_managers(txn, &order)
+        if rights::order_transferers(txn, &order)
             .await?
             .contains(&found.from_account_id)
         {

@@ -15,7 +15,8 @@ use super::{
     requests::{LicenseRequest, OrderTransfer},
 };
 use crate::{
-    domain::{claims, orders, requests, transfers},
+    auth::Viewer,
+    domain::{claims, orders, requests, rights, transfers},
     error::{ApiResult, AppError},
     events::{
         LiveEvent,
@@ -62,27 +63,50 @@ impl Event {
     }
 
     async fn kind(&self) -> ApiResult<EventKind> {
-        crate::events::EventKind::parse(&self.0.kind)
-            .map(Into::into)
-            .ok_or_else(|| AppError::internal(format!("unknown event kind {}", self.0.kind)))
+        self.kind_model().map(Into::into)
     }
 
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.0.occurred_at
     }
 
-    /// Who caused it; null for the system (e.g. expiry).
+    /// Who caused it; null for the system (e.g. expiry), and when the caller
+    /// may not know who it was (the next holder of a key that left them).
+    // The rule: `rights::may_see_event_actor`.
     async fn actor(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         let Some(id) = self.0.actor_id else {
             return Ok(None);
         };
         let loaders = ctx.data_unchecked::<super::Loaders>();
-        Ok(loaders.accounts().load_one(id).await?.map(Account))
+        let Some(actor) = loaders.accounts().load_one(id).await? else {
+            return Ok(None);
+        };
+        let (kind, changes) = (self.kind_model()?, self.raw_changes());
+        let visible = match ctx.viewer() {
+            Ok(viewer) if rights::event_needs_rights(kind, &changes, viewer) => {
+                let full = self.reads_whole(ctx, viewer).await?;
+                rights::may_see_event_actor(kind, &changes, viewer, full, &actor.email)
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        Ok(visible.then_some(Account(actor)))
     }
 
-    /// What changed: `{"before": …, "after": …}`.
-    async fn changes(&self) -> Json<serde_json::Value> {
-        Json(serde_json::from_str(&self.0.changes).unwrap_or_default())
+    /// What changed: `{"before": …, "after": …}`. Of a key's assignment, a
+    /// caller who does not manage its order reads only their own side (the
+    /// other is null).
+    // The rule: `rights::event_changes_for`.
+    async fn changes(&self, ctx: &Context<'_>) -> ApiResult<Json<serde_json::Value>> {
+        let (kind, changes) = (self.kind_model()?, self.raw_changes());
+        let Ok(viewer) = ctx.viewer() else {
+            return Ok(Json(serde_json::Value::Null));
+        };
+        let full = rights::event_needs_rights(kind, &changes, viewer)
+            && self.reads_whole(ctx, viewer).await?;
+        Ok(Json(rights::event_changes_for(
+            kind, &changes, viewer, full,
+        )))
     }
 
     /// The order concerned, when the caller has rights on it.
@@ -135,24 +159,43 @@ impl Event {
     }
 }
 
-/// Whose history to list.
-pub enum HistoryOf {
-    Order(i64),
-    License(i64),
+impl Event {
+    fn kind_model(&self) -> ApiResult<crate::events::EventKind> {
+        crate::events::EventKind::parse(&self.0.kind)
+            .ok_or_else(|| AppError::internal(format!("unknown event kind {}", self.0.kind)))
+    }
+
+    fn raw_changes(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0.changes).unwrap_or_default()
+    }
+
+    /// True when `viewer` reads the event whole: an administrator, or one of
+    /// its order's managers.
+    async fn reads_whole(&self, ctx: &Context<'_>, viewer: &Viewer) -> ApiResult<bool> {
+        if viewer.is_admin {
+            return Ok(true);
+        }
+        let Some(order_id) = self.0.order_id else {
+            return Ok(false);
+        };
+        let loaders = ctx.data_unchecked::<super::Loaders>();
+        let Some(order) = loaders.orders().load_one(order_id).await? else {
+            return Ok(false);
+        };
+        rights::can_manage(&ctx.state().ctx.db, viewer, &order).await
+    }
 }
 
-/// History rows (the caller's rights were checked by the parent object).
-pub async fn history(
+/// An order's history (the caller's rights were checked by the order). A
+/// key's history is batched for a page of keys (`loaders::LicenseHistories`).
+pub async fn order_history(
     ctx: &Context<'_>,
-    of: HistoryOf,
+    order_id: i64,
     first: Option<i32>,
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
-    let condition = match of {
-        HistoryOf::Order(id) => event::Column::OrderId.eq(id),
-        HistoryOf::License(id) => event::Column::LicenseId.eq(id),
-    };
-    event_page(ctx, Condition::all().add(condition), first, after).await
+    let condition = Condition::all().add(event::Column::OrderId.eq(order_id));
+    event_page(ctx, condition, first, after).await
 }
 
 /// A page of the events matching `condition`, in delivery order. It first

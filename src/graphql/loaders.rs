@@ -4,14 +4,22 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use entity::{account, license, order, product};
+use entity::{account, activation, event, license, order, product};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
     sea_query::{Alias, Asterisk, Order, Query, SelectStatement, UnionType},
 };
 
 use super::pagination::Page;
-use crate::{domain::licenses::AssignmentFilter, error::AppError};
+use crate::{
+    domain::licenses::AssignmentFilter,
+    error::AppError,
+    events::{
+        LiveEvent,
+        cursor::{self, Cursor},
+    },
+};
 
 /// The request's loaders, built on first use: most requests (a key
 /// validation, a mutation) never load anything in batches.
@@ -28,6 +36,8 @@ struct Built {
     orders: DataLoader<OrdersById>,
     products: DataLoader<ProductsByCode>,
     license_pages: DataLoader<LicensePages>,
+    activations: DataLoader<ActivationsByLicense>,
+    license_histories: DataLoader<LicenseHistories>,
 }
 
 impl Loaders {
@@ -51,6 +61,8 @@ impl Loaders {
                 orders: DataLoader::new(OrdersById(db.clone()), tokio::spawn),
                 products: DataLoader::new(ProductsByCode(db.clone()), tokio::spawn),
                 license_pages: DataLoader::new(LicensePages(db.clone()), tokio::spawn),
+                activations: DataLoader::new(ActivationsByLicense(db.clone()), tokio::spawn),
+                license_histories: DataLoader::new(LicenseHistories(db.clone()), tokio::spawn),
             }
         })
     }
@@ -73,6 +85,14 @@ impl Loaders {
 
     pub fn license_pages(&self) -> &DataLoader<LicensePages> {
         &self.built().license_pages
+    }
+
+    pub fn activations(&self) -> &DataLoader<ActivationsByLicense> {
+        &self.built().activations
+    }
+
+    pub fn license_histories(&self) -> &DataLoader<LicenseHistories> {
+        &self.built().license_histories
     }
 }
 
@@ -240,6 +260,109 @@ impl Loader<LicensePageKey> for LicensePages {
                 };
                 pages.insert(key, by_order.remove(&order_id).unwrap_or_default());
             }
+        }
+        Ok(pages)
+    }
+}
+
+/// The devices each key is active on, oldest first (every key asked gets
+/// an answer, empty when it has none).
+pub struct ActivationsByLicense(DatabaseConnection);
+
+impl Loader<i64> for ActivationsByLicense {
+    type Value = Vec<activation::Model>;
+    type Error = AppError;
+
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<activation::Model>>, AppError> {
+        let mut found: HashMap<i64, Vec<activation::Model>> =
+            ids.iter().map(|id| (*id, Vec::new())).collect();
+        for row in activation::Entity::find()
+            .filter(activation::Column::LicenseId.is_in(ids.iter().copied()))
+            .order_by_asc(activation::Column::Id)
+            .all(&self.0)
+            .await?
+        {
+            found.entry(row.license_id).or_default().push(row);
+        }
+        Ok(found)
+    }
+}
+
+/// One page of a key's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HistoryPageKey {
+    pub license_id: i64,
+    pub page: Page<Cursor>,
+}
+
+/// At most this many subqueries in one `UNION ALL` (SQLite allows 500).
+const UNION_CHUNK: usize = 250;
+
+/// Pages of many keys' histories, in delivery order: one settle, then one
+/// statement per distinct page (and per [`UNION_CHUNK`] keys), each key's
+/// page its own `LIMIT`ed subquery glued with `UNION ALL`, as [`LicensePages`].
+pub struct LicenseHistories(DatabaseConnection);
+
+impl Loader<HistoryPageKey> for LicenseHistories {
+    type Value = Vec<LiveEvent>;
+    type Error = AppError;
+
+    async fn load(
+        &self,
+        keys: &[HistoryPageKey],
+    ) -> Result<HashMap<HistoryPageKey, Vec<LiveEvent>>, AppError> {
+        let backend = self.0.get_database_backend();
+        // A client reads its own writes, as in `event_page`.
+        cursor::settle(&self.0).await?;
+        let mut groups: HashMap<Page<Cursor>, Vec<i64>> = HashMap::new();
+        for key in keys {
+            groups.entry(key.page).or_default().push(key.license_id);
+        }
+        let mut pages: HashMap<HistoryPageKey, Vec<LiveEvent>> =
+            keys.iter().map(|key| (*key, Vec::new())).collect();
+        for (page, license_ids) in groups {
+            for chunk in license_ids.chunks(UNION_CHUNK) {
+                let mut statement: Option<SelectStatement> = None;
+                for (n, license_id) in chunk.iter().enumerate() {
+                    let inner = cursor::deliverable_after(
+                        event::Entity::find().filter(event::Column::LicenseId.eq(*license_id)),
+                        page.after.unwrap_or_default(),
+                        backend,
+                    )
+                    .limit(page.fetch())
+                    .into_query();
+                    // Wrapped, so that both databases accept its ORDER BY and LIMIT inside a UNION.
+                    let mut member = Query::select();
+                    member
+                        .column(Asterisk)
+                        .from_subquery(inner, Alias::new(format!("history{n}")));
+                    match &mut statement {
+                        None => statement = Some(member),
+                        Some(first) => {
+                            first.union(UnionType::All, member);
+                        }
+                    }
+                }
+                let Some(statement) = statement else {
+                    continue;
+                };
+                let rows = event::Model::find_by_statement(backend.build(&statement))
+                    .all(&self.0)
+                    .await?;
+                for row in rows {
+                    let Some(license_id) = row.license_id else {
+                        continue;
+                    };
+                    let key = HistoryPageKey { license_id, page };
+                    pages
+                        .entry(key)
+                        .or_default()
+                        .push(LiveEvent::from_row(row, Vec::new()));
+                }
+            }
+        }
+        for events in pages.values_mut() {
+            events.sort_by_key(LiveEvent::cursor);
         }
         Ok(pages)
     }

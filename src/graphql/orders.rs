@@ -1,22 +1,27 @@
 //! Orders and their keys: buying, paying, listing, assigning.
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
+use std::collections::HashMap;
+
+use async_graphql::{
+    Context, Enum, ID, InputObject, Object, SelectionField, SimpleObject, Value,
+    connection::Connection,
+};
 use chrono::{DateTime, Utc};
-use entity::{license, order};
+use entity::{activation, license, order};
 
 use super::{
     ContextExt,
     accounts::Account,
     events::Event,
-    loaders::{LicensePageKey, Loaders},
+    loaders::{HistoryPageKey, LicensePageKey, Loaders},
     pagination::{Page, parse_id},
 };
 use crate::{
     domain::{
-        devices,
         licenses::{self, Access, AssignmentFilter},
-        orders,
+        orders, rights,
     },
     error::{ApiResult, AppError},
+    events::{LiveEvent, cursor::Cursor},
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -164,11 +169,22 @@ impl Order {
                 .collect();
             loaders(ctx).verified_accounts().load_many(emails).await?;
         }
+        // An administrator reaches any order, but holds no owner's rights on it.
+        let access = if rights::can_manage(&ctx.state().ctx.db, ctx.viewer()?, &self.0).await? {
+            Access::Manager
+        } else {
+            Access::Admin
+        };
+        let mut prefetched = prefetch(ctx, &rows).await?;
         let order = self.0.clone();
         Ok(page.connection(
             rows,
             |l| l.id,
-            |l| License::new(l, Some(order.clone()), Access::Manager),
+            |l| {
+                let mut license = License::new(l, Some(order.clone()), access);
+                license.prefetched = prefetched.remove(&license.model.id).unwrap_or_default();
+                license
+            },
         ))
     }
 
@@ -179,14 +195,76 @@ impl Order {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Event>> {
-        super::events::history(
-            ctx,
-            super::events::HistoryOf::Order(self.0.id),
-            first,
-            after,
-        )
-        .await
+        super::events::order_history(ctx, self.0.id, first, after).await
     }
+}
+
+/// What a key's list fields read, loaded for a whole page of keys at once.
+#[derive(Default)]
+pub struct Prefetched {
+    activations: Option<Vec<activation::Model>>,
+    history: Vec<(Page<Cursor>, Vec<LiveEvent>)>,
+}
+
+/// The `activations` and `history` a page of keys selects, in one load each
+/// for the page (one per distinct `history` page asked), so that a page of
+/// keys costs the same number of statements whatever its length: each key
+/// then reads its own, rather than a hundred loads having to land in one
+/// batching window (see `assignee` above).
+async fn prefetch(
+    ctx: &Context<'_>,
+    rows: &[license::Model],
+) -> ApiResult<HashMap<i64, Prefetched>> {
+    let node = ctx.look_ahead().field("edges").field("node");
+    let ids: Vec<i64> = rows.iter().map(|l| l.id).collect();
+    let mut prefetched: HashMap<i64, Prefetched> = HashMap::new();
+    if rows.is_empty() {
+        return Ok(prefetched);
+    }
+    if node.field("activations").exists() {
+        let mut found = loaders(ctx).activations().load_many(ids.clone()).await?;
+        for id in &ids {
+            prefetched.entry(*id).or_default().activations = found.remove(id);
+        }
+    }
+    let mut pages: Vec<Page<Cursor>> = Vec::new();
+    for field in node.field("history").selection_fields() {
+        // A page the resolver will refuse is left to it, for its error.
+        if let Some(page) = history_page(&field).filter(|p| !pages.contains(p)) {
+            pages.push(page);
+        }
+    }
+    if !pages.is_empty() {
+        let mut keys = Vec::with_capacity(pages.len() * ids.len());
+        for page in &pages {
+            keys.extend(ids.iter().map(|id| HistoryPageKey {
+                license_id: *id,
+                page: *page,
+            }));
+        }
+        for (key, events) in loaders(ctx).license_histories().load_many(keys).await? {
+            prefetched
+                .entry(key.license_id)
+                .or_default()
+                .history
+                .push((key.page, events));
+        }
+    }
+    Ok(prefetched)
+}
+
+/// The page a `history(first, after)` selection asks for, if valid.
+fn history_page(field: &SelectionField<'_>) -> Option<Page<Cursor>> {
+    let (mut first, mut after) = (None, None);
+    for (name, value) in field.arguments().ok()? {
+        match (name.as_str(), value) {
+            ("first", Value::Number(n)) => first = Some(i32::try_from(n.as_i64()?).ok()?),
+            ("after", Value::String(a)) => after = Some(a),
+            (_, Value::Null) => {}
+            _ => return None,
+        }
+    }
+    Page::parse(first, after).ok()
 }
 
 /// An organization a key is bound to.
@@ -197,10 +275,12 @@ pub struct LicenseOrganization {
 }
 
 /// A license key. Its string is shown to the order's managers and to the assignee only.
+/// `access` is how the path reached it; `key` asks the rule itself.
 pub struct License {
     pub model: license::Model,
     pub order: Option<order::Model>,
     pub access: Access,
+    pub prefetched: Prefetched,
 }
 
 impl License {
@@ -209,6 +289,7 @@ impl License {
             model,
             order,
             access,
+            prefetched: Prefetched::default(),
         }
     }
 
@@ -232,9 +313,24 @@ impl License {
         ID(self.model.id.to_string())
     }
 
-    /// `XXXX-XXXX-XXXX-XXXX`; null for administrators, who see every key but not its secret.
-    async fn key(&self) -> Option<&str> {
-        (self.access != Access::Admin).then_some(self.model.key.as_str())
+    /// `XXXX-XXXX-XXXX-XXXX`, for the order's managers and the key's assignee
+    /// only; null for anyone else, administrators included.
+    // The rule: `rights::may_see_key`.
+    async fn key(&self, ctx: &Context<'_>) -> ApiResult<Option<&str>> {
+        let Ok(viewer) = ctx.viewer() else {
+            return Ok(None);
+        };
+        let manages_order = match self.access {
+            Access::Manager => true,
+            // Reached as an administrator: they may still manage this order.
+            Access::Admin if !licenses::is_assignee(viewer, &self.model) => {
+                let order = self.order_model(ctx).await?;
+                rights::can_manage(&ctx.state().ctx.db, viewer, &order).await?
+            }
+            _ => false,
+        };
+        Ok(rights::may_see_key(viewer, &self.model, manages_order)
+            .then_some(self.model.key.as_str()))
     }
 
     /// The catalog code of the key's product.
@@ -293,7 +389,14 @@ impl License {
 
     /// Devices the key is active on.
     async fn activations(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::devices::Activation>> {
-        let rows = devices::of_license(&ctx.state().ctx.db, self.model.id).await?;
+        let rows = match &self.prefetched.activations {
+            Some(rows) => rows.clone(),
+            None => loaders(ctx)
+                .activations()
+                .load_one(self.model.id)
+                .await?
+                .unwrap_or_default(),
+        };
         Ok(rows.into_iter().map(super::devices::Activation).collect())
     }
 
@@ -309,13 +412,20 @@ impl License {
                 "only the order's owner sees a key's history",
             ));
         }
-        super::events::history(
-            ctx,
-            super::events::HistoryOf::License(self.model.id),
-            first,
-            after,
-        )
-        .await
+        let page = Page::<Cursor>::parse(first, after)?;
+        let prefetched = self.prefetched.history.iter().find(|(p, _)| *p == page);
+        let rows = match prefetched {
+            Some((_, rows)) => rows.clone(),
+            None => {
+                let key = HistoryPageKey {
+                    license_id: self.model.id,
+                    page,
+                };
+                let loaded = loaders(ctx).license_histories().load_one(key).await?;
+                loaded.unwrap_or_default()
+            }
+        };
+        Ok(page.connection(rows, LiveEvent::cursor, Event))
     }
 }
 

@@ -58,7 +58,7 @@ impl<C: FromStr + Display> Page<C> {
         &self,
         rows: Vec<M>,
         cursor: impl Fn(&M) -> C,
-        node: impl Fn(M) -> N,
+        mut node: impl FnMut(M) -> N,
     ) -> Connection<String, N> {
         let has_next = rows.len() as u64 > self.first;
         let mut connection = Connection::new(self.after.is_some(), has_next);

@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod authorization;
 mod catalog;
 mod claims;
 mod connections;
@@ -20,6 +21,7 @@ mod passwords;
 mod proxies;
 mod readiness;
 mod requests;
+mod rights;
 mod schema;
 mod smtp;
 mod startup;

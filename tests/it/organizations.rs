@@ -9,8 +9,8 @@ fn email(prefix: &str) -> String {
 
 const CREATE_ORG: &str =
     "mutation($n:String!,$s:String!){ createOrganization(name:$n, siret:$s){ id name siret } }";
-const ADD: &str = "mutation($o:ID!,$e:String!,$r:OrganizationRole!){ addOrganizationMember(organizationId:$o, email:$e, role:$r){ email role } }";
-const REMOVE: &str =
+pub(crate) const ADD: &str = "mutation($o:ID!,$e:String!,$r:OrganizationRole!){ addOrganizationMember(organizationId:$o, email:$e, role:$r){ email role } }";
+pub(crate) const REMOVE: &str =
     "mutation($o:ID!,$e:String!){ removeOrganizationMember(organizationId:$o, email:$e) }";
 const CREATE_ORDER: &str = "mutation($o:ID){ createOrder(input:{product:\"keyledger-pro\", quantity:2, organizationId:$o}){ id organization { id name } } }";
 const PAY: &str = "mutation($o:ID!){ markOrderPaid(orderId:$o){ id } }";
@@ -232,15 +232,15 @@ async fn an_unverified_member_has_no_rights_until_verified() {
 
 const KEYS: &str = "query($o:ID!){ order(id:$o){ licenses(first:10){ edges { node { key } } } } }";
 const CLAIM: &str = "mutation($k:String!){ claimLicense(key:$k){ outcome } }";
-const START_TRANSFER: &str =
+pub(crate) const START_TRANSFER: &str =
     "mutation($o:ID!,$e:String!){ startOrderTransfer(orderId:$o, newOwnerEmail:$e){ id } }";
-const ACCEPT_TRANSFER: &str =
+pub(crate) const ACCEPT_TRANSFER: &str =
     "mutation($t:String!){ acceptOrderTransfer(token:$t){ status order { id } } }";
 
 /// An organization with an admin and a member, and an order the member
 /// bought for it, paid. Returns (admin token, member token, member email,
 /// organization id, order id, the order's keys).
-async fn member_bought_order(
+pub(crate) async fn member_bought_order(
     app: &TestApp,
 ) -> (String, String, String, String, String, Vec<String>) {
     app.product(PRODUCT, PRODUCT_NAME).await;
@@ -311,6 +311,13 @@ async fn an_organization_admin_transfers_a_members_order() {
 async fn a_buyer_who_left_can_neither_hand_the_order_over_nor_hear_of_its_claims() {
     let app = TestApp::spawn().await;
     let (admin, member, member_email, org_id, order_id, keys) = member_bought_order(&app).await;
+    // Only the organization's admins transfer its orders: the buyer is one here.
+    app.ok(
+        Some(&admin),
+        ADD,
+        json!({"o": org_id, "e": member_email, "r": "ADMIN"}),
+    )
+    .await;
     let (new_owner, new_owner_email, token) = transfer_to_new_owner(&app, &member, &order_id).await;
 
     // While a member, the buyer hears of claims on the order's keys.
