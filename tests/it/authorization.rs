@@ -36,6 +36,24 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("Query", "me", "{ me { id } }", "OK OK OK OK OK OK OK OK OK"),
     (
         "Query",
+        "products",
+        "{ products { code name } }",
+        "UNAUTHENTICATED OK OK OK OK OK OK OK OK",
+    ),
+    (
+        "Mutation",
+        "createProduct",
+        "mutation{ createProduct(input:{code:\"matrix-product\", name:\"Matrix\"}){ code } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Mutation",
+        "updateProduct",
+        "mutation{ updateProduct(code:\"matrix-product\", input:{name:\"Matrix 2\"}){ code } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Query",
         "orders",
         "{ orders { edges { node { id } } } }",
         "UNAUTHENTICATED OK OK OK OK OK OK OK OK",
@@ -133,8 +151,8 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     (
         "Mutation",
         "createOrder",
-        "mutation{ createOrder(input:{product:\"Pro\", quantity:1}){ id } }",
-        "UNAUTHENTICATED OK OK OK OK OK OK OK OK",
+        "mutation{ createOrder(input:{product:\"keyledger-pro\", quantity:1}){ id } }",
+        "UNAUTHENTICATED EMAIL_NOT_VERIFIED OK OK OK OK OK OK OK",
     ),
     (
         "Mutation",
@@ -212,7 +230,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "Mutation",
         "startOrderTransfer",
         "mutation($o:ID!){ startOrderTransfer(orderId:$o, newOwnerEmail:\"next-owner@example.com\"){ id } }",
-        "UNAUTHENTICATED NOT_FOUND NOT_FOUND FORBIDDEN NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
+        "UNAUTHENTICATED EMAIL_NOT_VERIFIED NOT_FOUND FORBIDDEN NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
     ),
     (
         "Mutation",
