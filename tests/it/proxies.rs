@@ -1,6 +1,7 @@
-//! Behind a load balancer (`TRUSTED_PROXIES`), rate limits count against
-//! the client named by `X-Forwarded-For`; from anyone else, that header is
-//! ignored, so it cannot be used to dodge a limit.
+//! Rate limits as a deployment sees them: behind a load balancer
+//! (`TRUSTED_PROXIES`) they count against the client named by
+//! `X-Forwarded-For` (from anyone else that header is ignored, so it cannot
+//! be used to dodge a limit), and with Redis all instances share them.
 use serde_json::{Value, json};
 
 use crate::harness::{Options, TestApp, unique};
@@ -82,4 +83,31 @@ async fn from_an_untrusted_peer_forwarded_addresses_are_ignored() {
         claim_from(&app, &tokens[1], "198.51.100.99").await,
         "RATE_LIMITED"
     );
+}
+
+/// With Redis, every instance counts in the same buckets: an attacker who
+/// spreads attempts over instances gets the limit once, not once per
+/// instance.
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn instances_sharing_redis_share_one_budget() {
+    let redis_url = crate::harness::require_redis();
+    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
+    let channel = unique("kl_events");
+    let options = || Options {
+        db: Some(db.clone()),
+        redis_url: Some(redis_url.clone()),
+        redis_channel: Some(channel.clone()),
+        configure: Box::new(|config| config.claim_rate_per_minute = LIMIT),
+    };
+    let a = TestApp::spawn_with(options()).await;
+    let b = TestApp::spawn_with(options()).await;
+    let email = format!("{}@example.com", unique("spread"));
+    let token = a.verified_user(&email).await.0;
+    for i in 0..LIMIT {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(claim_from(instance, &token, "").await, "NOT_FOUND");
+    }
+    assert_eq!(claim_from(&a, &token, "").await, "RATE_LIMITED");
+    assert_eq!(claim_from(&b, &token, "").await, "RATE_LIMITED");
 }
