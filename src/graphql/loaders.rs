@@ -226,17 +226,7 @@ impl Loader<LicensePageKey> for LicensePages {
                     }
                     None => {}
                 }
-                // Wrapped, so that both databases accept its ORDER BY and LIMIT inside a UNION.
-                let mut member = Query::select();
-                member
-                    .column(Asterisk)
-                    .from_subquery(inner, Alias::new(format!("page{n}")));
-                match &mut statement {
-                    None => statement = Some(member),
-                    Some(first) => {
-                        first.union(UnionType::All, member);
-                    }
-                }
+                union_all(&mut statement, inner, &format!("page{n}"));
             }
             let Some(statement) = statement else {
                 continue;
@@ -331,17 +321,7 @@ impl Loader<HistoryPageKey> for LicenseHistories {
                     )
                     .limit(page.fetch())
                     .into_query();
-                    // Wrapped, so that both databases accept its ORDER BY and LIMIT inside a UNION.
-                    let mut member = Query::select();
-                    member
-                        .column(Asterisk)
-                        .from_subquery(inner, Alias::new(format!("history{n}")));
-                    match &mut statement {
-                        None => statement = Some(member),
-                        Some(first) => {
-                            first.union(UnionType::All, member);
-                        }
-                    }
+                    union_all(&mut statement, inner, &format!("history{n}"));
                 }
                 let Some(statement) = statement else {
                     continue;
@@ -365,5 +345,21 @@ impl Loader<HistoryPageKey> for LicenseHistories {
             events.sort_by_key(LiveEvent::cursor);
         }
         Ok(pages)
+    }
+}
+
+/// Add `page` to `statement` with `UNION ALL` (or start it), wrapped as a
+/// subquery named `alias` so that both databases accept its ORDER BY and
+/// LIMIT inside a UNION: one statement reads a page for each of many parents.
+fn union_all(statement: &mut Option<SelectStatement>, page: SelectStatement, alias: &str) {
+    let mut member = Query::select();
+    member
+        .column(Asterisk)
+        .from_subquery(page, Alias::new(alias));
+    match statement {
+        None => *statement = Some(member),
+        Some(first) => {
+            first.union(UnionType::All, member);
+        }
     }
 }
