@@ -97,10 +97,12 @@ impl RateLimits {
         }
     }
 
-    /// Count one attempt against `key` in `limit`.
-    async fn check_one(&self, limit: &Limit, key: &LimitKey) -> Result<(), AppError> {
+    /// Count one attempt against each `(limit, key)`; `RATE_LIMITED` when
+    /// any is exhausted. With Redis the step is all or nothing, in one round
+    /// trip: a refused attempt spends nothing.
+    async fn take(&self, items: &[(&Limit, &LimitKey)]) -> Result<(), AppError> {
         if let Some(shared) = &self.shared {
-            match shared.take(limit, key).await {
+            match shared.take(items).await {
                 Ok(None) => return Ok(()),
                 Ok(Some(wait)) => {
                     return Err(AppError::RateLimited {
@@ -108,42 +110,38 @@ impl RateLimits {
                     });
                 }
                 Err(error) => {
-                    tracing::warn!(%error, limit = limit.name, "rate limits: Redis failed, counting on this instance");
+                    tracing::warn!(%error, "rate limits: Redis failed, counting on this instance");
                 }
             }
         }
-        limit.check_locally(key)
-    }
-
-    /// Count one attempt against every key; `RATE_LIMITED` when any is exhausted.
-    async fn check(&self, limit: &Limit, keys: &[LimitKey]) -> Result<(), AppError> {
-        for key in keys {
-            self.check_one(limit, key).await?;
-        }
-        Ok(())
+        items
+            .iter()
+            .try_for_each(|(limit, key)| limit.check_locally(key))
     }
 
     /// A claim attempt (keys could otherwise be guessed).
     pub async fn claim(&self, keys: &[LimitKey]) -> Result<(), AppError> {
-        self.check(&self.claims, keys).await
+        let items: Vec<_> = keys.iter().map(|key| (&self.claims, key)).collect();
+        self.take(&items).await
     }
 
     /// A device activation or deactivation by the licensed software.
     pub async fn devices(&self, keys: &[LimitKey]) -> Result<(), AppError> {
-        self.check(&self.devices, keys).await
+        let items: Vec<_> = keys.iter().map(|key| (&self.devices, key)).collect();
+        self.take(&items).await
     }
 
     /// An action that sends email to an address its caller chooses, so that
     /// nobody can make keyledger flood a mailbox.
     pub async fn mail(&self, keys: &[LimitKey]) -> Result<(), AppError> {
-        for key in keys {
-            let limit = match key {
-                LimitKey::Client(_) => &self.mail_clients,
-                _ => &self.mail,
-            };
-            self.check_one(limit, key).await?;
-        }
-        Ok(())
+        let items: Vec<_> = keys
+            .iter()
+            .map(|key| match key {
+                LimitKey::Client(_) => (&self.mail_clients, key),
+                _ => (&self.mail, key),
+            })
+            .collect();
+        self.take(&items).await
     }
 
     /// Forget the buckets that are full again, so that the keys seen once

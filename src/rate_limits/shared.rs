@@ -12,23 +12,30 @@ use super::{Limit, LimitKey};
 /// Redis may take this long per step; then this instance counts on its own.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// GCRA: KEYS[1] the bucket; ARGV[1] the interval between attempts and
-/// ARGV[2] the tolerance (interval × (burst − 1)), in microseconds. Answers
-/// 0 when the attempt is let through (and counted), else the microseconds
-/// to wait.
+/// GCRA over several buckets at once: KEYS the buckets; ARGV, per bucket,
+/// the interval between attempts and the tolerance (interval × (burst − 1)),
+/// in microseconds. All or nothing: answers 0 when every bucket lets the
+/// attempt through (and counts it in each), else the microseconds to wait,
+/// counting nothing. Times are written with `%d`: Lua's default number
+/// format would round them to 14 digits.
 const GCRA: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allowed_at = tat - tolerance
-if now < allowed_at then
-  return allowed_at - now
+local wait = 0
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  tats[i] = tat
+  local allowed_at = tat - tolerance
+  if allowed_at - now > wait then wait = allowed_at - now end
 end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  local next_tat = tats[i] + tonumber(ARGV[2 * i - 1])
+  redis.call('SET', key, string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+end
 return 0
 ";
 
@@ -51,22 +58,23 @@ impl Shared {
         })
     }
 
-    /// One attempt against `key` in `limit`: `None` if let through, else
-    /// how long to wait.
-    pub async fn take(&self, limit: &Limit, key: &LimitKey) -> Result<Option<Duration>, String> {
-        let bucket = format!("{}:{}:{}", self.prefix, limit.name, key_text(key));
-        let interval = limit.interval.as_micros() as u64;
-        let tolerance = interval * u64::from(limit.burst.saturating_sub(1));
-        let mut conn = self.connection().await?;
-        let answer = tokio::time::timeout(
-            TIMEOUT,
-            self.script
-                .key(bucket)
+    /// One attempt against each `(limit, key)`: `None` if let through,
+    /// else how long to wait.
+    pub async fn take(&self, items: &[(&Limit, &LimitKey)]) -> Result<Option<Duration>, String> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let mut invocation = self.script.prepare_invoke();
+        for (limit, key) in items {
+            let interval = limit.interval.as_micros() as u64;
+            let tolerance = interval * u64::from(limit.burst.saturating_sub(1));
+            invocation
+                .key(format!("{}:{}:{}", self.prefix, limit.name, key_text(key)))
                 .arg(interval)
-                .arg(tolerance)
-                .invoke_async::<u64>(&mut conn),
-        )
-        .await;
+                .arg(tolerance);
+        }
+        let mut conn = self.connection().await?;
+        let answer = tokio::time::timeout(TIMEOUT, invocation.invoke_async::<u64>(&mut conn)).await;
         match answer {
             Ok(Ok(0)) => Ok(None),
             Ok(Ok(wait)) => Ok(Some(Duration::from_micros(wait))),
