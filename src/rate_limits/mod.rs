@@ -34,12 +34,13 @@ struct Limit {
 impl Limit {
     fn new(name: &'static str, per: Duration, n: u32) -> Limit {
         let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(per / n.get())
+        let interval = per / n.get();
+        let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(n);
         Limit {
             name,
-            interval: per / n.get(),
+            interval,
             burst: n.get(),
             local: RateLimiter::keyed(quota),
         }
