@@ -22,6 +22,7 @@ mod proxies;
 mod readiness;
 mod requests;
 mod rights;
+mod rules;
 mod schema;
 mod smtp;
 mod startup;
