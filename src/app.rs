@@ -16,7 +16,7 @@ use crate::{
     domain::{Ctx, Wake},
     events::{
         bus::{Bus, RedisBus},
-        hub::Hub,
+        hub::{Hooks, Hub},
         relay::Relay,
     },
     graphql::{self, AppSchema},
@@ -58,6 +58,16 @@ impl App {
         let mut db = db::connect_configured(&config.db)
             .await
             .map_err(|e| format!("database: {e}"))?;
+        let raised = crate::events::cursor::keep_ahead(&db)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        if raised > 0 {
+            tracing::warn!(
+                raised,
+                "transaction ids are behind the stored events (database restored into another \
+                 cluster?): new events are shifted after them"
+            );
+        }
         let counter = metrics.clone();
         db.set_metric_callback(move |_| counter.sql_statement());
         let clock = overrides.clock.unwrap_or_default();
@@ -67,7 +77,19 @@ impl App {
         };
         let validities = Arc::new(crate::domain::validity_cache::ValidityCache::default());
         let sessions = Arc::new(SessionCache::default());
-        let hub = Hub::new(metrics.clone(), validities.clone(), sessions.clone());
+        let hub = Hub::new(
+            metrics.clone(),
+            Hooks {
+                changes: {
+                    let validities = validities.clone();
+                    Arc::new(move || validities.invalidate())
+                },
+                sign_outs: {
+                    let sessions = sessions.clone();
+                    Arc::new(move || sessions.forget_all())
+                },
+            },
+        );
         let mut tasks = Vec::new();
         let bus = match &config.redis_url {
             Some(url) => {
@@ -102,7 +124,7 @@ impl App {
                 clock: clock.clone(),
                 transport,
                 from: config.mail_from.clone(),
-                wake: wake.clone(),
+                wake: wake.mail.clone(),
                 interval,
             }
             .run(),

@@ -88,19 +88,21 @@ pub struct Config {
     pub claim_rate_per_minute: u32,
     /// Wrong passwords allowed per account (email address) per minute, at
     /// sign-in and on the transfer confirmation page (N at once, then one
-    /// every 60/N s).
-    #[arg(
-        long,
-        env = "SIGNIN_FAILURES_PER_MINUTE",
-        default_value_t = crate::rate_limits::passwords::DEFAULT_FAILURES_PER_ACCOUNT
-    )]
+    /// every 60/N s). The default is enough for a person unsure which of
+    /// their passwords it is, while guessing one account is slowed to 14,400
+    /// attempts a day, hopeless against a password of 10 or more characters
+    /// that is not on the common lists (which the password rules keep out).
+    #[arg(long, env = "SIGNIN_FAILURES_PER_MINUTE", default_value_t = 10)]
     pub signin_failures_per_minute: u32,
     /// Wrong passwords allowed per client address per minute, whatever the
-    /// accounts tried.
+    /// accounts tried: higher than per account, since several people may
+    /// share an address (an office behind one NAT), yet low enough that
+    /// trying common passwords across many accounts from one address
+    /// (password spraying) goes no faster than 30 a minute.
     #[arg(
         long,
         env = "SIGNIN_FAILURES_PER_MINUTE_PER_ADDRESS",
-        default_value_t = crate::rate_limits::passwords::DEFAULT_FAILURES_PER_ADDRESS
+        default_value_t = 30
     )]
     pub signin_failures_per_minute_per_address: u32,
     /// Device activations/deactivations allowed per client address, per minute.

@@ -84,14 +84,6 @@ pub async fn connect_with_pool(
         Migrator::up(&txn, None).await?;
         txn.commit().await?;
     }
-    let raised = crate::events::cursor::keep_ahead(&db).await?;
-    if raised > 0 {
-        tracing::warn!(
-            raised,
-            "transaction ids are behind the stored events (database restored into another \
-             cluster?): new events are shifted after them"
-        );
-    }
     Ok(db)
 }
 

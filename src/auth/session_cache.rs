@@ -94,7 +94,7 @@ impl SessionCache {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     fn viewer(verified: bool, expires_at: DateTime<Utc>) -> Viewer {
@@ -109,9 +109,8 @@ pub(crate) mod tests {
     }
 
     /// Offer `cache` the session "h" of a caller (verified or not) whose
-    /// session ends `lifetime` from now, as read after `read`; returns now
-    /// (also used by the hub's tests).
-    pub(crate) fn keep(
+    /// session ends `lifetime` from now, as read after `read`; returns now.
+    fn keep(
         cache: &SessionCache,
         read: BeforeRead,
         verified: bool,

@@ -8,9 +8,30 @@ use std::{
 use tokio::sync::broadcast;
 
 use super::{LiveEvent, cursor::Cursor};
-use crate::{
-    auth::session_cache::SessionCache, domain::validity_cache::ValidityCache, metrics::Metrics,
-};
+use crate::metrics::Metrics;
+
+/// Something this instance keeps that may go stale; the hub calls it and
+/// knows nothing of what it forgets.
+pub type Hook = Arc<dyn Fn() + Send + Sync>;
+
+/// What the hub calls when other instances may have changed things.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Events arrived: they may be changes committed by another instance.
+    pub changes: Hook,
+    /// A session was revoked on some instance, or a revocation may have been
+    /// lost while the bus was away.
+    pub sign_outs: Hook,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            changes: Arc::new(|| {}),
+            sign_outs: Arc::new(|| {}),
+        }
+    }
+}
 
 /// How many undelivered signals one account's subscriptions may fall behind
 /// before they are told they lagged (and catch up from the database). Kept
@@ -52,11 +73,7 @@ pub enum BusMessage {
 pub struct Hub {
     inner: Arc<Mutex<HubState>>,
     metrics: Metrics,
-    /// Forgotten whenever events arrive: they may be changes committed by
-    /// another instance.
-    validities: Arc<ValidityCache>,
-    /// Forgotten whenever a session is revoked on any instance.
-    sessions: Arc<SessionCache>,
+    hooks: Hooks,
 }
 
 #[derive(Default)]
@@ -67,16 +84,11 @@ struct HubState {
 }
 
 impl Hub {
-    pub fn new(
-        metrics: Metrics,
-        validities: Arc<ValidityCache>,
-        sessions: Arc<SessionCache>,
-    ) -> Self {
+    pub fn new(metrics: Metrics, hooks: Hooks) -> Self {
         Hub {
             inner: Default::default(),
             metrics,
-            validities,
-            sessions,
+            hooks,
         }
     }
 
@@ -101,7 +113,7 @@ impl Hub {
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match message {
             BusMessage::Events { prev, events } => {
-                self.validities.invalidate();
+                (self.hooks.changes)();
                 let gap = state.last.is_some_and(|last| prev > last);
                 if let Some(newest) = events.last() {
                     state.last = Some(state.last.unwrap_or_default().max(newest.cursor()));
@@ -136,7 +148,7 @@ impl Hub {
             } => {
                 // Before the streams hear of it: once a stream has ended,
                 // no request on this instance is let in with that session.
-                self.sessions.forget_all();
+                (self.hooks.sign_outs)();
                 if let Some(sender) = state.accounts.get(&account_id) {
                     let _ = sender.send(Signal::SessionRevoked { session_id });
                 }
@@ -149,7 +161,7 @@ impl Hub {
     /// been lost).
     pub fn resync_all(&self) {
         // A sign-out may have been among the lost messages.
-        self.sessions.forget_all();
+        (self.hooks.sign_outs)();
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Everything up to now is re-read from the database: the next batch
         // starts a new chain rather than reporting the outage as a gap.
@@ -196,36 +208,48 @@ impl Drop for Registration {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::auth::session_cache::tests::keep;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn keep_one_session(sessions: &SessionCache) -> chrono::DateTime<chrono::Utc> {
-        let now = keep(
-            sessions,
-            sessions.before_read(),
-            true,
-            chrono::Duration::hours(1),
-        );
-        assert!(sessions.get("h", now).is_some());
-        now
+    use super::*;
+
+    fn counting() -> (Hook, Arc<AtomicUsize>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let hook: Hook = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        (hook, count)
     }
 
     /// A sign-out announced by any instance, or possibly lost while the bus
-    /// was away, makes this instance read sessions again.
+    /// was away, makes this instance read sessions again; events make it
+    /// forget what changes may have made stale.
     #[test]
-    fn kept_sessions_are_forgotten_on_a_sign_out_and_on_a_resync() {
-        let sessions = Arc::new(SessionCache::default());
-        let hub = Hub::new(Metrics::default(), Default::default(), sessions.clone());
+    fn hooks_run_on_sign_outs_resyncs_and_events() {
+        let (sign_outs, forgotten_sessions) = counting();
+        let (changes, forgotten_changes) = counting();
+        let hub = Hub::new(Metrics::default(), Hooks { changes, sign_outs });
 
-        let now = keep_one_session(&sessions);
         hub.dispatch(BusMessage::SessionRevoked {
             account_id: 99,
             session_id: 99,
         });
-        assert!(sessions.get("h", now).is_none(), "after a sign-out");
-
-        let now = keep_one_session(&sessions);
+        assert_eq!(
+            forgotten_sessions.load(Ordering::SeqCst),
+            1,
+            "after a sign-out"
+        );
         hub.resync_all();
-        assert!(sessions.get("h", now).is_none(), "after a resync");
+        assert_eq!(
+            forgotten_sessions.load(Ordering::SeqCst),
+            2,
+            "after a resync"
+        );
+        assert_eq!(forgotten_changes.load(Ordering::SeqCst), 0);
+        hub.dispatch(BusMessage::Events {
+            prev: Cursor::default(),
+            events: Vec::new(),
+        });
+        assert_eq!(forgotten_changes.load(Ordering::SeqCst), 1, "after events");
     }
 }

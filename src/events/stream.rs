@@ -280,7 +280,7 @@ mod tests {
             .await
             .unwrap();
             let metrics = Metrics::default();
-            let hub = Hub::new(metrics.clone(), Default::default(), Default::default());
+            let hub = Hub::new(metrics.clone(), Default::default());
             let relay = Relay {
                 db: db.clone(),
                 bus: Bus::Local(hub.clone()),

@@ -13,7 +13,7 @@ use sea_orm::{
 };
 
 use super::transport::Transport;
-use crate::{clock::Clock, domain::Wake};
+use crate::clock::Clock;
 
 /// How long a leased message is reserved for the instance sending it.
 const LEASE: chrono::Duration = chrono::Duration::minutes(2);
@@ -25,7 +25,8 @@ pub struct MailWorker {
     pub clock: Clock,
     pub transport: Transport,
     pub from: String,
-    pub wake: Wake,
+    /// Notified after commits that may have queued email.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
     pub interval: Duration,
 }
 
@@ -42,7 +43,7 @@ impl MailWorker {
             tokio::select! {
                 // Every commit wakes the worker, most with no email queued:
                 // gather the wake-ups of a burst into one read of the queue.
-                _ = self.wake.mail.notified() => tokio::time::sleep(WAKE_COALESCE).await,
+                _ = self.wake.notified() => tokio::time::sleep(WAKE_COALESCE).await,
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }

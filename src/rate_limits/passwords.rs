@@ -37,21 +37,6 @@ use crate::{
     error::{ApiResult, AppError},
 };
 
-/// Wrong passwords allowed per account per minute by default: enough for a
-/// person who is unsure which of their passwords it is (ten tries at once,
-/// then one every 6 s), while guessing one account is slowed to 14,400
-/// attempts a day, hopeless against a password of 10 or more characters that
-/// is not on the common lists (which [`crate::auth::password::MIN_LEN`] keeps
-/// out of reach).
-pub const DEFAULT_FAILURES_PER_ACCOUNT: u32 = 10;
-
-/// Wrong passwords allowed per client address per minute by default: higher
-/// than per account, since several people may share an address (an office
-/// behind one NAT) and mistype at once, yet low enough that trying common
-/// passwords across many accounts from one address (password spraying) goes
-/// no faster than 30 a minute.
-pub const DEFAULT_FAILURES_PER_ADDRESS: u32 = 30;
-
 /// The longest (in bytes) an address that is not a valid email is kept as a
 /// key: no account can have it, and a megabyte string should not be stored.
 const MAX_KEY_LEN: usize = 254;
