@@ -15,17 +15,38 @@ use crate::{
     db,
     domain::{Ctx, Wake},
     events::{
-        bus::{Bus, RedisBus},
+        bus::{Bus, BusError, RedisBus},
         hub::{Hooks, Hub},
         relay::Relay,
     },
     graphql::{self, AppSchema},
     http,
-    mail::{transport::Transport, worker::MailWorker},
+    mail::{
+        transport::{Transport, TransportError},
+        worker::MailWorker,
+    },
     metrics::Metrics,
     rate_limits::RateLimits,
     state::AppState,
 };
+
+/// Why keyledger could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("event bus (REDIS_URL): {0}")]
+    Bus(#[from] BusError),
+    #[error("mail: {0}")]
+    Mail(#[from] TransportError),
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
 
 /// A built application: its state, its router and its background tasks
 /// (stopped when the `App` is dropped).
@@ -53,14 +74,10 @@ pub struct Overrides {
 
 impl App {
     /// Connect, migrate, start the workers and build the router.
-    pub async fn build(config: Config, overrides: Overrides) -> Result<App, String> {
+    pub async fn build(config: Config, overrides: Overrides) -> Result<App, StartError> {
         let metrics = Metrics::default();
-        let mut db = db::connect_configured(&config.db)
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-        let raised = crate::events::cursor::keep_ahead(&db)
-            .await
-            .map_err(|e| format!("database: {e}"))?;
+        let mut db = db::connect_configured(&config.db).await?;
+        let raised = crate::events::cursor::keep_ahead(&db).await?;
         if raised > 0 {
             tracing::warn!(
                 raised,
@@ -217,16 +234,16 @@ fn router(state: AppState, schema: AppSchema) -> Router {
 }
 
 /// `keyledger serve`: run until SIGTERM or Ctrl-C.
-pub async fn serve(config: Config) -> Result<(), String> {
+pub async fn serve(config: Config) -> Result<(), StartError> {
     let bind = config.bind_addr;
     let app = App::build(config, Overrides::default()).await?;
     let listener = TcpListener::bind(bind)
         .await
-        .map_err(|e| format!("bind {bind}: {e}"))?;
+        .map_err(|source| StartError::Bind { addr: bind, source })?;
     tracing::info!(address = %bind, "keyledger listening; GraphiQL at http://{bind}/graphql");
     app.serve_on(listener, shutdown_signal())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Serve)?;
     tracing::info!("keyledger stopped");
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! One error type for the whole API. Each variant maps to an `extensions.code`
 //! of api.md. Resolvers return [`ApiResult`], whose error can only be an
-//! [`AppError`]: a `?` on a database error becomes `INTERNAL` (logged with its
-//! detail here, sent to the client without it), never SQL text.
+//! [`AppError`]: a `?` on a database error becomes `INTERNAL`, which keeps
+//! its cause for the log and is sent to the client without it, never SQL
+//! text. The cause is logged once, where the error leaves the application
+//! (the GraphQL response, an HTML page, a background task's loop).
+use std::{error::Error as StdError, fmt, sync::Arc};
+
 use async_graphql::ErrorExtensions as _;
 use serde::Serialize;
 
@@ -37,8 +41,32 @@ pub enum AppError {
     DeviceActive {
         devices: Vec<ActiveDevice>,
     },
-    /// Something went wrong on our side; the detail was logged where it happened.
-    Internal,
+    /// Something went wrong on our side; the cause is for the log only.
+    Internal(Cause),
+}
+
+/// Why an `INTERNAL` error happened, with the chain of errors under it.
+/// Shared, so that [`AppError`] stays cheap to clone.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn StdError + Send + Sync>);
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The error and each of its sources, separated by ": ".
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
 }
 
 impl AppError {
@@ -53,10 +81,26 @@ impl AppError {
         AppError::Conflict(message.into())
     }
 
-    /// Log `detail` for operators and answer `INTERNAL` to the client.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
-        AppError::Internal
+    /// `INTERNAL` to the client; `cause` (an error or a message) is logged
+    /// where the error leaves the application.
+    pub fn internal(cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        AppError::Internal(Cause(Arc::from(cause.into())))
+    }
+
+    /// Log the cause of an `INTERNAL` error (other errors are the caller's,
+    /// not ours, and are not logged).
+    pub fn log(&self) {
+        if let AppError::Internal(cause) = self {
+            tracing::error!(error = %cause, "internal error");
+        }
+    }
+
+    /// For operators' logs: the message, or for `INTERNAL` the cause.
+    pub fn detail(&self) -> String {
+        match self {
+            AppError::Internal(cause) => cause.to_string(),
+            other => other.message(),
+        }
     }
 
     /// The message for people.
@@ -76,7 +120,7 @@ impl AppError {
                 "the key is active on {} device(s): deactivate them first",
                 devices.len()
             ),
-            AppError::Internal => "internal error".into(),
+            AppError::Internal(_) => "internal error".into(),
         }
     }
 
@@ -92,7 +136,7 @@ impl AppError {
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             AppError::DeviceActive { .. } => "DEVICE_ACTIVE",
-            AppError::Internal => "INTERNAL",
+            AppError::Internal(_) => "INTERNAL",
         }
     }
 }
@@ -112,8 +156,11 @@ impl From<sea_orm::TransactionError<AppError>> for AppError {
     }
 }
 
+/// The GraphQL boundary, where an error leaves the application: the cause
+/// of an `INTERNAL` one is logged here, inside the request's span.
 impl From<AppError> for async_graphql::Error {
     fn from(error: AppError) -> Self {
+        error.log();
         async_graphql::Error::new(error.message()).extend_with(|_, ext| {
             ext.set("code", error.code());
             match &error {
@@ -129,5 +176,24 @@ impl From<AppError> for async_graphql::Error {
                 _ => {}
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_chain_and_shows_none_of_it() {
+        let error = AppError::internal(Outer(std::io::Error::other("disk on fire")));
+        assert_eq!(error.detail(), "outer: disk on fire");
+        assert_eq!(error.message(), "internal error");
+        let graphql = async_graphql::Error::from(error);
+        assert_eq!(graphql.message, "internal error");
+        assert!(!format!("{graphql:?}").contains("disk on fire"));
     }
 }

@@ -18,12 +18,12 @@ async fn main() -> std::process::ExitCode {
         Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open descriptor limit"),
     }
-    let result = match cli.command.unwrap_or_default() {
-        Command::Serve(config) => keyledger::app::serve(config).await,
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command.unwrap_or_default() {
+        Command::Serve(config) => keyledger::app::serve(config).await.map_err(Into::into),
         Command::Migrate(db) => keyledger::db::connect_configured(&db)
             .await
             .map(|_| tracing::info!("migrations applied"))
-            .map_err(|e| e.to_string()),
+            .map_err(Into::into),
         Command::GrantAdmin { db, email } => keyledger::cli::grant_admin(&db, &email).await,
         Command::PrintSchema => {
             print!("{}", keyledger::graphql::sdl());

@@ -250,7 +250,7 @@ async fn insert_unless_pending(
             claim::Column::DecidedBy,
         ])
         .select_from(row)
-        .map_err(|e| AppError::internal(e.to_string()))?
+        .map_err(AppError::internal)?
         .returning_all()
         .to_owned();
     let statement = txn.get_database_backend().build(&insert);

@@ -278,7 +278,7 @@ pub async fn validate(
                     // A failed read only lets the answer expire; the next
                     // question then reads on its own request.
                     if let Err(error) = read_and_keep(&ctx, &key, fingerprint.as_deref()).await {
-                        tracing::debug!(error = %error.message(), "validity refresh failed");
+                        tracing::debug!(error = %error.detail(), "validity refresh failed");
                     }
                     drop(permit);
                 });

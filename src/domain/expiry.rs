@@ -69,7 +69,7 @@ const BATCH: u64 = 200;
 pub async fn run(ctx: Ctx, interval: Duration) {
     loop {
         if let Err(error) = sweep(&ctx).await {
-            tracing::warn!(error = %error.message(), "expiry sweeper failed, will retry");
+            tracing::warn!(error = %error.detail(), "expiry sweeper failed, will retry");
         }
         tokio::time::sleep(interval).await;
     }

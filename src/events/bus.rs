@@ -58,9 +58,20 @@ const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
+/// Why the bus could not carry a message.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer in time")]
+    Timeout,
+    #[error("encoding a bus message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 impl Bus {
     /// Publish a message; an error means it may not have reached other instances.
-    pub async fn publish(&self, message: BusMessage) -> Result<(), String> {
+    pub async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
         match self {
             Bus::Local(hub) => {
                 hub.dispatch(message);
@@ -77,7 +88,7 @@ impl Bus {
     }
 
     /// True when the bus can carry messages now (readiness).
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), BusError> {
         match self {
             Bus::Local(_) => Ok(()),
             Bus::Redis(redis) => redis.ping().await,
@@ -95,8 +106,8 @@ impl Bus {
 }
 
 impl RedisBus {
-    pub fn new(url: &str, channel: &str, local: Hub) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+    pub fn new(url: &str, channel: &str, local: Hub) -> Result<Self, BusError> {
+        let client = redis::Client::open(url)?;
         Ok(RedisBus {
             client,
             channel: channel.to_owned(),
@@ -129,7 +140,7 @@ impl RedisBus {
         self.local.dispatch(message);
     }
 
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
         let mut guard = self.conn.lock().await;
         if let Some(conn) = guard.as_ref() {
             return Ok(conn.clone());
@@ -140,8 +151,7 @@ impl RedisBus {
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -150,23 +160,23 @@ impl RedisBus {
         *self.conn.lock().await = None;
     }
 
-    async fn publish(&self, message: &BusMessage) -> Result<(), String> {
-        let payload = serde_json::to_string(message).map_err(|e| e.to_string())?;
+    async fn publish(&self, message: &BusMessage) -> Result<(), BusError> {
+        let payload = serde_json::to_string(message)?;
         let mut conn = self.connection().await?;
         let result: redis::RedisResult<i64> = conn.publish(&self.channel, payload).await;
         if let Err(error) = result {
             self.forget_connection().await;
-            return Err(error.to_string());
+            return Err(error.into());
         }
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), String> {
+    async fn ping(&self) -> Result<(), BusError> {
         let mut conn = self.connection().await?;
         let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
         if let Err(error) = result {
             self.forget_connection().await;
-            return Err(error.to_string());
+            return Err(error.into());
         }
         Ok(())
     }
@@ -199,15 +209,15 @@ impl RedisBus {
 
     async fn subscribe(
         &self,
-    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), BusError> {
         let connect = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(&self.channel).await?;
             Ok::<_, redis::RedisError>(pubsub.split())
         };
         match tokio::time::timeout(REDIS_TIMEOUT * 2, connect).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("timed out".into()),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(BusError::Timeout),
         }
     }
 

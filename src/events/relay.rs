@@ -19,11 +19,22 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{
     LiveEvent,
-    bus::Bus,
+    bus::{Bus, BusError},
     cursor::{self, Cursor},
     hub::BusMessage,
 };
 use crate::metrics::Metrics;
+
+/// Why a step of the relay failed; it is retried, and nothing is lost.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("the relay_state row is missing")]
+    MissingState,
+    #[error("event bus: {0}")]
+    Bus(#[from] BusError),
+}
 
 /// How long the relay lets commits gather before a step when the previous
 /// step found work: it bounds the relay's share of the database under load,
@@ -118,7 +129,7 @@ impl Relay {
 
     /// Publish what is pending, once. True when there may be more, or when
     /// committed events wait for an older transaction to end.
-    pub async fn step(&self) -> Result<bool, String> {
+    pub async fn step(&self) -> Result<bool, RelayError> {
         let step = self.publish_pending().await?;
         Ok(step.published == BATCH || step.held)
     }
@@ -126,10 +137,10 @@ impl Relay {
     /// Publish the next batch. A batch that is published twice anyway (a
     /// crash between publish and update, two SQLite processes) is harmless:
     /// subscribers drop what is not after their cursor.
-    async fn publish_pending(&self) -> Result<Step, String> {
+    async fn publish_pending(&self) -> Result<Step, RelayError> {
         match self.db.get_database_backend() {
             DatabaseBackend::Postgres => {
-                let txn = self.db.begin().await.map_err(|e| e.to_string())?;
+                let txn = self.db.begin().await?;
                 // The only write here is the published cursor; losing it in
                 // a crash only publishes a batch again (harmless, see
                 // above), so its commit need not wait for the disk.
@@ -139,41 +150,35 @@ impl Relay {
                     [PUBLISH_LOCK.into()],
                 ))
                 .await
-                .map_err(|e| e.to_string())?;
+                ?;
                 let step = self.publish_next(&txn).await?;
-                txn.commit().await.map_err(|e| e.to_string())?;
+                txn.commit().await?;
                 Ok(step)
             }
             _ => self.publish_next(&self.db).await,
         }
     }
 
-    async fn publish_next(&self, conn: &impl ConnectionTrait) -> Result<Step, String> {
+    async fn publish_next(&self, conn: &impl ConnectionTrait) -> Result<Step, RelayError> {
         let backend = conn.get_database_backend();
         let state = conn
             .query_one_raw(Statement::from_string(
                 backend,
                 "SELECT published_tx, published_id FROM relay_state WHERE id = 1",
             ))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("relay_state row missing")?;
+            .await?
+            .ok_or(RelayError::MissingState)?;
         let prev = Cursor {
-            tx: state
-                .try_get("", "published_tx")
-                .map_err(|e| e.to_string())?,
-            id: state
-                .try_get("", "published_id")
-                .map_err(|e| e.to_string())?,
+            tx: state.try_get("", "published_tx")?,
+            id: state.try_get("", "published_id")?,
         };
         // Read before the events, in an older snapshot: every transaction
         // below it has ended, so its events are all in the next read.
-        let horizon = cursor::horizon(conn).await.map_err(|e| e.to_string())?;
+        let horizon = cursor::horizon(conn).await?;
         let mut rows = cursor::in_order_after(event::Entity::find(), prev)
             .limit(BATCH as u64)
             .all(conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let settled = rows
             .iter()
             .take_while(|row| horizon.is_none_or(|horizon| row.tx < horizon))
@@ -188,8 +193,7 @@ impl Relay {
         for r in event_recipient::Entity::find()
             .filter(event_recipient::Column::EventId.is_in(ids))
             .all(conn)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
         {
             recipients.entry(r.event_id).or_default().push(r.account_id);
         }
@@ -223,8 +227,7 @@ impl Relay {
             sql,
             [last.tx.into(), last.id.into()],
         ))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         self.metrics.events_published(count as u64, lag);
         Ok(Step {
             published: count,

@@ -149,14 +149,17 @@ pub async fn transfer_submit(
     page.into_response()
 }
 
+/// What a page says of a refusal; the cause of an internal error is logged
+/// here, where it leaves the application.
 fn error_text(error: &AppError) -> &'static str {
+    error.log();
     match error {
         AppError::Expired(_) => "This link has expired.",
         AppError::Conflict(_) => "This link was already used or the request was cancelled.",
         AppError::DeviceActive { .. } => {
             "Keys of this order are active on devices: they must be deactivated first."
         }
-        AppError::Internal => "Something went wrong on our side. Try again later.",
+        AppError::Internal(_) => "Something went wrong on our side. Try again later.",
         _ => "This link is not valid.",
     }
 }

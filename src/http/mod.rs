@@ -110,12 +110,12 @@ pub async fn healthz() -> &'static str {
 /// held the probe for the pool's 30 s acquire timeout.
 pub const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn within_readiness_timeout(
-    check: impl Future<Output = Result<(), String>>,
-) -> Result<(), String> {
-    tokio::time::timeout(READINESS_TIMEOUT, check)
-        .await
-        .unwrap_or_else(|_| Err("timeout".to_owned()))
+/// Whether `check` succeeded within [`READINESS_TIMEOUT`].
+async fn within_readiness_timeout<E>(check: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(
+        tokio::time::timeout(READINESS_TIMEOUT, check).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Ready when the database answers, and, when Redis is configured, Redis
@@ -125,18 +125,18 @@ async fn within_readiness_timeout(
 pub async fn readyz(State(server): State<Server>) -> Response {
     let state = &server.state;
     let (database, bus) = tokio::join!(
-        within_readiness_timeout(async { state.ctx.db.ping().await.map_err(|e| e.to_string()) }),
+        within_readiness_timeout(state.ctx.db.ping()),
         within_readiness_timeout(state.bus.ping()),
     );
     let subscribed = state.bus.subscribed();
     let status = |ok: bool| if ok { "ok" } else { "unavailable" };
     let local = matches!(state.bus, crate::events::bus::Bus::Local(_));
     let body = serde_json::json!({
-        "database": status(database.is_ok()),
-        "redis": if local { "not configured" } else { status(bus.is_ok()) },
+        "database": status(database),
+        "redis": if local { "not configured" } else { status(bus) },
         "subscriber": if local { "not configured" } else if subscribed { "ok" } else { "disconnected" },
     });
-    let code = if database.is_ok() && bus.is_ok() && subscribed {
+    let code = if database && bus && subscribed {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -254,7 +254,7 @@ impl Gatekeeper {
                     }
                     Ok(auth) => auth,
                     Err(error) => {
-                        tracing::warn!(error = %error.message(), "websocket authentication failed");
+                        tracing::warn!(error = %error.detail(), "websocket authentication failed");
                         return Verdict::Close(code::INTERNAL, "Internal server error".into());
                     }
                 };

@@ -12,7 +12,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::transport::Transport;
+use super::transport::{SendError, Transport};
 use crate::clock::Clock;
 
 /// How long a leased message is reserved for the instance sending it.
@@ -82,7 +82,7 @@ impl MailWorker {
                         self.update(message.id, |m| {
                             m.attempts = Set(attempts);
                             m.next_attempt_at = Set(now + backoff);
-                            m.last_error = Set(Some(error.clone()));
+                            m.last_error = Set(Some(error.to_string()));
                         })
                         .await?;
                     }
@@ -117,19 +117,15 @@ impl MailWorker {
         Ok(())
     }
 
-    async fn deliver(&self, queued: &mail_queue::Model) -> Result<(), String> {
+    async fn deliver(&self, queued: &mail_queue::Model) -> Result<(), SendError> {
         let message = Message::builder()
-            .from(self.from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?)
-            .to(queued
-                .recipient
-                .parse()
-                .map_err(|e| format!("recipient: {e}"))?)
+            .from(self.from.parse()?)
+            .to(queued.recipient.parse()?)
             .subject(&queued.subject)
             .multipart(MultiPart::alternative_plain_html(
                 queued.text_body.clone(),
                 queued.html_body.clone(),
-            ))
-            .map_err(|e| e.to_string())?;
+            ))?;
         self.transport.send(message).await
     }
 }
