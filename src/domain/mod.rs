@@ -2,6 +2,7 @@
 //! database connection (or transaction) and plain values; they know nothing of
 //! GraphQL or HTTP, so they are the one place each rule is written.
 pub mod accounts;
+pub mod admin;
 pub mod claims;
 pub mod devices;
 pub mod email;

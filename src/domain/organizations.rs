@@ -29,6 +29,32 @@ pub async fn membership(
     membership_of(conn, organization_id, &viewer.email, viewer.email_verified).await
 }
 
+/// An organization by id.
+pub async fn find(
+    conn: &impl ConnectionTrait,
+    organization_id: i64,
+) -> ApiResult<Option<organization::Model>> {
+    Ok(organization::Entity::find_by_id(organization_id)
+        .one(conn)
+        .await?)
+}
+
+/// The members of an organization, as `viewer` may see them: all of them
+/// for a member, none for anyone else.
+pub async fn members_seen_by(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    organization_id: i64,
+) -> ApiResult<Vec<organization_member::Model>> {
+    if membership(conn, viewer, organization_id).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(organization_member::Entity::find()
+        .filter(organization_member::Column::OrganizationId.eq(organization_id))
+        .all(conn)
+        .await?)
+}
+
 /// The membership of `email` in `organization_id`, if any: it counts only
 /// for a verified email.
 pub async fn membership_of(

@@ -26,6 +26,32 @@ use crate::{clock::Clock, error::AppError, metrics::Metrics};
 
 /// Events received by `account_id` after `after`, below the horizon, in
 /// delivery order.
+/// The events matching `condition` after `after`, in delivery order, once
+/// every event committed before the call can be read in order (so a client
+/// reads its own writes): an order's history, the administrators' views.
+pub async fn matching(
+    db: &impl ConnectionTrait,
+    condition: sea_orm::Condition,
+    after: Cursor,
+    limit: u64,
+) -> Result<Vec<LiveEvent>, AppError> {
+    cursor::settle(db).await?;
+    let rows = cursor::deliverable_after(event::Entity::find(), after, db.get_database_backend())
+        .filter(condition)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| LiveEvent::from_row(row, Vec::new()))
+        .collect())
+}
+
+/// Which events [`matching`] reads: those about one order.
+pub fn about_order(order_id: i64) -> sea_orm::Condition {
+    sea_orm::Condition::all().add(event::Column::OrderId.eq(order_id))
+}
+
 pub async fn for_account(
     db: &impl ConnectionTrait,
     account_id: i64,

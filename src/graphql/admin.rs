@@ -1,9 +1,5 @@
 //! `admin { … }`: cross-account reads for administrators (support in GraphiQL).
 use async_graphql::{Context, Object, connection::Connection};
-use entity::{account, event, license, order};
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query,
-};
 
 use super::{
     ContextExt,
@@ -12,21 +8,13 @@ use super::{
     orders::{License, Order},
     pagination::Page,
 };
-use crate::{domain::licenses::Access, error::ApiResult};
+use crate::{
+    domain::{admin, licenses::Access},
+    error::ApiResult,
+};
 
 /// Administrators only: every account, order, key and event.
 pub struct Admin;
-
-macro_rules! page_of {
-    ($ctx:expr, $entity:ty, $column:expr, $first:expr, $after:expr) => {{
-        let page = Page::new($first, $after)?;
-        let mut query = <$entity>::find().order_by_asc($column).limit(page.fetch());
-        if let Some(after) = page.after {
-            query = query.filter($column.gt(after));
-        }
-        (page, query.all(&$ctx.state().ctx.db).await?)
-    }};
-}
 
 #[Object]
 impl Admin {
@@ -37,7 +25,8 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Account>> {
-        let (page, rows) = page_of!(ctx, account::Entity, account::Column::Id, first, after);
+        let page = Page::new(first, after)?;
+        let rows = admin::accounts(&ctx.state().ctx.db, page.after, page.fetch()).await?;
         Ok(page.connection(rows, |a| a.id, Account))
     }
 
@@ -48,7 +37,8 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Order>> {
-        let (page, rows) = page_of!(ctx, order::Entity, order::Column::Id, first, after);
+        let page = Page::new(first, after)?;
+        let rows = admin::orders(&ctx.state().ctx.db, page.after, page.fetch()).await?;
         Ok(page.connection(rows, |o| o.id, Order))
     }
 
@@ -60,7 +50,8 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, License>> {
-        let (page, rows) = page_of!(ctx, license::Entity, license::Column::Id, first, after);
+        let page = Page::new(first, after)?;
+        let rows = admin::licenses(&ctx.state().ctx.db, page.after, page.fetch()).await?;
         Ok(page.connection(rows, |l| l.id, |l| License::new(l, None, Access::Admin)))
     }
 
@@ -72,7 +63,7 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Event>> {
-        event_page(ctx, Condition::all(), first, after).await
+        event_page(ctx, sea_orm::Condition::all(), first, after).await
     }
 
     /// What administrators did (events caused by an admin account), in delivery order.
@@ -83,13 +74,7 @@ impl Admin {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Event>> {
-        let admins = Query::select()
-            .column(account::Column::Id)
-            .from(account::Entity)
-            .and_where(account::Column::Role.eq("ADMIN"))
-            .to_owned();
-        let by_admins = Condition::all().add(event::Column::ActorId.in_subquery(admins));
-        event_page(ctx, by_admins, first, after).await
+        event_page(ctx, admin::audit_log(), first, after).await
     }
 }
 

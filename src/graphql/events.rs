@@ -2,9 +2,9 @@
 //! live `events` subscription.
 use async_graphql::{Context, Enum, ID, Json, Object, Subscription, connection::Connection};
 use chrono::{DateTime, Utc};
-use entity::event;
+
 use futures_util::{StreamExt, stream::BoxStream};
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::Condition;
 
 use super::{
     ContextExt,
@@ -194,8 +194,7 @@ pub async fn order_history(
     first: Option<i32>,
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
-    let condition = Condition::all().add(event::Column::OrderId.eq(order_id));
-    event_page(ctx, condition, first, after).await
+    event_page(ctx, stream::about_order(order_id), first, after).await
 }
 
 /// A page of the events matching `condition`, in delivery order. It first
@@ -208,18 +207,8 @@ pub async fn event_page(
     after: Option<String>,
 ) -> ApiResult<Connection<String, Event>> {
     let page = Page::<Cursor>::parse(first, after)?;
-    let db = &ctx.state().ctx.db;
-    cursor::settle(db).await?;
     let after = page.after.unwrap_or_default();
-    let rows = cursor::deliverable_after(event::Entity::find(), after, db.get_database_backend())
-        .filter(condition)
-        .limit(page.fetch())
-        .all(db)
-        .await?;
-    let events = rows
-        .into_iter()
-        .map(|r| LiveEvent::from_row(r, Vec::new()))
-        .collect();
+    let events = stream::matching(&ctx.state().ctx.db, condition, after, page.fetch()).await?;
     Ok(page.connection(events, LiveEvent::cursor, Event))
 }
 

@@ -1,7 +1,6 @@
 //! Organizations and their members.
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use entity::{organization, organization_member};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::{ContextExt, pagination::parse_id};
 use crate::{domain::organizations, error::ApiResult};
@@ -34,8 +33,7 @@ pub struct Organization(pub organization::Model);
 
 impl Organization {
     pub async fn load(ctx: &Context<'_>, id: i64) -> ApiResult<Option<Organization>> {
-        Ok(organization::Entity::find_by_id(id)
-            .one(&ctx.state().ctx.db)
+        Ok(organizations::find(&ctx.state().ctx.db, id)
             .await?
             .map(Organization))
     }
@@ -58,17 +56,7 @@ impl Organization {
     /// Members and their roles; visible to members only (empty for others).
     async fn members(&self, ctx: &Context<'_>) -> ApiResult<Vec<OrganizationMember>> {
         let viewer = ctx.viewer()?;
-        let db = &ctx.state().ctx.db;
-        if organizations::membership(db, viewer, self.0.id)
-            .await?
-            .is_none()
-        {
-            return Ok(Vec::new());
-        }
-        let rows = organization_member::Entity::find()
-            .filter(organization_member::Column::OrganizationId.eq(self.0.id))
-            .all(db)
-            .await?;
+        let rows = organizations::members_seen_by(&ctx.state().ctx.db, viewer, self.0.id).await?;
         Ok(rows.into_iter().map(OrganizationMember::from).collect())
     }
 }
