@@ -207,13 +207,21 @@ async fn forget_idle_limits(limits: Arc<RateLimits>) {
 }
 
 fn router(state: AppState, schema: AppSchema) -> Router {
+    let cors = cors(&state.config.cors_allowed_origins);
     let server = http::Server {
         state: Arc::new(state),
         schema,
+        persisted: http::persisted::PersistedQueries::default(),
     };
+    let mut graphql = post(http::graphql).get(http::graphql_get);
+    if let Some(cors) = cors {
+        graphql = graphql.layer(cors);
+    }
+    let [csp, referrer, nosniff, frames] = http::security::layers();
     Router::new()
-        .route("/graphql", post(http::graphql).get(http::graphiql))
+        .route("/graphql", graphql)
         .route("/graphql/ws", get(http::graphql_ws))
+        .route("/assets/{*path}", get(http::graphiql::assets))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
@@ -229,8 +237,45 @@ fn router(state: AppState, schema: AppSchema) -> Router {
         .layer(axum::middleware::from_fn(
             http::refusal::coded_client_errors,
         ))
+        .layer(csp)
+        .layer(referrer)
+        .layer(nosniff)
+        .layer(frames)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(server)
+}
+
+/// How long a browser may reuse a preflight's answer: 10 minutes, so that a
+/// change of `CORS_ALLOWED_ORIGINS` reaches browsers soon (Chromium caps it
+/// at 2 hours anyway).
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// CORS for `/graphql` from the allowed origins; none when the list is
+/// empty (no CORS header at all: pages of other origins cannot read
+/// answers). No credentials: tokens travel in `Authorization`, never in
+/// cookies.
+fn cors(origins: &crate::origins::AllowedOrigins) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect::<Vec<_>>();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([HeaderName::from_static("idempotent-replayed")])
+            .max_age(PREFLIGHT_MAX_AGE),
+    )
 }
 
 /// `keyledger serve`: run until SIGTERM or Ctrl-C.

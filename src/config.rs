@@ -147,6 +147,11 @@ pub struct Config {
     /// silent clients cannot hold connections.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_secs: u64,
+    /// Browser origins (`scheme://host[:port]`, comma-separated, exact)
+    /// whose pages may call `/graphql` and open `/graphql/ws`; unset: pages
+    /// of keyledger's own origin only. Checked at start.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: crate::origins::AllowedOrigins,
 }
 
 impl Config {

@@ -30,12 +30,14 @@ pub mod events;
 pub mod generation;
 /// The GraphQL schema: types and resolvers.
 pub mod graphql;
-/// HTTP endpoints other than GraphQL: health, readiness, metrics.
+/// HTTP: GraphQL over HTTP and websockets, GraphiQL, health, readiness, metrics.
 pub mod http;
 /// Email: templates, queue, transports.
 pub mod mail;
 /// Counters exported on `/metrics`.
 pub mod metrics;
+/// Browser origins allowed to call the API (CORS and websockets).
+pub mod origins;
 /// HTML pages opened by links in emails (confirm, never by a plain GET).
 pub mod pages;
 /// Rate limits on guessing and on email, per account, client and recipient.

@@ -8,8 +8,9 @@ use minijinja::{AutoEscape, Environment};
 use serde::Serialize;
 
 const LAYOUT: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>{{ title }}</title></head>
-<body style="font-family:sans-serif;max-width:40em;margin:3em auto">
+<html><head><meta charset="utf-8"><title>{{ title }}</title>
+<link rel="stylesheet" href="/assets/pages.css"></head>
+<body>
 <h1>{{ title }}</h1>
 {% if message %}<p>{{ message }}</p>{% endif %}
 {% if form == "verify" %}

@@ -35,6 +35,10 @@ use async_graphql::{
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Longest query text, in characters (graphql-armor's default).
 pub const MAX_QUERY_CHARS: usize = 15_000;
+/// Longest query string of a `GET /graphql` URL, in bytes: room for a query
+/// of [`MAX_QUERY_CHARS`] once percent-encoded, with its variables, and
+/// within what proxies and CDNs pass (many stop near 32 KiB).
+pub const MAX_QUERY_STRING_BYTES: usize = 32 * 1024;
 /// Most lexical tokens in a query text; the dashboard's largest query has a
 /// few hundred, GraphiQL's introspection query about 400.
 pub const MAX_TOKENS: usize = 5_000;
@@ -81,6 +85,7 @@ const FREE_TEXT: &[&str] = &["message", "description", "reason"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Body,
+    QueryString,
     QueryLength,
     Tokens,
     LiteralNesting,
@@ -98,6 +103,7 @@ impl Limit {
     pub fn name(self) -> &'static str {
         match self {
             Limit::Body => "body",
+            Limit::QueryString => "queryString",
             Limit::QueryLength => "queryLength",
             Limit::Tokens => "tokens",
             Limit::LiteralNesting => "literalNesting",
@@ -115,6 +121,11 @@ impl Limit {
     fn message(self) -> String {
         match self {
             Limit::Body => format!("the request body may be at most {MAX_BODY_BYTES} bytes"),
+            Limit::QueryString => {
+                format!(
+                    "a GET request's query string may be at most {MAX_QUERY_STRING_BYTES} bytes"
+                )
+            }
             Limit::QueryLength => format!("a query may be at most {MAX_QUERY_CHARS} characters"),
             Limit::Tokens => format!("a query may have at most {MAX_TOKENS} tokens"),
             Limit::LiteralNesting => {

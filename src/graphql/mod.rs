@@ -14,6 +14,7 @@ mod pagination;
 mod parse_cache;
 mod products;
 mod requests;
+pub mod transport;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
@@ -67,6 +68,7 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
     .limit_recursive_depth(limits::MAX_LITERAL_NESTING)
     // Outermost: string arguments are checked on cached documents too.
     .extension(limits::RequestChecks)
+    .extension(transport::Transport)
     .extension(parse_cache::ParseCache::default())
     // Innermost: only texts the cache does not hold are checked and parsed.
     .extension(limits::CheckedParse);

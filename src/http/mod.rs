@@ -2,26 +2,32 @@
 //! readiness, metrics, and the small pages links in emails open.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::GraphQLResponse;
 use axum::{
     extract::{ConnectInfo, State},
-    http::{HeaderMap, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    http::{HeaderMap, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
 };
 
 pub mod email_links;
+pub mod graphiql;
 pub mod listener;
+pub mod over_http;
+pub mod persisted;
 pub mod refusal;
+pub mod security;
 mod websocket;
 
 use crate::{
     auth::{self, bearer},
     client_ip::ClientAddr,
     error::AppError,
-    graphql::{AppSchema, Auth, Loaders},
+    graphql::{
+        AppSchema, Auth, Loaders,
+        transport::{Executed, QueriesOnly},
+    },
     state::AppState,
 };
+use over_http::MediaType;
 
 pub use websocket::graphql_ws;
 
@@ -31,6 +37,8 @@ pub struct Server {
     /// every request.
     pub state: Arc<AppState>,
     pub schema: AppSchema,
+    /// Automatic persisted queries, by hash.
+    pub persisted: persisted::PersistedQueries,
 }
 
 /// The client of a request, as the trusted proxies say.
@@ -66,12 +74,64 @@ async fn resolve_auth(state: &AppState, authorization: Option<&str>) -> Result<A
     }
 }
 
+/// `POST /graphql`: GraphQL over HTTP, any operation.
 pub async fn graphql(
     State(server): State<Server>,
     client: ClientAddr,
     headers: HeaderMap,
     refusal::GraphQLPost(request): refusal::GraphQLPost,
-) -> GraphQLResponse {
+) -> Response {
+    let Some(media) = over_http::negotiate(&headers) else {
+        return over_http::not_acceptable();
+    };
+    run(&server, client, &headers, request, media).await
+}
+
+/// `GET /graphql`: GraphiQL for a browser asking for HTML; otherwise the
+/// query of the URL's `?query=` (or persisted query), queries only.
+pub async fn graphql_get(
+    State(server): State<Server>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    if over_http::wants_html(&headers) {
+        return graphiql::page().await;
+    }
+    let Some(media) = over_http::negotiate(&headers) else {
+        return over_http::not_acceptable();
+    };
+    let request = match over_http::from_query_string(uri.query().unwrap_or_default()) {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    let operation_name = request.operation_name.clone();
+    let request = request.data(QueriesOnly { operation_name });
+    run(&server, client, &headers, request, media).await
+}
+
+async fn run(
+    server: &Server,
+    client: ClientAddr,
+    headers: &HeaderMap,
+    mut request: async_graphql::Request,
+    media: MediaType,
+) -> Response {
+    if let Err(error) = server.persisted.resolve(&mut request) {
+        let status = match (persisted::is_not_found(&error), media) {
+            (true, _) | (false, MediaType::Json) => StatusCode::OK,
+            (false, MediaType::GraphQLResponse) => StatusCode::BAD_REQUEST,
+        };
+        return over_http::request_error(media, error, status);
+    }
+    if request.query.is_empty() {
+        // Not a GraphQL document at all: 400 whatever the media type.
+        return over_http::request_error(
+            media,
+            crate::graphql::limits::coded_error("the request has no query".into(), "query", None),
+            StatusCode::BAD_REQUEST,
+        );
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
@@ -80,24 +140,21 @@ pub async fn graphql(
         Err(error) => {
             let error =
                 async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
-            return async_graphql::Response::from_errors(vec![error]).into();
+            return over_http::respond(
+                media,
+                async_graphql::Response::from_errors(vec![error]),
+                true,
+            );
         }
     };
+    let executed = Executed::default();
     let request = request
         .data(auth)
         .data(client)
+        .data(executed.clone())
         .data(Loaders::new(server.state.ctx.db.clone()));
-    server.schema.execute(request).await.into()
-}
-
-pub async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("keyledger")
-            .finish(),
-    )
+    let response = server.schema.execute(request).await;
+    over_http::respond(media, response, executed.get())
 }
 
 pub async fn healthz() -> &'static str {

@@ -12,8 +12,9 @@ use axum::{
 use crate::graphql::limits::{self, Limit, MAX_BODY_BYTES};
 
 /// A GraphQL request read from a `POST` body of at most [`MAX_BODY_BYTES`]
-/// (413 beyond, before more is read), in JSON. Multipart bodies (file
-/// uploads) are refused: no operation takes a file.
+/// (413 beyond, before more is read), in JSON (`Content-Type:
+/// application/json`; anything else is 415, a missing type included).
+/// Multipart bodies (file uploads) are refused: no operation takes a file.
 pub struct GraphQLPost(pub async_graphql::Request);
 
 impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
@@ -25,10 +26,20 @@ impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if content_type.to_ascii_lowercase().starts_with("multipart/") {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if media != "application/json" {
             return Err(refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                limits::coded_error("send the request as JSON".into(), "body", None),
+                limits::coded_error(
+                    "send the request as JSON (Content-Type: application/json)".into(),
+                    "body",
+                    None,
+                ),
             ));
         }
         let declared = headers
@@ -39,18 +50,7 @@ impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
             return Err(too_large());
         }
         let body = read_body(request.into_body()).await?;
-        serde_json::from_slice::<async_graphql::Request>(&body)
-            .map(GraphQLPost)
-            .map_err(|error| {
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    limits::coded_error(
-                        format!("the body is not a GraphQL request in JSON: {error}"),
-                        "body",
-                        None,
-                    ),
-                )
-            })
+        super::over_http::from_json(&body).map(GraphQLPost)
     }
 }
 
@@ -132,7 +132,7 @@ pub async fn coded_client_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-fn coded(message: String, code: &str) -> ServerError {
+pub fn coded(message: String, code: &str) -> ServerError {
     let mut error = ServerError::new(message, None);
     let mut extensions = async_graphql::ErrorExtensionValues::default();
     extensions.set("code", code);

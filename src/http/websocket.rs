@@ -70,13 +70,37 @@ fn requested_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
 /// Websocket subscriptions (`graphql-transport-ws` and legacy `graphql-ws`).
 /// The token travels in `connection_init`'s payload, `{"authorization":
 /// "Bearer TOKEN"}`, since browsers cannot set headers on a websocket. A bad
-/// token refuses the connection (4403); no token leaves it anonymous.
+/// token refuses the connection (4403); no token leaves it anonymous. A
+/// browser's `Origin` must be keyledger's own or an allowed one (403 before
+/// the upgrade); clients that send none (programs) are not asked.
 pub async fn graphql_ws(
     State(server): State<Server>,
     client: ClientAddr,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let config = &server.state.config;
+        let allowed = origin.to_str().is_ok_and(|origin| {
+            crate::origins::websocket_allowed(
+                origin,
+                host,
+                &config.public_url(),
+                &config.cors_allowed_origins,
+            )
+        });
+        if !allowed {
+            // A page of another site (cross-site websocket hijacking).
+            return super::refusal::refuse(
+                StatusCode::FORBIDDEN,
+                super::refusal::coded(
+                    "this origin may not open a websocket (CORS_ALLOWED_ORIGINS)".into(),
+                    "FORBIDDEN",
+                ),
+            );
+        }
+    }
     let Some(protocol) = requested_protocol(&headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };

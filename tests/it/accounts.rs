@@ -329,6 +329,7 @@ async fn health_and_readiness() {
     let graphiql = app
         .http
         .get(format!("{}/graphql", app.base))
+        .header("accept", "text/html")
         .send()
         .await
         .unwrap();

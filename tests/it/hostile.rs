@@ -373,3 +373,72 @@ async fn nul_bytes_in_every_string_argument_are_refused() {
         }
     }
 }
+
+/// `GET /graphql` with the URL `?{query_string}`; status and JSON body.
+async fn get_raw(app: &TestApp, query_string: &str) -> (u16, Value) {
+    let response = tokio::time::timeout(
+        DEADLINE,
+        app.http
+            .get(format!("{}/graphql?{query_string}", app.base))
+            .send(),
+    )
+    .await
+    .expect("answered before the deadline")
+    .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn hostile_get_urls_are_refused_with_codes() {
+    let app = TestApp::spawn().await;
+    // A URL over the bound (about 39 KB; 64 KiB is the most an HTTP/1 URI
+    // can be here at all): 414 before anything is decoded.
+    let huge = format!("query={}", "%7B".repeat(13_000));
+    let (status, body) = get_raw(&app, &huge).await;
+    assert_eq!(status, 414);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "queryString");
+    // Within the URL bound, over the text limit: the same limit as POST.
+    let long = format!("query=%7B__typename%20%23{}%0A%7D", "a".repeat(20_000));
+    let (status, body) = get_raw(&app, &long).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "queryLength");
+    for (query_string, field) in [
+        (
+            "query=%7B__typename%7D&variables=%7Bnot%20json",
+            "variables",
+        ),
+        ("query=%7B__typename%7D&variables=%5B1%5D", "variables"),
+        ("query=%7B__typename%7D&extensions=%7B", "extensions"),
+        ("query=%7B__typename%7D&extensions=%22x%22", "extensions"),
+        ("query=%7B__typename%7D&query=%7Bme%7Bid%7D%7D", "query"),
+        ("query=%ff%fe", "query"),
+    ] {
+        let (status, body) = get_raw(&app, query_string).await;
+        assert!(status == 400 || status == 200, "{query_string}: {status}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "VALIDATION",
+            "{query_string}: {body}"
+        );
+        if status == 400 {
+            assert_eq!(
+                body["errors"][0]["extensions"]["field"], field,
+                "{query_string}"
+            );
+        }
+    }
+    // Malformed persisted-query extensions, over GET and POST.
+    for extensions in [
+        json!({"persistedQuery": "x"}),
+        json!({"persistedQuery": {"version": 2, "sha256Hash": "00"}}),
+        json!({"persistedQuery": {"version": 1, "sha256Hash": "zz".repeat(32)}}),
+        json!({"persistedQuery": {"version": 1, "sha256Hash": "0".repeat(100_000)}}),
+    ] {
+        let body = json!({"extensions": extensions}).to_string().into_bytes();
+        let (status, answer) = post_raw(&app, "application/json", body).await;
+        assert_eq!(status, 200, "{extensions}");
+        assert_eq!(answer["errors"][0]["extensions"]["field"], "extensions");
+    }
+    assert_alive(&app).await;
+}

@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod authorization;
+mod browsers;
 mod catalog;
 mod claims;
 mod connections;
@@ -13,6 +14,7 @@ mod devices;
 mod events;
 mod fuzz;
 mod hostile;
+mod http_conformance;
 mod introspect;
 mod mail;
 mod orders;
