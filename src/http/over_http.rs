@@ -62,14 +62,15 @@ fn accepted(headers: &HeaderMap) -> Vec<(String, u16)> {
 }
 
 /// The media type to answer in, or `None` (406) when `Accept` lists only
-/// types keyledger cannot write. As the spec says: no `Accept`, `*/*` or
-/// `application/*` mean `application/json` (what clients older than the
-/// newer type expect); `application/graphql-response+json` wins whenever
-/// it is asked for at least as strongly as `application/json`.
+/// types keyledger cannot write. `application/graphql-response+json` is
+/// the default (no `Accept`, `*/*`, `application/*`: the spec lets servers
+/// choose it since its 2025 watershed, and api.md promises it), and wins
+/// whenever it is asked for at least as strongly as `application/json`;
+/// `application/json` when that is what `Accept` prefers.
 pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     let accepted = accepted(headers);
     if accepted.is_empty() {
-        return Some(MediaType::Json);
+        return Some(MediaType::GraphQLResponse);
     }
     let weight = |names: &[&str]| {
         accepted
@@ -79,7 +80,7 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
             .max()
             .unwrap_or(0)
     };
-    let graphql = weight(&["application/graphql-response+json"]);
+    let graphql = weight(&["application/graphql-response+json", "application/*", "*/*"]);
     let json = weight(&["application/json", "application/*", "*/*"]);
     match (graphql, json) {
         (0, 0) => None,
@@ -273,9 +274,14 @@ mod tests {
     #[test]
     fn negotiation() {
         use MediaType::*;
-        assert_eq!(negotiate(&HeaderMap::new()), Some(Json));
-        assert_eq!(negotiate(&accept("*/*")), Some(Json));
+        assert_eq!(negotiate(&HeaderMap::new()), Some(GraphQLResponse));
+        assert_eq!(negotiate(&accept("*/*")), Some(GraphQLResponse));
+        assert_eq!(negotiate(&accept("application/*")), Some(GraphQLResponse));
         assert_eq!(negotiate(&accept("application/json")), Some(Json));
+        assert_eq!(
+            negotiate(&accept("application/json, */*;q=0.5")),
+            Some(Json)
+        );
         assert_eq!(
             negotiate(&accept("application/graphql-response+json")),
             Some(GraphQLResponse)

@@ -302,8 +302,11 @@ impl TestApp {
         }
     }
 
-    /// POST a GraphQL request; asserts the HTTP exchange itself succeeded
-    /// (200 and JSON), so no test can pass on a 500 or a dropped connection.
+    /// POST a GraphQL request (no `Accept`: the default media type,
+    /// `application/graphql-response+json`); asserts the HTTP exchange
+    /// itself succeeded (200, or 400 for a request refused before it ran,
+    /// with errors and no `data`, as that media type says), so no test can
+    /// pass on a 500 or a dropped connection.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let mut request = self
             .http
@@ -313,8 +316,20 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("request sent");
-        assert_eq!(response.status(), 200, "GraphQL over HTTP answers 200");
+        let status = response.status().as_u16();
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/graphql-response+json; charset=utf-8"
+        );
         let body: Value = response.json().await.expect("JSON body");
+        match status {
+            200 => {}
+            400 => assert!(
+                body["errors"].is_array() && body.get("data").is_none(),
+                "a 400 is a request error without data: {body}"
+            ),
+            other => panic!("GraphQL over HTTP answered {other}: {body}"),
+        }
         if let Some(errors) = body.get("errors").and_then(Value::as_array) {
             for error in errors {
                 let code = error["extensions"]["code"].as_str();
