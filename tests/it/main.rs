@@ -11,6 +11,7 @@ mod claims;
 mod connections;
 mod devices;
 mod events;
+mod faults;
 mod fuzz;
 mod hostile;
 mod introspect;
