@@ -2,6 +2,11 @@
 //! Several instances may run this loop: a message is leased (its next attempt
 //! pushed into the future by a conditional update) before it is sent, so only
 //! one instance sends it.
+//!
+//! Delivery is at least once: a process killed between handing a message to
+//! the transport and recording it as sent sends it again once its lease ends.
+//! Each message carries a Message-ID made from its queue row, the same on
+//! every attempt, so mail systems and readers can recognise such a repeat.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,8 +77,7 @@ impl MailWorker {
                 match self.deliver(&message).await {
                     Ok(()) => {
                         sent += 1;
-                        self.update(message.id, |m| m.sent_at = Set(Some(self.clock.now())))
-                            .await?;
+                        self.mark_sent(message.id, now).await?;
                     }
                     Err(error) => {
                         let attempts = message.attempts + 1;
@@ -103,6 +107,29 @@ impl MailWorker {
         Ok(leased.rows_affected == 1)
     }
 
+    /// Record `id` as sent. The message is out: while the lease lasts, a
+    /// database that does not answer is waited for, else the message would
+    /// be sent again when the lease ends.
+    async fn mark_sent(&self, id: i64, leased_at: DateTime<Utc>) -> Result<(), DbErr> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let marked = self
+                .update(id, |m| m.sent_at = Set(Some(self.clock.now())))
+                .await;
+            match marked {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if self.clock.now() + chrono::Duration::seconds(5) < leased_at + LEASE =>
+                {
+                    tracing::warn!(mail_id = id, %error, "mail queue: sent, but not yet recorded; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     async fn update(
         &self,
         id: i64,
@@ -122,10 +149,58 @@ impl MailWorker {
             .from(self.from.parse()?)
             .to(queued.recipient.parse()?)
             .subject(&queued.subject)
+            .message_id(Some(message_id(queued, &self.from)))
             .multipart(MultiPart::alternative_plain_html(
                 queued.text_body.clone(),
                 queued.html_body.clone(),
             ))?;
         self.transport.send(message).await
+    }
+}
+
+/// `<ROW.CREATED@DOMAIN>`: the queue row's id and creation time (ids restart
+/// with a new database) at the sender's domain.
+fn message_id(queued: &mail_queue::Model, from: &str) -> String {
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, domain)| domain.trim_end_matches('>').trim())
+        .filter(|domain| !domain.is_empty())
+        .unwrap_or("keyledger.invalid");
+    format!(
+        "<{}.{}@{domain}>",
+        queued.id,
+        queued.created_at.timestamp_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_name_the_queue_row_at_the_senders_domain() {
+        let created = DateTime::from_timestamp(1_700_000_000, 5_000).unwrap();
+        let queued = mail_queue::Model {
+            id: 42,
+            recipient: "ada@example.com".into(),
+            subject: String::new(),
+            text_body: String::new(),
+            html_body: String::new(),
+            attempts: 0,
+            next_attempt_at: created,
+            sent_at: None,
+            last_error: None,
+            created_at: created,
+        };
+        let id = "<42.1700000000000005@mail.example.com>";
+        assert_eq!(
+            message_id(&queued, "Keyledger <noreply@mail.example.com>"),
+            id
+        );
+        assert_eq!(message_id(&queued, "noreply@mail.example.com"), id);
+        assert_eq!(
+            message_id(&queued, "nobody"),
+            "<42.1700000000000005@keyledger.invalid>"
+        );
     }
 }

@@ -71,7 +71,7 @@ pub struct RateLimits {
     /// Emails caused per client address: a budget of its own, since many
     /// people may share one address (an office, a carrier's NAT).
     mail_clients: Limit,
-    shared: Option<shared::Shared>,
+    shared: Option<std::sync::Arc<shared::Shared>>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -79,22 +79,25 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 impl RateLimits {
     pub fn new(config: &crate::config::Config) -> Self {
+        let shared = config.redis_url.as_deref().and_then(|url| {
+            shared::Shared::new(url, &config.redis_channel)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "rate limits: Redis unusable, counting per instance");
+                })
+                .ok()
+                .map(std::sync::Arc::new)
+        });
         RateLimits {
             claims: Limit::new("claims", MINUTE, config.claim_rate_per_minute),
             devices: Limit::new("devices", MINUTE, config.device_rate_per_minute),
             passwords: passwords::PasswordLimits::new(
                 config.signin_failures_per_minute,
                 config.signin_failures_per_minute_per_address,
-            ),
+            )
+            .shared(shared.clone()),
             mail: Limit::new("mail", HOUR, config.mail_rate_per_hour),
             mail_clients: Limit::new("mail_clients", HOUR, config.mail_client_rate_per_hour),
-            shared: config.redis_url.as_deref().and_then(|url| {
-                shared::Shared::new(url, &config.redis_channel)
-                    .inspect_err(|error| {
-                        tracing::warn!(%error, "rate limits: Redis unusable, counting per instance");
-                    })
-                    .ok()
-            }),
+            shared,
         }
     }
 

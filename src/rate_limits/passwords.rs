@@ -18,20 +18,31 @@
 //! purpose can keep an account, or an address, waiting; the wait ends a few
 //! seconds after they stop.
 //!
+//! With Redis, the failures are counted in buckets every instance shares
+//! (see [`super::shared`]): an attempt reads how far its buckets are ahead,
+//! and a failure is charged to them before the attempts waiting on this
+//! instance are woken. Attempts in flight are counted per instance, so at
+//! one moment N instances may each run as many attempts as a key has
+//! failures left; those failures are all charged, so the key then waits
+//! longer and the rate over time stays the limit. While Redis does not
+//! answer, each instance counts on its own, as without Redis.
+//!
 //! Per account means per email address as sign-in normalises it, whether or
 //! not an account has it: an unknown address is limited exactly like a known
 //! one, so the answers (and their timing) do not tell them apart.
 use std::{
     collections::HashMap,
+    fmt::Display,
     future::Future,
     hash::Hash,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
 
+use super::shared::Shared;
 use crate::{
     domain::email,
     error::{ApiResult, AppError},
@@ -46,6 +57,8 @@ const MAX_KEY_LEN: usize = 254;
 /// cannot count an attempt after the fact. Each key holds its theoretical
 /// arrival time: a burst of `n` failures, then one every `60 s / n`.
 struct FailureLimiter<K> {
+    /// Names its buckets in Redis.
+    name: &'static str,
     /// Time one failure takes to be forgotten.
     interval: Duration,
     /// How far ahead of now the arrival time may be with one more attempt
@@ -79,11 +92,12 @@ enum NotYet {
     Wait(watch::Receiver<()>),
 }
 
-impl<K: Hash + Eq + Clone> FailureLimiter<K> {
-    fn per_minute(n: u32) -> Self {
+impl<K: Hash + Eq + Clone + Display> FailureLimiter<K> {
+    fn per_minute(name: &'static str, n: u32) -> Self {
         let n = n.max(1);
         let interval = Duration::from_secs(60) / n;
         FailureLimiter {
+            name,
             interval,
             tolerance: interval * (n - 1),
             keys: Mutex::new(Keys {
@@ -97,9 +111,20 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The shared bucket of `key`.
+    fn bucket(&self, shared: &Shared, key: &K) -> String {
+        shared.key(&format!("{}:{key}", self.name))
+    }
+
     /// Start an attempt on `key` if even its failure would stay within the
-    /// limit, counting the attempts in flight as failures.
-    fn try_start(&self, key: &K, now: Instant) -> Result<(), NotYet> {
+    /// limit, counting the attempts in flight as failures. `shared_ahead`:
+    /// how far ahead the shared bucket is, when Redis answered.
+    fn try_start(
+        &self,
+        key: &K,
+        now: Instant,
+        shared_ahead: Option<Duration>,
+    ) -> Result<(), NotYet> {
         let mut keys = self.lock();
         if keys.entries.len() >= keys.sweep_at {
             keys.entries
@@ -111,7 +136,9 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
             in_flight: 0,
             finished: watch::Sender::new(()),
         });
-        let ahead = entry.arrival.max(now) - now;
+        // This instance's count is kept as well (the fallback while Redis
+        // does not answer); the larger of the two is the safer.
+        let ahead = (entry.arrival.max(now) - now).max(shared_ahead.unwrap_or_default());
         if ahead > self.tolerance {
             return Err(NotYet::Exhausted(ahead - self.tolerance));
         }
@@ -124,13 +151,28 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
 
     /// Start an attempt on `key`, waiting for attempts in flight when they
     /// could exhaust it; how long to wait when it is exhausted.
-    async fn start(&self, key: K) -> Result<Attempt<'_, K>, Duration> {
+    async fn start(
+        &self,
+        key: K,
+        shared: Option<&Arc<Shared>>,
+    ) -> Result<Attempt<'_, K>, Duration> {
         loop {
-            match self.try_start(&key, Instant::now()) {
+            let shared_ahead = match shared {
+                Some(shared) => match shared.ahead(&[&self.bucket(shared, &key)]).await {
+                    Ok(ahead) => ahead.first().copied(),
+                    Err(error) => {
+                        tracing::warn!(%error, "password limits: Redis failed, counting on this instance");
+                        None
+                    }
+                },
+                None => None,
+            };
+            match self.try_start(&key, Instant::now(), shared_ahead) {
                 Ok(()) => {
                     return Ok(Attempt {
                         limiter: self,
                         key: Some(key),
+                        shared: shared.cloned(),
                     });
                 }
                 Err(NotYet::Exhausted(wait)) => return Err(wait),
@@ -159,12 +201,21 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
 
 /// An attempt in flight. Dropped without [`Attempt::finish`] (the request
 /// went away meanwhile), it counts as a failure: its outcome is unknown.
-struct Attempt<'a, K: Hash + Eq + Clone> {
+struct Attempt<'a, K: Hash + Eq + Clone + Display> {
     limiter: &'a FailureLimiter<K>,
     key: Option<K>,
+    shared: Option<Arc<Shared>>,
 }
 
-impl<K: Hash + Eq + Clone> Attempt<'_, K> {
+impl<K: Hash + Eq + Clone + Display> Attempt<'_, K> {
+    /// The shared bucket this attempt charges when it fails.
+    fn bucket(&self) -> Option<(String, Duration)> {
+        let (shared, key) = (self.shared.as_ref()?, self.key.as_ref()?);
+        Some((self.limiter.bucket(shared, key), self.limiter.interval))
+    }
+
+    /// End the attempt on this instance (charge a failure to the shared
+    /// bucket first: see [`charge_shared`]).
     fn finish(mut self, failed: bool) {
         if let Some(key) = self.key.take() {
             self.limiter.finish(&key, failed, Instant::now());
@@ -172,11 +223,26 @@ impl<K: Hash + Eq + Clone> Attempt<'_, K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> Drop for Attempt<'_, K> {
+impl<K: Hash + Eq + Clone + Display> Drop for Attempt<'_, K> {
     fn drop(&mut self) {
+        if let (Some((bucket, interval)), Some(shared)) = (self.bucket(), self.shared.take()) {
+            // Drop cannot wait: the charge is made in the background.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { charge_shared(&shared, &[(bucket, interval)]).await });
+            }
+        }
         if let Some(key) = self.key.take() {
             self.limiter.finish(&key, true, Instant::now());
         }
+    }
+}
+
+/// Charge one failure to each shared bucket; when Redis fails, the failure
+/// is counted on this instance only.
+async fn charge_shared(shared: &Shared, buckets: &[(String, Duration)]) {
+    let buckets: Vec<_> = buckets.iter().map(|(key, i)| (key.as_str(), *i)).collect();
+    if let Err(error) = shared.charge(&buckets).await {
+        tracing::warn!(%error, "password limits: Redis failed, counting on this instance");
     }
 }
 
@@ -184,6 +250,8 @@ impl<K: Hash + Eq + Clone> Drop for Attempt<'_, K> {
 pub struct PasswordLimits {
     per_account: FailureLimiter<String>,
     per_address: FailureLimiter<IpAddr>,
+    /// The buckets every instance shares, with Redis.
+    shared: Option<Arc<Shared>>,
 }
 
 /// The refusal for a wait of `wait`, in whole seconds (at least one).
@@ -211,9 +279,16 @@ fn account_key(raw: &str) -> String {
 impl PasswordLimits {
     pub fn new(failures_per_account: u32, failures_per_address: u32) -> Self {
         PasswordLimits {
-            per_account: FailureLimiter::per_minute(failures_per_account),
-            per_address: FailureLimiter::per_minute(failures_per_address),
+            per_account: FailureLimiter::per_minute("passwords:account", failures_per_account),
+            per_address: FailureLimiter::per_minute("passwords:client", failures_per_address),
+            shared: None,
         }
+    }
+
+    /// Count in the buckets every instance shares.
+    pub(super) fn shared(mut self, shared: Option<Arc<Shared>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Run `check`, a password check for `email` from `client`, within the
@@ -228,13 +303,14 @@ impl PasswordLimits {
     ) -> ApiResult<T> {
         // Always the account first, then the address: an attempt waiting
         // for one while holding the other never waits on a waiter.
+        let shared = self.shared.as_ref();
         let account = self
             .per_account
-            .start(account_key(email))
+            .start(account_key(email), shared)
             .await
             .map_err(refused)?;
         let address = match client {
-            Some(client) => match self.per_address.start(client).await {
+            Some(client) => match self.per_address.start(client, shared).await {
                 Ok(address) => Some(address),
                 Err(wait) => {
                     account.finish(false);
@@ -245,6 +321,15 @@ impl PasswordLimits {
         };
         let outcome = check.await;
         let failed = matches!(outcome, Err(AppError::Unauthenticated));
+        if failed && let Some(shared) = shared {
+            // Charged before the attempts waiting here are woken, so that
+            // they read the bucket with this failure in it.
+            let buckets: Vec<_> = [account.bucket(), address.as_ref().and_then(Attempt::bucket)]
+                .into_iter()
+                .flatten()
+                .collect();
+            charge_shared(shared, &buckets).await;
+        }
         account.finish(failed);
         if let Some(address) = address {
             address.finish(failed);
@@ -258,7 +343,7 @@ mod tests {
     use super::*;
 
     fn fail(limiter: &FailureLimiter<&'static str>, key: &'static str, now: Instant) -> bool {
-        let started = limiter.try_start(&key, now).is_ok();
+        let started = limiter.try_start(&key, now, None).is_ok();
         if started {
             limiter.finish(&key, true, now);
         }
@@ -267,12 +352,12 @@ mod tests {
 
     #[test]
     fn a_burst_then_one_per_interval() {
-        let limiter = FailureLimiter::per_minute(3);
+        let limiter = FailureLimiter::per_minute("test", 3);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(fail(&limiter, "a", t0));
         }
-        let Err(NotYet::Exhausted(wait)) = limiter.try_start(&"a", t0) else {
+        let Err(NotYet::Exhausted(wait)) = limiter.try_start(&"a", t0, None) else {
             panic!("exhausted");
         };
         assert_eq!(wait, Duration::from_secs(20));
@@ -284,10 +369,10 @@ mod tests {
 
     #[test]
     fn successes_do_not_count() {
-        let limiter = FailureLimiter::per_minute(2);
+        let limiter = FailureLimiter::per_minute("test", 2);
         let t0 = Instant::now();
         for _ in 0..10 {
-            assert!(limiter.try_start(&"a", t0).is_ok());
+            assert!(limiter.try_start(&"a", t0, None).is_ok());
             limiter.finish(&"a", false, t0);
         }
         assert!(fail(&limiter, "a", t0));
@@ -297,26 +382,60 @@ mod tests {
 
     #[test]
     fn attempts_in_flight_count_until_they_end() {
-        let limiter = FailureLimiter::per_minute(2);
+        let limiter = FailureLimiter::per_minute("test", 2);
         let t0 = Instant::now();
-        assert!(limiter.try_start(&"a", t0).is_ok());
+        assert!(limiter.try_start(&"a", t0, None).is_ok());
         assert!(fail(&limiter, "a", t0));
         // One failure left, and one attempt in flight that may take it.
-        assert!(matches!(limiter.try_start(&"a", t0), Err(NotYet::Wait(_))));
+        assert!(matches!(
+            limiter.try_start(&"a", t0, None),
+            Err(NotYet::Wait(_))
+        ));
         limiter.finish(&"a", false, t0);
-        assert!(limiter.try_start(&"a", t0).is_ok());
+        assert!(limiter.try_start(&"a", t0, None).is_ok());
+    }
+
+    #[test]
+    fn the_shared_count_is_used_when_it_is_ahead() {
+        let limiter = FailureLimiter::per_minute("test", 3);
+        let t0 = Instant::now();
+        // Other instances charged two failures: one left, and it may run.
+        let two = Some(Duration::from_secs(40));
+        assert!(limiter.try_start(&"a", t0, two).is_ok());
+        assert!(matches!(
+            limiter.try_start(&"a", t0, two),
+            Err(NotYet::Wait(_))
+        ));
+        limiter.finish(&"a", true, t0);
+        // Three failures shared: exhausted until one is forgotten.
+        let Err(NotYet::Exhausted(wait)) =
+            limiter.try_start(&"b", t0, Some(Duration::from_secs(60)))
+        else {
+            panic!("exhausted");
+        };
+        assert_eq!(wait, Duration::from_secs(20));
+        // This instance's own failures count even when Redis knows fewer
+        // (failures it counted while Redis did not answer).
+        for _ in 0..2 {
+            assert!(fail(&limiter, "c", t0));
+        }
+        assert!(limiter.try_start(&"c", t0, Some(Duration::ZERO)).is_ok());
+        assert!(matches!(
+            limiter.try_start(&"c", t0, Some(Duration::ZERO)),
+            Err(NotYet::Wait(_))
+        ));
     }
 
     #[test]
     fn forgotten_keys_are_swept() {
-        let limiter = FailureLimiter::per_minute(10);
+        let limiter = FailureLimiter::per_minute("test", 10);
         let t0 = Instant::now();
         for i in 0..MIN_SWEEP {
-            assert!(limiter.try_start(&i, t0).is_ok());
+            assert!(limiter.try_start(&i, t0, None).is_ok());
             limiter.finish(&i, true, t0);
         }
         let later = t0 + Duration::from_secs(61);
-        assert!(limiter.try_start(&usize::MAX, later).is_ok());
+        assert!(limiter.try_start(&usize::MAX, later, None).is_ok());
         assert_eq!(limiter.lock().entries.len(), 1);
     }
 

@@ -2,9 +2,13 @@
 //! atomic in a Lua script, on Redis's own clock (instances' clocks may
 //! differ). A bucket is one key holding its theoretical arrival time, and
 //! expires once it is full again.
+//!
+//! The wrong-password limits ([`super::passwords`]) count failures after
+//! the fact, so they use two other steps on the same buckets: one reads how
+//! far a bucket is ahead, the other charges failures.
 use std::time::Duration;
 
-use redis::{Script, aio::MultiplexedConnection};
+use redis::{FromRedisValue, Script, ScriptInvocation, aio::MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use super::{Limit, LimitKey};
@@ -39,6 +43,34 @@ end
 return 0
 ";
 
+/// How far ahead of now each bucket in KEYS is, in microseconds (0 when
+/// full). Reads only.
+const AHEAD: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local ahead = {}
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  ahead[i] = tat - now
+end
+return ahead
+";
+
+/// Charge one failure to each bucket in KEYS, whatever its state; ARGV the
+/// interval of each, in microseconds.
+const CHARGE: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local next_tat = tat + tonumber(ARGV[i])
+  redis.call('SET', key, string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+end
+return 0
+";
+
 pub struct Shared {
     client: redis::Client,
     /// Keys start with the deployment's channel name, so deployments that
@@ -46,6 +78,8 @@ pub struct Shared {
     prefix: String,
     conn: Mutex<Option<MultiplexedConnection>>,
     script: Script,
+    ahead: Script,
+    charge: Script,
 }
 
 impl Shared {
@@ -55,6 +89,8 @@ impl Shared {
             prefix: format!("{deployment}:limits"),
             conn: Mutex::new(None),
             script: Script::new(GCRA),
+            ahead: Script::new(AHEAD),
+            charge: Script::new(CHARGE),
         })
     }
 
@@ -73,11 +109,48 @@ impl Shared {
                 .arg(interval)
                 .arg(tolerance);
         }
+        match self.run::<u64>(&invocation).await? {
+            0 => Ok(None),
+            wait => Ok(Some(Duration::from_micros(wait))),
+        }
+    }
+
+    /// The Redis key of `bucket` (a limit's name and its key).
+    pub fn key(&self, bucket: &str) -> String {
+        format!("{}:{bucket}", self.prefix)
+    }
+
+    /// How far ahead of now each of `keys` is ([`Shared::key`]).
+    pub async fn ahead(&self, keys: &[&str]) -> Result<Vec<Duration>, String> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.ahead.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        let ahead: Vec<u64> = self.run(&invocation).await?;
+        Ok(ahead.into_iter().map(Duration::from_micros).collect())
+    }
+
+    /// Charge one failure to each `(key, interval)`.
+    pub async fn charge(&self, buckets: &[(&str, Duration)]) -> Result<(), String> {
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.charge.prepare_invoke();
+        for (key, interval) in buckets {
+            invocation.key(*key).arg(interval.as_micros() as u64);
+        }
+        self.run::<u64>(&invocation).await.map(drop)
+    }
+
+    /// Run a script within [`TIMEOUT`]; a failure drops the connection, so
+    /// the next step opens a new one.
+    async fn run<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
         let mut conn = self.connection().await?;
-        let answer = tokio::time::timeout(TIMEOUT, invocation.invoke_async::<u64>(&mut conn)).await;
-        match answer {
-            Ok(Ok(0)) => Ok(None),
-            Ok(Ok(wait)) => Ok(Some(Duration::from_micros(wait))),
+        match tokio::time::timeout(TIMEOUT, invocation.invoke_async::<T>(&mut conn)).await {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => {
                 self.forget_connection().await;
                 Err(error.to_string())

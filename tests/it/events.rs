@@ -12,7 +12,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-use crate::harness::{Options, TestApp, TestDb, unique};
+use crate::harness::{Options, OwnRedis, TestApp, TestDb, unique};
 
 fn email(tag: &str) -> String {
     format!("{}@events.example.com", unique(tag))
@@ -675,73 +675,6 @@ async fn a_mutation_on_one_instance_reaches_a_subscriber_on_another() {
         a.err(Some(&token), "{ me { id } }", json!({})).await,
         "UNAUTHENTICATED"
     );
-}
-
-/// A Redis server of the test's own, on a spare port, that it can kill.
-struct OwnRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = OwnRedis { port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Start (again) on the same port and wait until it answers PING.
-    async fn restart(&mut self) {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("this test starts redis-server of its own: it must be on PATH");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Send `kill -SIG` to the server (`STOP` hangs it, `CONT` resumes it).
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill redis-server");
-        }
-    }
 }
 
 /// Readiness follows Redis and this instance's subscriber: ready once

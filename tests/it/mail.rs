@@ -6,17 +6,9 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
-    harness::{Mail, Options, TestApp, TestDb, unique},
+    harness::{Mail, Options, TestApp, TestDb, free_port, unique},
     smtp::{Received, SmtpServer},
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn smtp_options(port: u16, db: Option<std::sync::Arc<TestDb>>) -> Options {
     Options {

@@ -12,6 +12,7 @@ mod claims;
 mod connections;
 mod devices;
 mod events;
+mod faults;
 mod fuzz;
 mod hostile;
 mod http_conformance;

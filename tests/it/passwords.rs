@@ -139,3 +139,64 @@ async fn a_burst_of_sign_ins_all_get_an_answer() {
         "{refused} refused, {limited} limited"
     );
 }
+
+/// With Redis, instances count wrong passwords in the same buckets: spread
+/// over two instances (and over both doors, `signIn` and the transfer
+/// confirmation form), they hit the limit at the same total as on one.
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn instances_sharing_redis_share_the_wrong_password_limits() {
+    let redis_url = crate::harness::require_redis();
+    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
+    let channel = unique("kl_events");
+    let options = || Options {
+        db: Some(db.clone()),
+        redis_url: Some(redis_url.clone()),
+        redis_channel: Some(channel.clone()),
+        configure: Box::new(|c| {
+            c.signin_failures_per_minute = 4;
+            c.signin_failures_per_minute_per_address = 6;
+        }),
+    };
+    let a = TestApp::spawn_with(options()).await;
+    let b = TestApp::spawn_with(options()).await;
+    let ada = email("ada");
+    let bob = email("bob");
+    a.sign_up(&ada).await;
+    a.sign_up(&bob).await;
+    // The form checks the password before the token: a wrong one counts.
+    let form = |app: &TestApp, email: &str| {
+        app.http
+            .post(format!("{}/transfers/confirm", app.base))
+            .form(&[
+                ("token", "not-a-token"),
+                ("email", email),
+                ("password", "wrong password!!"),
+            ])
+            .send()
+    };
+    let wrong = form(&b, &ada).await.unwrap();
+    assert_eq!(wrong.status(), 200);
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("Wrong email or password")
+    );
+    for app in [&a, &b, &a] {
+        let error = sign_in_error(app, &ada, "wrong password!!").await;
+        assert_eq!(error["extensions"]["code"], "UNAUTHENTICATED", "{error}");
+    }
+    // Four wrong passwords in all: the account waits on both instances.
+    assert_rate_limited(&sign_in_error(&b, &ada, "wrong password!!").await, 20);
+    assert_rate_limited(&sign_in_error(&a, &ada, PASSWORD).await, 20);
+    assert_eq!(form(&b, &ada).await.unwrap().status(), 429);
+    // The address has two failures left, one per instance; then it waits.
+    for app in [&b, &a] {
+        let error = sign_in_error(app, &email("other"), "wrong password!!").await;
+        assert_eq!(error["extensions"]["code"], "UNAUTHENTICATED", "{error}");
+    }
+    assert_rate_limited(&sign_in_error(&b, &bob, PASSWORD).await, 20);
+    assert_rate_limited(&sign_in_error(&a, &bob, PASSWORD).await, 20);
+}
