@@ -304,7 +304,8 @@ pub async fn reissue(
     let mut event = NewEvent::new(EventKind::LicenseReissued, Some(viewer.account_id));
     event.order_id = Some(order.id);
     event.license_id = Some(updated.id);
-    event.changes = json!({"after": {"graceHours": grace_hours, "previousKeyValidUntil": valid_until}});
+    event.changes =
+        json!({"after": {"graceHours": grace_hours, "previousKeyValidUntil": valid_until}});
     event.recipients = rights::order_managers(&txn, &order).await?;
     if let Some(assignee) = &updated.assignee_email {
         event

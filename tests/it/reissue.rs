@@ -15,10 +15,10 @@ const UNASSIGN: &str = "mutation($l:ID!){ unassignLicense(licenseId:$l){ id key 
 const REISSUE: &str = "mutation($l:ID!,$g:Int){ reissueLicense(licenseId:$l, graceHours:$g){ id key assigneeEmail activations { fingerprint } } }";
 const LICENSE: &str = "query($l:ID!){ license(id:$l){ key assigneeEmail activations { fingerprint } history { edges { node { kind changes } } } } }";
 const ASSIGNED: &str = "{ assignedLicenses { edges { node { id key } } } }";
-const CLAIM: &str =
-    "mutation($k:String!){ claimLicense(key:$k){ outcome claim { id status } license { id key } } }";
+const CLAIM: &str = "mutation($k:String!){ claimLicense(key:$k){ outcome claim { id status } license { id key } } }";
 const SETTINGS: &str = "mutation($i:ClaimSettingsInput!){ updateClaimSettings(input:$i){ id } }";
-const EVENTS: &str = "{ events(first:100) { edges { node { kind changes actor { id } license { id } } } } }";
+const EVENTS: &str =
+    "{ events(first:100) { edges { node { kind changes actor { id } license { id } } } } }";
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
@@ -127,11 +127,17 @@ async fn a_former_assignee_s_copy_stops_working_once_the_key_is_reassigned() {
     assert_eq!(code(&app, original, Some("y-laptop")).await, "NOT_FOUND");
     assert_eq!(code(&app, &new_key, Some("y-laptop")).await, "VALID");
     let seen = app.ok(Some(&owner), LICENSE, json!({"l": license})).await;
-    assert_eq!(seen["license"]["key"], new_key, "the owner sees the new string");
+    assert_eq!(
+        seen["license"]["key"], new_key,
+        "the owner sees the new string"
+    );
     assert_eq!(seen["license"]["activations"][0]["fingerprint"], "y-laptop");
 
     // The new assignee sees the new string; the former one sees nothing.
-    assert_eq!(assigned(&app, &y).await, [(license.clone(), new_key.clone())]);
+    assert_eq!(
+        assigned(&app, &y).await,
+        [(license.clone(), new_key.clone())]
+    );
     assert!(assigned(&app, &x).await.is_empty());
     assert_eq!(
         app.err(Some(&x), LICENSE, json!({"l": license})).await,
@@ -143,7 +149,9 @@ async fn a_former_assignee_s_copy_stops_working_once_the_key_is_reassigned() {
     assert!(y_mail.body.contains(&new_key), "{}", y_mail.body);
     assert!(!y_mail.body.contains(original.as_str()));
     let x_told = app
-        .wait_mail(&x_email, "unassignment", |m| m.subject.contains("unassigned"))
+        .wait_mail(&x_email, "unassignment", |m| {
+            m.subject.contains("unassigned")
+        })
         .await;
     assert!(x_told.body.contains(original.as_str()), "{}", x_told.body);
     assert!(!x_told.body.contains(&new_key), "{}", x_told.body);
@@ -178,16 +186,16 @@ async fn unassigning_gives_the_key_a_new_string_and_the_history_says_so() {
         .await;
     app.ok(None, DEACTIVATE, json!({"k": original, "f": "fp"}))
         .await;
-    let unassigned = app
-        .ok(Some(&owner), UNASSIGN, json!({"l": license}))
-        .await;
+    let unassigned = app.ok(Some(&owner), UNASSIGN, json!({"l": license})).await;
     let new_key = unassigned["unassignLicense"]["key"].as_str().unwrap();
     assert_ne!(new_key, original);
     assert_eq!(code(&app, original, None).await, "NOT_FOUND");
     assert_eq!(code(&app, new_key, None).await, "NOT_ASSIGNED");
     assert_eq!(owners_key(&app, &owner, license).await, new_key);
     let told = app
-        .wait_mail(&x_email, "unassignment", |m| m.subject.contains("unassigned"))
+        .wait_mail(&x_email, "unassignment", |m| {
+            m.subject.contains("unassigned")
+        })
         .await;
     assert!(told.body.contains(original.as_str()));
     assert!(!told.body.contains(new_key), "{}", told.body);
@@ -198,11 +206,18 @@ async fn unassigning_gives_the_key_a_new_string_and_the_history_says_so() {
     assert_eq!(last["kind"], "LICENSE_UNASSIGNED");
     assert_eq!(last["changes"]["keyReissued"], true, "{last}");
     let text = history["license"]["history"].to_string();
-    assert!(!text.contains(original.as_str()) && !text.contains(new_key), "{text}");
+    assert!(
+        !text.contains(original.as_str()) && !text.contains(new_key),
+        "{text}"
+    );
 
     // Assigning the key, now free, keeps the string it has.
     let again = app
-        .ok(Some(&owner), ASSIGN, json!({"l": license, "e": email("next")}))
+        .ok(
+            Some(&owner),
+            ASSIGN,
+            json!({"l": license, "e": email("next")}),
+        )
         .await;
     assert_eq!(again["assignLicense"]["key"], new_key);
     assert_eq!(code(&app, new_key, None).await, "VALID");
@@ -235,14 +250,19 @@ async fn a_claim_that_replaces_the_assignee_gives_the_key_a_new_string() {
     assert_eq!(code(&app, original, None).await, "NOT_FOUND");
     assert_eq!(code(&app, &new_key, None).await, "VALID");
     assert_eq!(owners_key(&app, &owner, license).await, new_key);
-    assert_eq!(assigned(&app, &z).await, [(license.clone(), new_key.clone())]);
+    assert_eq!(
+        assigned(&app, &z).await,
+        [(license.clone(), new_key.clone())]
+    );
     // X's copy cannot take the key back either.
     assert_eq!(
         app.err(Some(&x), CLAIM, json!({"k": original})).await,
         "NOT_FOUND"
     );
     let told = app
-        .wait_mail(&x_email, "replacement", |m| m.subject.contains("someone else"))
+        .wait_mail(&x_email, "replacement", |m| {
+            m.subject.contains("someone else")
+        })
         .await;
     assert!(told.body.contains(original.as_str()));
     assert!(!told.body.contains(&new_key), "{}", told.body);
@@ -254,8 +274,12 @@ async fn an_approved_claim_that_replaces_the_assignee_gives_the_key_a_new_string
     let (owner, _) = app.verified_user(&email("owner")).await;
     let (_, ids, keys) = app.paid_order(&owner, 1).await;
     let (license, original) = (&ids[0], &keys[0]);
-    app.ok(Some(&owner), ASSIGN, json!({"l": license, "e": email("former")}))
-        .await;
+    app.ok(
+        Some(&owner),
+        ASSIGN,
+        json!({"l": license, "e": email("former")}),
+    )
+    .await;
     // Two people claim the held key: both wait for the owner.
     let winner_email = email("winner");
     let (winner, _) = app.verified_user(&winner_email).await;
@@ -273,16 +297,25 @@ async fn an_approved_claim_that_replaces_the_assignee_gives_the_key_a_new_string
     let new_key = owners_key(&app, &owner, license).await;
     assert_ne!(&new_key, original);
     assert_eq!(code(&app, original, None).await, "NOT_FOUND");
-    assert_eq!(assigned(&app, &winner).await, [(license.clone(), new_key.clone())]);
+    assert_eq!(
+        assigned(&app, &winner).await,
+        [(license.clone(), new_key.clone())]
+    );
     let approved = app
-        .wait_mail(&winner_email, "approval", |m| m.subject.contains("approved"))
+        .wait_mail(&winner_email, "approval", |m| {
+            m.subject.contains("approved")
+        })
         .await;
     assert!(approved.body.contains(&new_key), "{}", approved.body);
     // The declined claimer is reminded of the string they claimed, not given the new one.
     let declined = app
         .wait_mail(&loser_email, "decline", |m| m.subject.contains("declined"))
         .await;
-    assert!(declined.body.contains(original.as_str()), "{}", declined.body);
+    assert!(
+        declined.body.contains(original.as_str()),
+        "{}",
+        declined.body
+    );
     assert!(!declined.body.contains(&new_key), "{}", declined.body);
 }
 
@@ -306,8 +339,15 @@ async fn an_owner_reissues_a_key_with_a_grace_for_the_old_string() {
         .clone();
     let new_key = reissued["key"].as_str().unwrap().to_owned();
     assert_ne!(&new_key, original);
-    assert_eq!(reissued["assigneeEmail"], y_email.as_str(), "the assignee stays");
-    assert_eq!(reissued["activations"][0]["fingerprint"], "fp", "devices stay");
+    assert_eq!(
+        reissued["assigneeEmail"],
+        y_email.as_str(),
+        "the assignee stays"
+    );
+    assert_eq!(
+        reissued["activations"][0]["fingerprint"], "fp",
+        "devices stay"
+    );
 
     // Within the grace both strings work for the same key and device.
     assert_eq!(code(&app, original, Some("fp")).await, "VALID");
@@ -325,10 +365,14 @@ async fn an_owner_reissues_a_key_with_a_grace_for_the_old_string() {
     // A claim takes the current string only.
     let (stranger, _) = app.verified_user(&email("stranger")).await;
     assert_eq!(
-        app.err(Some(&stranger), CLAIM, json!({"k": original})).await,
+        app.err(Some(&stranger), CLAIM, json!({"k": original}))
+            .await,
         "NOT_FOUND"
     );
-    assert_eq!(assigned(&app, &y).await, [(license.clone(), new_key.clone())]);
+    assert_eq!(
+        assigned(&app, &y).await,
+        [(license.clone(), new_key.clone())]
+    );
     assert_eq!(owners_key(&app, &owner, license).await, new_key);
 
     // Past the grace the old string is gone; the new one stays.
@@ -476,8 +520,12 @@ async fn an_old_string_is_refused_on_another_instance_right_after_a_reissue() {
     let (owner, _) = a.verified_user(&email("owner")).await;
     let (_, ids, keys) = a.paid_order(&owner, 1).await;
     let (license, original) = (&ids[0], &keys[0]);
-    a.ok(Some(&owner), ASSIGN, json!({"l": license, "e": email("former")}))
-        .await;
+    a.ok(
+        Some(&owner),
+        ASSIGN,
+        json!({"l": license, "e": email("former")}),
+    )
+    .await;
     // B keeps a VALID answer for the string; the earliest it could read it
     // again on its own is 40% of MAX_AGE later, so a refusal sooner than
     // that came through the bus.
@@ -503,7 +551,11 @@ async fn an_old_string_is_refused_on_another_instance_right_after_a_reissue() {
     assert_eq!(code(&b, original, None).await, "VALID");
     assert_eq!(code(&b, original, None).await, "VALID"); // from B's cache
     let reassigned = a
-        .ok(Some(&owner), ASSIGN, json!({"l": license, "e": email("next")}))
+        .ok(
+            Some(&owner),
+            ASSIGN,
+            json!({"l": license, "e": email("next")}),
+        )
         .await;
     b_refuses(original.clone(), read).await;
     assert_eq!(code(&a, original, None).await, "NOT_FOUND");
