@@ -14,4 +14,5 @@ pub mod order_transfer;
 pub mod organization;
 pub mod organization_member;
 pub mod product;
+pub mod retired_key;
 pub mod session;

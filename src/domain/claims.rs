@@ -268,17 +268,19 @@ async fn link(
     now: DateTime<Utc>,
 ) -> ApiResult<license::Model> {
     let previous = license.assignee_email.clone();
+    let old_key = license.key.clone();
     let email = claimer.email;
     let updated =
         licenses::set_assignment(txn, actor_id, order, license, Some(claimer), now).await?;
     if let Some(previous) = previous.filter(|p| p != email) {
+        // The key has a new string now, which the replaced assignee must not see.
         mail::enqueue(
             txn,
             now,
             &previous,
             Email::AssigneeReplaced {
                 product: super::products::display_name(txn, &order.product).await?,
-                key: updated.key.clone(),
+                key: old_key,
             },
         )
         .await?;
@@ -331,6 +333,13 @@ async fn decide(
         .await?
         .ok_or_else(|| AppError::internal("claim without claimer"))?;
     let status = if approved { APPROVED } else { DECLINED };
+    // An approved claimer holds the key and sees its string; a declined one
+    // is shown the string they claimed, never one given out since.
+    let shown_key = if approved {
+        license.key.clone()
+    } else {
+        keys::string_at(txn, license, claim.created_at).await?
+    };
     let mut changed: claim::ActiveModel = claim.clone().into();
     changed.status = Set(status.into());
     changed.decided_at = Set(Some(now));
@@ -355,7 +364,7 @@ async fn decide(
         &claimer.email,
         Email::ClaimDecided {
             product: super::products::display_name(txn, &order.product).await?,
-            key: license.key.clone(),
+            key: shown_key,
             approved,
         },
     )

@@ -83,18 +83,38 @@ fn check_field(value: &str, field: &'static str) -> ApiResult<String> {
 /// A key, locked for a device change, and its order, locked for share: an
 /// order transfer (which locks the order for update, then checks that no key
 /// is active) and an activation then never overlap. `NOT_FOUND` for any key
-/// that does not exist (unknown and foreign keys answer alike).
+/// that does not exist (unknown and foreign keys answer alike), and for a
+/// retired string past its grace.
 async fn lock_by_key(
     conn: &impl ConnectionTrait,
     raw_key: &str,
+    now: DateTime<Utc>,
 ) -> ApiResult<(license::Model, order::Model)> {
     let key = keys::normalize(raw_key).ok_or(AppError::NotFound("key"))?;
-    let license = license::Entity::find()
-        .filter(license::Column::Key.eq(key))
+    let current = license::Entity::find()
+        .filter(license::Column::Key.eq(&key))
         .lock_exclusive()
         .one(conn)
-        .await?
-        .ok_or(AppError::NotFound("key"))?;
+        .await?;
+    let license = match current {
+        Some(license) => license,
+        None => {
+            let id = keys::in_grace(conn, &key, now)
+                .await?
+                .ok_or(AppError::NotFound("key"))?;
+            let license = license::Entity::find_by_id(id)
+                .lock_exclusive()
+                .one(conn)
+                .await?
+                .ok_or(AppError::NotFound("key"))?;
+            // A reissue that ended the grace may have committed while we
+            // waited for the lock: ask again, under it.
+            if keys::in_grace(conn, &key, now).await? != Some(id) {
+                return Err(AppError::NotFound("key"));
+            }
+            license
+        }
+    };
     let order = order::Entity::find_by_id(license.order_id)
         .lock_shared()
         .one(conn)
@@ -143,7 +163,7 @@ pub async fn activate(
     let name = check_field(name, "name")?;
     let now = ctx.clock.now();
     let txn = begin_write(&ctx.db).await?;
-    let (license, order) = lock_by_key(&txn, raw_key).await?;
+    let (license, order) = lock_by_key(&txn, raw_key, now).await?;
     if license.assignee_email.is_none() {
         return Err(AppError::conflict("this key is not assigned to anyone yet"));
     }
@@ -196,7 +216,7 @@ pub async fn deactivate(
     let txn = begin_write(&ctx.db).await?;
     let (license, order, actor) = match target {
         DeviceOf::Key(raw_key) => {
-            let (license, order) = lock_by_key(&txn, raw_key).await?;
+            let (license, order) = lock_by_key(&txn, raw_key, now).await?;
             (license, order, None)
         }
         DeviceOf::ManagedLicense(viewer, license_id) => {
@@ -252,6 +272,8 @@ struct ValidationRow {
     assigned: bool,
     paid: bool,
     activated: bool,
+    /// Found by a retired string still in its grace.
+    retired: bool,
 }
 
 /// Validate `raw_key`, optionally on a device `fingerprint`: from the
@@ -291,38 +313,57 @@ pub async fn validate(
 
 /// Read a normalised key's validity and keep the answer, unless something
 /// changed while it was read.
+///
+/// An answer found by a retired string is not kept: its grace ends with no
+/// change to announce it, and such strings are few and short-lived.
 async fn read_and_keep(ctx: &Ctx, key: &str, fingerprint: Option<&str>) -> ApiResult<Validation> {
     let before = ctx.validities.before_read();
-    let answer = read_validity(&ctx.db, key, fingerprint).await?;
-    ctx.validities.put(key, fingerprint, before, answer);
+    let (answer, retired) = read_validity(&ctx.db, key, fingerprint, ctx.clock.now()).await?;
+    if !retired {
+        ctx.validities.put(key, fingerprint, before, answer);
+    }
     Ok(answer)
 }
 
-/// [`validate`]'s database read, of a normalised key.
+/// [`validate`]'s database read, of a normalised key: the key whose current
+/// string it is, else the key whose retired string it is within its grace
+/// (two index probes, one statement); with whether it was a retired one.
 async fn read_validity(
     conn: &impl ConnectionTrait,
     key: &str,
     fingerprint: Option<&str>,
-) -> ApiResult<Validation> {
+    now: DateTime<Utc>,
+) -> ApiResult<(Validation, bool)> {
     let backend = conn.get_database_backend();
-    let (key_param, fp_param) = match backend {
-        sea_orm::DatabaseBackend::Postgres => ("$1", "$2"),
-        _ => ("?1", "?2"),
+    let (key_param, fp_param, now_param) = match backend {
+        sea_orm::DatabaseBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?1", "?2", "?3"),
     };
+    let columns = format!(
+        "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, o.status = 'PAID' AS paid, \
+         EXISTS (SELECT 1 FROM activations a WHERE a.license_id = l.id AND a.fingerprint = {fp_param}) AS activated"
+    );
     let sql = format!(
-        "SELECT l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, o.status = 'PAID' AS paid, \
-         EXISTS (SELECT 1 FROM activations a WHERE a.license_id = l.id AND a.fingerprint = {fp_param}) AS activated \
-         FROM licenses l JOIN orders o ON o.id = l.order_id WHERE l.key = {key_param}"
+        "SELECT {columns}, FALSE AS retired \
+         FROM licenses l JOIN orders o ON o.id = l.order_id WHERE l.key = {key_param} \
+         UNION ALL \
+         SELECT {columns}, TRUE AS retired \
+         FROM retired_keys r JOIN licenses l ON l.id = r.license_id JOIN orders o ON o.id = l.order_id \
+         WHERE r.key = {key_param} AND r.valid_until > {now_param}"
     );
     let row = ValidationRow::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
-        [key.into(), fingerprint.unwrap_or("").to_owned().into()],
+        [
+            key.into(),
+            fingerprint.unwrap_or("").to_owned().into(),
+            now.into(),
+        ],
     ))
     .one(conn)
     .await?;
     let Some(row) = row else {
-        return Ok((Validity::NotFound, None));
+        return Ok(((Validity::NotFound, None), false));
     };
     let validity = if !row.paid {
         Validity::OrderUnpaid
@@ -333,5 +374,5 @@ async fn read_validity(
     } else {
         Validity::Valid
     };
-    Ok((validity, Some(row.license_id)))
+    Ok(((validity, Some(row.license_id)), row.retired))
 }

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{Ctx, email, orders, rights, siret};
+use super::{Ctx, email, keys, orders, rights, siret};
 use crate::{
     auth::Viewer,
     db::begin_write,
@@ -125,8 +125,12 @@ impl<'a> NewAssignee<'a> {
 /// record it in the history: `Some(assignee)` assigns, `None` unassigns. The
 /// order's managers and the old and new assignees receive the event. Taking
 /// a key from its assignee while it is active on a device is refused with
-/// `DEVICE_ACTIVE`. Emails are the caller's business (each path tells people
-/// differently). A change that changes nothing records nothing.
+/// `DEVICE_ACTIVE`; otherwise it gives the key a new string at once
+/// ([`keys::reissue`], no grace), since the former assignee still holds the
+/// old one, and the event says `keyReissued`. Emails are the caller's
+/// business (each path tells people differently; the former assignee may
+/// only be shown the old string). A change that changes nothing records
+/// nothing.
 pub async fn set_assignment(
     txn: &impl ConnectionTrait,
     actor_id: i64,
@@ -139,10 +143,14 @@ pub async fn set_assignment(
     let previous = license.assignee_email.clone();
     let new_email = assignee.as_ref().map(|a| a.email.to_owned());
     let known_account = assignee.as_ref().and_then(|a| a.account_id);
-    if previous.is_some() && previous != new_email {
+    let taken_from_assignee = previous.is_some() && previous != new_email;
+    let license = if taken_from_assignee {
         // A key in use on a device must be deactivated before it changes hands.
         super::devices::ensure_none_active(txn, license.id).await?;
-    }
+        keys::reissue(txn, license, now, now).await?
+    } else {
+        license
+    };
     let organization = assignee.and_then(|a| a.organization);
     let mut changed: license::ActiveModel = license.clone().into();
     changed.assignee_email = Set(new_email.clone());
@@ -165,6 +173,9 @@ pub async fn set_assignment(
     event.order_id = Some(order.id);
     event.license_id = Some(license.id);
     event.changes = json!({"before": before, "after": after});
+    if taken_from_assignee {
+        event.changes["keyReissued"] = json!(true);
+    }
     event.recipients = rights::order_managers(txn, order).await?;
     if let Some(previous) = &previous {
         event
@@ -194,6 +205,7 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
     let txn = begin_write(&ctx.db).await?;
     let (license, order) = lock_for_manager(&txn, viewer, input.license_id).await?;
     let previous = license.assignee_email.clone();
+    let old_key = license.key.clone();
     let updated = set_assignment(
         &txn,
         viewer.account_id,
@@ -227,7 +239,7 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
                 &previous,
                 Email::LicenseUnassigned {
                     product,
-                    key: updated.key.clone(),
+                    key: old_key,
                 },
             )
             .await?;
@@ -246,6 +258,7 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
     let Some(previous) = license.assignee_email.clone() else {
         return Err(AppError::conflict("this key is not assigned"));
     };
+    let old_key = license.key.clone();
     let updated = set_assignment(&txn, viewer.account_id, &order, license, None, now).await?;
     mail::enqueue(
         &txn,
@@ -253,10 +266,65 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
         &previous,
         Email::LicenseUnassigned {
             product: super::products::display_name(&txn, &order.product).await?,
-            key: updated.key.clone(),
+            key: old_key,
         },
     )
     .await?;
+    txn.commit().await?;
+    ctx.committed();
+    Ok(updated)
+}
+
+/// Longest grace `reissueLicense` gives an old string, in hours.
+pub const MAX_GRACE_HOURS: i32 = 72;
+
+/// The owner's reissue of a key (a compromised string, say): a new string
+/// now, the old one still valid for `grace_hours` (0 to [`MAX_GRACE_HOURS`])
+/// so the software can be updated; assignee and devices stay. The managers
+/// and the assignee get `LICENSE_REISSUED` (with no key string: events may
+/// be read by people who may not see it), the assignee an email with the new
+/// key. Anyone but the order's managers gets `NOT_FOUND`, as for unassigning.
+pub async fn reissue(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    license_id: i64,
+    grace_hours: i32,
+) -> ApiResult<license::Model> {
+    if !(0..=MAX_GRACE_HOURS).contains(&grace_hours) {
+        return Err(AppError::validation(
+            "graceHours",
+            format!("graceHours must be 0 to {MAX_GRACE_HOURS}"),
+        ));
+    }
+    let now = ctx.clock.now();
+    let valid_until = now + chrono::Duration::hours(grace_hours.into());
+    let txn = begin_write(&ctx.db).await?;
+    let (license, order) = lock_for_manager(&txn, viewer, license_id).await?;
+    let updated = keys::reissue(&txn, license, valid_until, now).await?;
+    let mut event = NewEvent::new(EventKind::LicenseReissued, Some(viewer.account_id));
+    event.order_id = Some(order.id);
+    event.license_id = Some(updated.id);
+    event.changes =
+        json!({"after": {"graceHours": grace_hours, "previousKeyValidUntil": valid_until}});
+    event.recipients = rights::order_managers(&txn, &order).await?;
+    if let Some(assignee) = &updated.assignee_email {
+        event
+            .recipients
+            .extend(rights::verified_account_id(&txn, assignee).await?);
+        mail::enqueue(
+            &txn,
+            now,
+            assignee,
+            Email::LicenseReissued {
+                product: super::products::display_name(&txn, &order.product).await?,
+                key: updated.key.clone(),
+                previous_valid_until: (grace_hours > 0)
+                    .then(|| valid_until.format("%Y-%m-%d %H:%M UTC").to_string()),
+            },
+        )
+        .await?;
+    }
+    events::record(&txn, now, event).await?;
     txn.commit().await?;
     ctx.committed();
     Ok(updated)

@@ -127,6 +127,8 @@ async fn generate_keys(
 /// under a savepoint and, on a unique violation, rolled back and drawn again.
 /// (A plain INSERT rather than `ON CONFLICT DO NOTHING`: the speculative
 /// insertion that needs costs about a third of the time of 100,000 keys.)
+/// Strings retired by a reissue are skipped by the insert itself, which
+/// then inserts fewer rows than drawn: that batch is drawn again too.
 async fn insert_fresh_keys(
     conn: &impl TransactionTrait,
     order_id: i64,
@@ -155,9 +157,17 @@ async fn insert_fresh_keys(
             )?)
             .await
         {
-            Ok(_) => {
+            Ok(done) if done.rows_affected() == fresh.len() as u64 => {
                 savepoint.commit().await?;
                 return Ok(());
+            }
+            Ok(_) => {
+                // The insert skipped a string some key had before a reissue.
+                savepoint.rollback().await?;
+                tracing::warn!(
+                    order_id,
+                    "key generation: a retired key was drawn, drawing the batch again"
+                );
             }
             Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 savepoint.rollback().await?;
@@ -183,13 +193,15 @@ fn insert_keys(
         DatabaseBackend::Postgres => Statement::from_sql_and_values(
             backend,
             r#"INSERT INTO licenses (order_id, "key", created_at)
-               SELECT $1, k, $2 FROM unnest(string_to_array($3::text, ',')) AS k"#,
+               SELECT $1, k, $2 FROM unnest(string_to_array($3::text, ',')) AS k
+               WHERE NOT EXISTS (SELECT 1 FROM retired_keys r WHERE r."key" = k)"#,
             [order_id.into(), now.into(), fresh.join(",").into()],
         ),
         _ => Statement::from_sql_and_values(
             backend,
             r#"INSERT INTO licenses (order_id, "key", created_at)
-               SELECT ?, value, ? FROM json_each(?)"#,
+               SELECT ?, value, ? FROM json_each(?)
+               WHERE NOT EXISTS (SELECT 1 FROM retired_keys r WHERE r."key" = value)"#,
             [
                 order_id.into(),
                 now.into(),
@@ -312,7 +324,7 @@ mod tests {
             .await
             .unwrap();
             let taken = "AAAA-AAAA-AAAA-AAAA";
-            license::ActiveModel {
+            let existing = license::ActiveModel {
                 order_id: Set(order.id),
                 key: Set(taken.into()),
                 created_at: Set(now),
@@ -321,15 +333,27 @@ mod tests {
             .insert(&db)
             .await
             .unwrap();
+            let retired = "BBBB-BBBB-BBBB-BBBB";
+            entity::retired_key::ActiveModel {
+                license_id: Set(existing.id),
+                key: Set(retired.into()),
+                retired_at: Set(now),
+                valid_until: Set(now),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .unwrap();
 
-            // The first key drawn is one that exists: the batch is drawn again.
+            // The first key drawn is one that exists, the first of the next
+            // batch one retired by a reissue: both batches are drawn again.
             let mut drawn = 0;
             let source = || {
                 drawn += 1;
-                if drawn == 1 {
-                    taken.to_owned()
-                } else {
-                    keys::generate()
+                match drawn {
+                    1 => taken.to_owned(),
+                    4 => retired.to_owned(),
+                    _ => keys::generate(),
                 }
             };
             let txn = db.begin().await.unwrap();
@@ -338,7 +362,7 @@ mod tests {
                 .unwrap();
             txn.commit().await.unwrap();
 
-            assert!(drawn >= 6, "a second batch was drawn ({drawn} keys)");
+            assert!(drawn >= 9, "a third batch was drawn ({drawn} keys)");
             let keys = license::Entity::find()
                 .filter(license::Column::OrderId.eq(order.id))
                 .count(&db)
@@ -351,6 +375,12 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(copies, 1);
+            let reused = license::Entity::find()
+                .filter(license::Column::Key.eq(retired))
+                .count(&db)
+                .await
+                .unwrap();
+            assert_eq!(reused, 0, "a retired string is never handed out again");
 
             db.close().await.ok();
             if let (Some(name), Ok(admin_url)) = (pg_name, std::env::var("TEST_DATABASE_URL")) {

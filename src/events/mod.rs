@@ -31,6 +31,8 @@ pub enum EventKind {
     RequestExpired,
     LicenseAssigned,
     LicenseUnassigned,
+    /// A key got a new string (`reissueLicense`); the event carries no key string.
+    LicenseReissued,
     OrganizationChanged,
     TransferStarted,
     TransferAccepted,
@@ -70,6 +72,7 @@ const KINDS: &[(EventKind, &str)] = &[
     (EventKind::RequestExpired, "REQUEST_EXPIRED"),
     (EventKind::LicenseAssigned, "LICENSE_ASSIGNED"),
     (EventKind::LicenseUnassigned, "LICENSE_UNASSIGNED"),
+    (EventKind::LicenseReissued, "LICENSE_REISSUED"),
     (EventKind::OrganizationChanged, "ORGANIZATION_CHANGED"),
     (EventKind::TransferStarted, "TRANSFER_STARTED"),
     (EventKind::TransferAccepted, "TRANSFER_ACCEPTED"),

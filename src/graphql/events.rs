@@ -38,6 +38,7 @@ pub enum EventKind {
     RequestExpired,
     LicenseAssigned,
     LicenseUnassigned,
+    LicenseReissued,
     OrganizationChanged,
     TransferStarted,
     TransferAccepted,

@@ -549,6 +549,7 @@ impl OrderMutation {
     }
 
     /// Assign or reassign a key to an email, optionally with an organization.
+    /// Taking it from another assignee gives the key a new string at once.
     async fn assign_license(
         &self,
         ctx: &Context<'_>,
@@ -569,10 +570,32 @@ impl OrderMutation {
         Ok(License::new(license, None, Access::Manager))
     }
 
+    /// Take a key from its assignee; the key gets a new string at once.
     async fn unassign_license(&self, ctx: &Context<'_>, license_id: ID) -> ApiResult<License> {
         let viewer = ctx.viewer()?;
         let license =
             licenses::unassign(&ctx.state().ctx, viewer, parse_id(&license_id, "license")?).await?;
+        Ok(License::new(license, None, Access::Manager))
+    }
+
+    /// The order's managers: give a key a new string (a compromised one,
+    /// say). The old string still validates, activates and deactivates for
+    /// `graceHours` (0 to 72, default 0), then answers `NOT_FOUND`; assignee
+    /// and devices stay. The assignee is emailed the new key.
+    async fn reissue_license(
+        &self,
+        ctx: &Context<'_>,
+        license_id: ID,
+        grace_hours: Option<i32>,
+    ) -> ApiResult<License> {
+        let viewer = ctx.viewer()?;
+        let license = licenses::reissue(
+            &ctx.state().ctx,
+            viewer,
+            parse_id(&license_id, "license")?,
+            grace_hours.unwrap_or(0),
+        )
+        .await?;
         Ok(License::new(license, None, Access::Manager))
     }
 }

@@ -51,6 +51,13 @@ pub enum Email {
         product: String,
         key: String,
     },
+    /// The assignee's key got a new string (`reissueLicense`).
+    LicenseReissued {
+        product: String,
+        key: String,
+        /// When the previous string stops working; `None`: it already has.
+        previous_valid_until: Option<String>,
+    },
     RequestReceived {
         requester: String,
         message: String,
@@ -100,6 +107,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "claim_received",
     "claim_decided",
     "assignee_replaced",
+    "license_reissued",
     "request_received",
     "request_decided",
     "transfer_started_owner",
@@ -215,6 +223,15 @@ mod tests {
                 shown
             }
             Email::ClaimDecided { product, key, .. } => vec![product, key],
+            Email::LicenseReissued {
+                product,
+                key,
+                previous_valid_until,
+            } => {
+                let mut shown = vec![product.as_str(), key];
+                shown.extend(previous_valid_until.as_deref());
+                shown
+            }
             Email::RequestReceived {
                 requester,
                 message,
@@ -296,6 +313,16 @@ mod tests {
             Email::AssigneeReplaced {
                 product: product(),
                 key: key(),
+            },
+            Email::LicenseReissued {
+                product: product(),
+                key: key(),
+                previous_valid_until: Some("2026-12-09 12:00 UTC".into()),
+            },
+            Email::LicenseReissued {
+                product: product(),
+                key: key(),
+                previous_valid_until: None,
             },
             Email::RequestReceived {
                 requester: "requester@example.com".into(),

@@ -280,6 +280,12 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "mutation($k0:ID!){ deactivateDevice(licenseId:$k0, fingerprint:\"none\"){ name } }",
         "UNAUTHENTICATED NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND",
     ),
+    (
+        "Mutation",
+        "reissueLicense",
+        "mutation($k0:ID!){ reissueLicense(licenseId:$k0, graceHours:1){ id } }",
+        "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
+    ),
 ];
 
 /// `OK`, or the error code of the first error.

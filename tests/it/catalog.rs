@@ -397,7 +397,10 @@ async fn the_migration_moves_existing_order_products_into_the_catalog() {
     use migration::{Migrator, MigratorTrait};
     let test_db = TestDb::empty().await;
     let db = sea_orm::Database::connect(&test_db.url).await.unwrap();
-    let before_catalog = Migrator::migrations().len() as u32 - 1;
+    let before_catalog = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261202_000001_create_products")
+        .expect("the catalog's migration") as u32;
     Migrator::up(&db, Some(before_catalog)).await.unwrap();
 
     let now = chrono::Utc::now();
@@ -490,7 +493,8 @@ async fn the_migration_moves_existing_order_products_into_the_catalog() {
     );
 
     // And back: the orders name their products in text again.
-    Migrator::down(&db, Some(1)).await.unwrap();
+    let from_catalog = Migrator::migrations().len() as u32 - before_catalog;
+    Migrator::down(&db, Some(from_catalog)).await.unwrap();
     use sea_orm::{ConnectionTrait, Statement};
     let row = db
         .query_one_raw(Statement::from_string(

@@ -23,6 +23,7 @@ mod organizations;
 mod passwords;
 mod proxies;
 mod readiness;
+mod reissue;
 mod requests;
 mod rights;
 mod rules;

@@ -280,7 +280,17 @@ async fn a_former_assignee_learns_that_the_key_left_them_not_who_got_it() {
         json!({"l": ids[0], "e": y_email}),
     )
     .await;
-    // A claim that replaces Y: Z is the actor of the change Y receives.
+    // A claim that replaces Y: Z is the actor of the change Y receives. Z
+    // holds the key's string of now (reassigning Y gave it a new one).
+    let current = app
+        .ok(
+            Some(&owner),
+            "query($l:ID!){ license(id:$l){ key } }",
+            json!({"l": ids[0]}),
+        )
+        .await["license"]["key"]
+        .clone();
+    assert_ne!(current, keys[0]);
     app.ok(
         Some(&owner),
         "mutation{ updateClaimSettings(input:{allowOverrideAssignee:true}){ id } }",
@@ -290,7 +300,7 @@ async fn a_former_assignee_learns_that_the_key_left_them_not_who_got_it() {
     app.ok(
         Some(&z),
         "mutation($k:String!){ claimLicense(key:$k){ outcome } }",
-        json!({"k": keys[0]}),
+        json!({"k": current}),
     )
     .await;
 
