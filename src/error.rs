@@ -53,6 +53,17 @@ impl AppError {
         AppError::Conflict(message.into())
     }
 
+    /// A `VALIDATION` error on `from` reported on the argument `to` instead
+    /// (a rule shared by operations that name their arguments differently).
+    pub fn on_field(self, from: &str, to: &'static str) -> Self {
+        match self {
+            AppError::Validation { field, message } if field == from => {
+                AppError::Validation { field: to, message }
+            }
+            other => other,
+        }
+    }
+
     /// Log `detail` for operators and answer `INTERNAL` to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

@@ -13,5 +13,6 @@ pub mod order;
 pub mod order_transfer;
 pub mod organization;
 pub mod organization_member;
+pub mod password_reset;
 pub mod product;
 pub mod session;

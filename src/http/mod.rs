@@ -83,10 +83,15 @@ pub async fn graphql(
             return async_graphql::Response::from_errors(vec![error]).into();
         }
     };
-    let request = request
-        .data(auth)
-        .data(client)
-        .data(Loaders::new(server.state.ctx.db.clone()));
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| crate::graphql::UserAgent(ua.to_owned()));
+    let mut request = request.data(auth).data(client);
+    if let Some(user_agent) = user_agent {
+        request = request.data(user_agent);
+    }
+    let request = request.data(Loaders::new(server.state.ctx.db.clone()));
     server.schema.execute(request).await.into()
 }
 

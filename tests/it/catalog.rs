@@ -21,8 +21,7 @@ const START: &str =
 const CANCEL: &str = "mutation($t:ID!){ cancelOrderTransfer(transferId:$t){ status } }";
 const REQUEST: &str =
     "mutation($b:String!){ requestLicense(input:{buyerEmail:$b}){ request { id } } }";
-const SIGN_UP: &str =
-    "mutation($e:String!,$p:String!){ signUp(email:$e,password:$p){ account { id } } }";
+const SIGN_UP: &str = "mutation($e:String!,$p:String!){ signUp(email:$e,password:$p){ email } }";
 const RESEND: &str = "mutation{ resendVerificationEmail }";
 
 #[tokio::test]
@@ -350,9 +349,9 @@ async fn sign_ups_for_one_address_are_limited_even_once_it_has_an_account() {
     let victim = email("victim");
     let variables = json!({"e": victim, "p": crate::harness::PASSWORD});
     app.sign_up(&victim).await;
-    assert_eq!(app.err(None, SIGN_UP, variables.clone()).await, "CONFLICT");
+    app.ok(None, SIGN_UP, variables.clone()).await;
     assert_rate_limited(&app.error(None, SIGN_UP, variables).await);
-    assert_eq!(app.wait_mails(&victim, 1).await.len(), 1);
+    assert_eq!(app.wait_mails(&victim, 2).await.len(), 2);
 }
 
 #[tokio::test]
@@ -397,7 +396,11 @@ async fn the_migration_moves_existing_order_products_into_the_catalog() {
     use migration::{Migrator, MigratorTrait};
     let test_db = TestDb::empty().await;
     let db = sea_orm::Database::connect(&test_db.url).await.unwrap();
-    let before_catalog = Migrator::migrations().len() as u32 - 1;
+    // Every migration before the catalog's (later ones may follow it).
+    let before_catalog = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261202_000001_create_products")
+        .expect("the catalog migration") as u32;
     Migrator::up(&db, Some(before_catalog)).await.unwrap();
 
     let now = chrono::Utc::now();
@@ -490,7 +493,8 @@ async fn the_migration_moves_existing_order_products_into_the_catalog() {
     );
 
     // And back: the orders name their products in text again.
-    Migrator::down(&db, Some(1)).await.unwrap();
+    let since_catalog = Migrator::migrations().len() as u32 - before_catalog;
+    Migrator::down(&db, Some(since_catalog)).await.unwrap();
     use sea_orm::{ConnectionTrait, Statement};
     let row = db
         .query_one_raw(Statement::from_string(
