@@ -19,8 +19,10 @@ pub const VERIFICATION_TTL: Duration = Duration::hours(48);
 
 /// What a sign-up did, for the caller to finish after commit. The client is
 /// told none of it: the answer is the same in every case.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SignedUp {
+    /// The address, normalised.
+    pub email: String,
     /// A never-verified account with this address was taken over: its
     /// sessions were revoked (announce it so live subscriptions end).
     pub replaced_account: Option<i64>,
@@ -48,7 +50,10 @@ pub async fn sign_up(ctx: &Ctx, email: &str, password: &str) -> ApiResult<Signed
         .filter(account::Column::Email.eq(&email))
         .one(&txn)
         .await?;
-    let mut outcome = SignedUp::default();
+    let mut outcome = SignedUp {
+        email: email.clone(),
+        replaced_account: None,
+    };
     match existing {
         Some(account) if account.email_verified_at.is_some() => {
             let (raw, _) = super::recovery::new_reset_token(&txn, account.id, now).await?;

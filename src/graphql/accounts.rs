@@ -216,7 +216,7 @@ impl AccountMutation {
             state.account_sessions_revoked(account_id).await;
         }
         Ok(SignUpPayload {
-            email: crate::domain::email::normalize(&email, "email")?,
+            email: signed_up.email,
         })
     }
 
