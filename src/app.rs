@@ -230,6 +230,11 @@ fn router(state: AppState, schema: AppSchema) -> Router {
             get(http::email_links::verify_email_page).post(http::email_links::verify_email_submit),
         )
         .route(
+            "/reset-password",
+            get(http::email_links::reset_password_page)
+                .post(http::email_links::reset_password_submit),
+        )
+        .route(
             "/transfers/confirm",
             get(http::email_links::transfer_page).post(http::email_links::transfer_submit),
         )

@@ -81,6 +81,17 @@ impl AppError {
         AppError::Conflict(message.into())
     }
 
+    /// A `VALIDATION` error on `from` reported on the argument `to` instead
+    /// (a rule shared by operations that name their arguments differently).
+    pub fn on_field(self, from: &str, to: &'static str) -> Self {
+        match self {
+            AppError::Validation { field, message } if field == from => {
+                AppError::Validation { field: to, message }
+            }
+            other => other,
+        }
+    }
+
     /// `INTERNAL` to the client; `cause` (an error or a message) is logged
     /// where the error leaves the application.
     pub fn internal(cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {

@@ -14,9 +14,20 @@ const LAYOUT: &str = r#"<!doctype html>
 <h1>{{ title }}</h1>
 {% if message %}<p>{{ message }}</p>{% endif %}
 {% if form == "verify" %}
+{% if from %}<p>The account of {{ from }} asks to use <strong>{{ to }}</strong> as its email address from now on.</p>
+{% else %}<p>Confirm that <strong>{{ to }}</strong> is your email address.</p>{% endif %}
+<p>Enter the password of that account. Nothing happens until you press the button.</p>
 <form method="post" action="/verify-email">
   <input type="hidden" name="token" value="{{ token }}">
-  <button type="submit">Confirm my email address</button>
+  <p><label>Password <input type="password" name="password" required></label></p>
+  <button type="submit">Confirm {{ to }}</button>
+</form>
+{% elif form == "reset" %}
+<p>Choose a new password for the account of <strong>{{ to }}</strong> (10 to 128 characters). Every session of the account will be signed out.</p>
+<form method="post" action="/reset-password">
+  <input type="hidden" name="token" value="{{ token }}">
+  <p><label>New password <input type="password" name="password" minlength="10" maxlength="128" required></label></p>
+  <button type="submit">Set the new password</button>
 </form>
 {% elif form == "transfer" %}
 <p>{{ from }} wants to transfer order <strong>{{ order }}</strong> ({{ product }}) and every key in it to <strong>{{ to }}</strong>.</p>
@@ -44,7 +55,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 pub struct Page<'a> {
     pub title: &'a str,
     pub message: Option<&'a str>,
-    /// `verify`, `transfer` or none.
+    /// `verify`, `reset`, `transfer` or none.
     pub form: Option<&'a str>,
     pub token: Option<&'a str>,
     pub from: Option<&'a str>,

@@ -36,13 +36,34 @@ impl AppState {
     /// (best effort: they also end at expiry). Call it right after the
     /// revocation commits.
     pub async fn session_revoked(&self, viewer: &Viewer) {
+        self.announce(BusMessage::SessionRevoked {
+            account_id: viewer.account_id,
+            session_id: viewer.session_id,
+        })
+        .await;
+    }
+
+    /// Like [`AppState::session_revoked`] for one session of an account by id.
+    pub async fn one_session_revoked(&self, account_id: i64, session_id: i64) {
+        self.announce(BusMessage::SessionRevoked {
+            account_id,
+            session_id,
+        })
+        .await;
+    }
+
+    /// Several sessions of `account_id` were revoked, or its email changed:
+    /// every instance reads sessions again, and the account's live
+    /// subscriptions check theirs.
+    pub async fn account_sessions_revoked(&self, account_id: i64) {
+        self.announce(BusMessage::AccountSessionsRevoked { account_id })
+            .await;
+    }
+
+    async fn announce(&self, message: BusMessage) {
         // This instance at once (no await before it, so a dropped request
         // cannot skip it); the others when the message arrives.
         self.sessions.forget_all();
-        let message = BusMessage::SessionRevoked {
-            account_id: viewer.account_id,
-            session_id: viewer.session_id,
-        };
         // A task of its own: the announcement goes out even if the client
         // drops the request meanwhile.
         let bus = self.bus.clone();

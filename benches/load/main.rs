@@ -732,6 +732,8 @@ async fn seed_accounts(
         created_at: Set(now),
         expires_at: Set(now + chrono::Duration::days(1)),
         revoked_at: Set(None),
+        user_agent: Set(None),
+        client_addr: Set(None),
     }))
     .exec(db)
     .await

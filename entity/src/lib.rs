@@ -13,6 +13,7 @@ pub mod order;
 pub mod order_transfer;
 pub mod organization;
 pub mod organization_member;
+pub mod password_reset;
 pub mod product;
 pub mod retired_key;
 pub mod session;

@@ -13,6 +13,7 @@ mod m20261127_000006_create_organizations_and_devices;
 mod m20261127_000007_indexes_for_load;
 mod m20261127_000008_order_events_by_transaction;
 mod m20261202_000001_create_products;
+mod m20261203_000001_account_recovery;
 mod m20261203_000002_key_reissue;
 
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000007_indexes_for_load::Migration),
             Box::new(m20261127_000008_order_events_by_transaction::Migration),
             Box::new(m20261202_000001_create_products::Migration),
+            Box::new(m20261203_000001_account_recovery::Migration),
             Box::new(m20261203_000002_key_reissue::Migration),
         ]
     }

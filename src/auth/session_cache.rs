@@ -12,11 +12,12 @@
 //! - A session read while a sign-out was under way is not kept: the
 //!   generation is taken before the read, as for the validity answers.
 //! - Expiry is checked on every use, against the session's own expiry.
-//! - Only verified accounts are kept. Verifying an email is the one change to
-//!   a caller's [`Viewer`] that the API makes (emails never change), so an
-//!   unverified caller always reads the database and is let in at once after
-//!   verifying. `keyledger grant-admin`, an operator's command run in another
-//!   process, shows on running instances within [`MAX_AGE`].
+//! - Only verified accounts are kept, so an unverified caller always reads
+//!   the database and is let in at once after verifying. An email change
+//!   (the other change to a [`Viewer`] the API makes) and a password change
+//!   or reset are announced like a sign-out, so every instance forgets its
+//!   kept sessions. `keyledger grant-admin`, an operator's command run in
+//!   another process, shows on running instances within [`MAX_AGE`].
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};

@@ -12,6 +12,7 @@ pub mod licenses;
 pub mod orders;
 pub mod organizations;
 pub mod products;
+pub mod recovery;
 pub mod requests;
 pub mod rights;
 pub mod settings;

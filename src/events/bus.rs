@@ -135,7 +135,8 @@ impl RedisBus {
                 drop(through);
                 BusMessage::Events { prev, events }
             }
-            revoked @ BusMessage::SessionRevoked { .. } => revoked,
+            revoked @ (BusMessage::SessionRevoked { .. }
+            | BusMessage::AccountSessionsRevoked { .. }) => revoked,
         };
         self.local.dispatch(message);
     }

@@ -50,8 +50,9 @@ pub enum Signal {
     /// Events may have been missed (bus reconnected, gap in the relay's
     /// sequence): read the database after your cursor.
     Resync,
-    /// This session was signed out: end the stream.
-    SessionRevoked { session_id: i64 },
+    /// This session (`None`: maybe any of the account's sessions) was
+    /// revoked: check it, and end the stream if so.
+    SessionRevoked { session_id: Option<i64> },
 }
 
 /// A batch published by the relay. `prev` is the cursor published just
@@ -66,6 +67,11 @@ pub enum BusMessage {
     SessionRevoked {
         account_id: i64,
         session_id: i64,
+    },
+    /// Several sessions of the account were revoked (a password reset or
+    /// change), or its email changed: kept sessions are read again.
+    AccountSessionsRevoked {
+        account_id: i64,
     },
 }
 
@@ -150,7 +156,15 @@ impl Hub {
                 // no request on this instance is let in with that session.
                 (self.hooks.sign_outs)();
                 if let Some(sender) = state.accounts.get(&account_id) {
-                    let _ = sender.send(Signal::SessionRevoked { session_id });
+                    let _ = sender.send(Signal::SessionRevoked {
+                        session_id: Some(session_id),
+                    });
+                }
+            }
+            BusMessage::AccountSessionsRevoked { account_id } => {
+                (self.hooks.sign_outs)();
+                if let Some(sender) = state.accounts.get(&account_id) {
+                    let _ = sender.send(Signal::SessionRevoked { session_id: None });
                 }
             }
         }

@@ -46,6 +46,11 @@ pub enum EventKind {
     ProductCreated,
     /// An administrator renamed a product or changed its price.
     ProductUpdated,
+    /// An account's password was changed or reset by email (`changes.reason`);
+    /// other sessions were revoked.
+    PasswordChanged,
+    /// An account's email address changed, once the new one was verified.
+    EmailChanged,
 }
 
 impl EventKind {
@@ -84,6 +89,8 @@ const KINDS: &[(EventKind, &str)] = &[
     (EventKind::ClaimSettingsChanged, "CLAIM_SETTINGS_CHANGED"),
     (EventKind::ProductCreated, "PRODUCT_CREATED"),
     (EventKind::ProductUpdated, "PRODUCT_UPDATED"),
+    (EventKind::PasswordChanged, "PASSWORD_CHANGED"),
+    (EventKind::EmailChanged, "EMAIL_CHANGED"),
 ];
 
 /// An event to write with the change it describes.

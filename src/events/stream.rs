@@ -211,7 +211,7 @@ impl State {
                     // Confirmed in the database before the stream ends: a
                     // message forged on the bus cannot end it.
                     Ok(Signal::SessionRevoked { session_id }) => {
-                        if session_id == self.subscriber.session_id {
+                        if session_id.is_none_or(|id| id == self.subscriber.session_id) {
                             self.check_session = true;
                         }
                     }

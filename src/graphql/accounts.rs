@@ -6,9 +6,13 @@ use entity::account;
 use super::{Auth, ContextExt};
 use crate::{
     client_ip::ClientAddr,
-    domain::accounts,
+    domain::{accounts, recovery},
     error::{ApiResult, AppError},
 };
+
+/// The `User-Agent` of the HTTP request, kept with the sessions it opens.
+#[derive(Clone)]
+pub struct UserAgent(pub String);
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum Role {
@@ -59,6 +63,27 @@ impl Account {
         }
     }
 
+    /// The account's live sessions, the most recent first (at most 100);
+    /// null unless it is the caller's own account.
+    async fn sessions(&self, ctx: &Context<'_>) -> ApiResult<Option<Vec<Session>>> {
+        let Ok(viewer) = ctx.viewer() else {
+            return Ok(None);
+        };
+        if viewer.account_id != self.0.id {
+            return Ok(None);
+        }
+        let sessions = recovery::sessions(&ctx.state().ctx, viewer).await?;
+        Ok(Some(
+            sessions
+                .into_iter()
+                .map(|s| Session {
+                    current: s.id == viewer.session_id,
+                    session: s,
+                })
+                .collect(),
+        ))
+    }
+
     /// How this account's keys may be claimed; null unless it is the caller's own account.
     async fn claim_settings(&self, ctx: &Context<'_>) -> Option<ClaimSettings> {
         let viewer = ctx.viewer().ok()?;
@@ -90,9 +115,49 @@ impl From<&account::Model> for ClaimSettings {
     }
 }
 
+/// A signed-in session of the caller (never its token).
+pub struct Session {
+    session: entity::session::Model,
+    current: bool,
+}
+
+#[Object]
+impl Session {
+    /// Pass it to `revokeSession`.
+    async fn id(&self) -> ID {
+        ID(self.session.id.to_string())
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.session.created_at
+    }
+
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.session.expires_at
+    }
+
+    /// True for the session of this request.
+    async fn current(&self) -> bool {
+        self.current
+    }
+
+    /// The `User-Agent` that signed in, if it sent one.
+    async fn user_agent(&self) -> Option<&str> {
+        self.session.user_agent.as_deref()
+    }
+
+    /// The client address that signed in.
+    async fn client_address(&self) -> Option<&str> {
+        self.session.client_addr.as_deref()
+    }
+}
+
+/// The same for every sign-up with a well-formed address and password,
+/// whether or not the address already had an account.
 #[derive(SimpleObject)]
 pub struct SignUpPayload {
-    account: Account,
+    /// The address, normalised, that an email was sent to.
+    email: String,
 }
 
 #[derive(SimpleObject)]
@@ -130,7 +195,11 @@ pub struct AccountMutation;
 
 #[Object]
 impl AccountMutation {
-    /// Create an account and email a verification link. Passwords: 10 to 128 characters.
+    /// Create an account and email a verification link. Passwords: 10 to 128
+    /// characters. The answer does not tell whether the address already had
+    /// an account: if it had a verified one, its owner is emailed instead
+    /// (with a password-reset link) and nothing changes; if it had one never
+    /// verified, that account gets this password and its sessions end.
     /// Rate limited per client address and per recipient address (`RATE_LIMITED`).
     async fn sign_up(
         &self,
@@ -141,17 +210,27 @@ impl AccountMutation {
         // Counted whether or not the address already has an account, so
         // that sign-ups cannot flood its owner with mail either.
         ctx.limit_mail(&email).await?;
-        let account = accounts::sign_up(&ctx.state().ctx, &email, &password).await?;
+        let state = ctx.state();
+        let signed_up = accounts::sign_up(&state.ctx, &email, &password).await?;
+        if let Some(account_id) = signed_up.replaced_account {
+            state.account_sessions_revoked(account_id).await;
+        }
         Ok(SignUpPayload {
-            account: Account(account),
+            email: signed_up.email,
         })
     }
 
-    /// Prove the email address with the token from the verification email.
+    /// Prove an email address with the token from the verification email,
+    /// signed in to the account it was sent for (`FORBIDDEN` for another).
+    /// A token sent by `changeEmail` makes its address the account's email.
     async fn verify_email(&self, ctx: &Context<'_>, token: String) -> ApiResult<Account> {
-        Ok(Account(
-            accounts::verify_email(&ctx.state().ctx, &token).await?,
-        ))
+        let state = ctx.state();
+        let viewer = ctx.viewer()?;
+        let verified = accounts::verify_email(&state.ctx, viewer, &token).await?;
+        if verified.email_changed_from.is_some() {
+            state.account_sessions_revoked(verified.account.id).await;
+        }
+        Ok(Account(verified.account))
     }
 
     /// Send a new verification email to the signed-in, unverified account
@@ -178,7 +257,11 @@ impl AccountMutation {
         let state = ctx.state();
         let ttl = chrono::Duration::hours(state.config.session_ttl_hours);
         let client = ctx.data_opt::<ClientAddr>().map(|ClientAddr(ip)| *ip);
-        let sign_in = accounts::sign_in(&state.ctx, &email, &password, ttl);
+        let origin = accounts::SessionOrigin {
+            user_agent: ctx.data_opt::<UserAgent>().map(|ua| ua.0.clone()),
+            client_addr: client,
+        };
+        let sign_in = accounts::sign_in(&state.ctx, &email, &password, ttl, origin);
         let (token, account) = state
             .limits
             .passwords
@@ -197,6 +280,94 @@ impl AccountMutation {
         let viewer = ctx.viewer()?;
         accounts::sign_out(&state.ctx, viewer).await?;
         state.session_revoked(viewer).await;
+        Ok(true)
+    }
+
+    /// Email a single-use link, valid 1 hour, to set a new password. Always
+    /// `true`: the answer does not tell whether the address has an account.
+    /// A new link makes the older ones useless. Rate limited like every email.
+    async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> ApiResult<bool> {
+        ctx.limit_mail(&email).await?;
+        recovery::request_password_reset(&ctx.state().ctx, &email).await?;
+        Ok(true)
+    }
+
+    /// Set a new password with the token of a reset email: the address
+    /// counts as verified and every session of the account ends. The token
+    /// works once (`NOT_FOUND` after), for 1 hour (`EXPIRED` after).
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        token: String,
+        new_password: String,
+    ) -> ApiResult<bool> {
+        let state = ctx.state();
+        let account_id = recovery::reset_password(&state.ctx, &token, &new_password)
+            .await
+            .map_err(|e| e.on_field("password", "newPassword"))?;
+        state.account_sessions_revoked(account_id).await;
+        Ok(true)
+    }
+
+    /// Change the caller's password; every other session of the account
+    /// ends. A wrong `current` password is `UNAUTHENTICATED` and counts
+    /// against the same limits as `signIn`'s.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current: String,
+        new: String,
+    ) -> ApiResult<bool> {
+        let state = ctx.state();
+        let viewer = ctx.viewer()?;
+        let change = recovery::change_password(&state.ctx, viewer, &current, &new);
+        let revoked = state
+            .limits
+            .passwords
+            .check(&viewer.email, ctx.client_addr(), change)
+            .await
+            .map_err(|e| e.on_field("password", "new"))?;
+        if revoked > 0 {
+            state.account_sessions_revoked(viewer.account_id).await;
+        }
+        Ok(true)
+    }
+
+    /// Move the caller's account to another address: a confirmation link
+    /// goes to `newEmail`, and the account's email changes only once it is
+    /// used (`verifyEmail` or the link's page, signed in to this account).
+    /// When a verified account already has that address, nothing is sent
+    /// and the answer is the same. A wrong `password` is handled as in
+    /// `changePassword`; the email is rate limited like every email.
+    async fn change_email(
+        &self,
+        ctx: &Context<'_>,
+        new_email: String,
+        password: String,
+    ) -> ApiResult<bool> {
+        let state = ctx.state();
+        let viewer = ctx.viewer()?;
+        ctx.limit_mail(&new_email).await?;
+        let change = recovery::change_email(&state.ctx, viewer, &new_email, &password);
+        state
+            .limits
+            .passwords
+            .check(&viewer.email, ctx.client_addr(), change)
+            .await?;
+        Ok(true)
+    }
+
+    /// End one of the caller's sessions (see `me { sessions }`); its token
+    /// stops working and its live subscriptions end. Another account's
+    /// session is `NOT_FOUND`.
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
+        let state = ctx.state();
+        let viewer = ctx.viewer()?;
+        let session_id = super::pagination::parse_id(&id, "session")?;
+        recovery::revoke_session(&state.ctx, viewer, session_id).await?;
+        state
+            .one_session_revoked(viewer.account_id, session_id)
+            .await;
         Ok(true)
     }
 }

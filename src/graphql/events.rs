@@ -50,6 +50,8 @@ pub enum EventKind {
     ClaimSettingsChanged,
     ProductCreated,
     ProductUpdated,
+    PasswordChanged,
+    EmailChanged,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

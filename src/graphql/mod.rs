@@ -1,6 +1,7 @@
 //! The GraphQL schema. Resolvers are thin: take the viewer, call `domain`,
 //! map the result to a GraphQL type. One module per area; the roots merge them.
 mod accounts;
+pub use accounts::UserAgent;
 mod admin;
 mod claims;
 mod context;

@@ -12,7 +12,7 @@ use super::Server;
 use crate::{
     auth::Viewer,
     client_ip::ClientAddr,
-    domain::{accounts, orders, products, transfers},
+    domain::{accounts, orders, products, recovery, transfers},
     error::AppError,
     pages,
 };
@@ -27,30 +27,161 @@ fn well_formed_token(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The link in the verification email: a page with a button, so that a mail
-/// scanner opening the link verifies nothing.
-pub async fn verify_email_page(Query(form): Query<TokenForm>) -> Html<String> {
+/// The link in a verification email: a page naming the address and asking
+/// for the account's password, so that a mail scanner opening the link
+/// verifies nothing, and only who set the password verifies (product.md).
+pub async fn verify_email_page(
+    State(server): State<Server>,
+    Query(form): Query<TokenForm>,
+) -> Html<String> {
+    let invalid = || pages::message("Invalid link", "This verification link is not valid.");
     if !well_formed_token(&form.token) {
-        return pages::message("Invalid link", "This verification link is not valid.");
+        return invalid();
     }
+    let Ok(pending) = accounts::find_verification(&server.state.ctx, &form.token).await else {
+        return pages::message(
+            "Invalid link",
+            "This verification link is not valid, was already used, or has expired.",
+        );
+    };
     pages::render(&pages::Page {
-        title: "Confirm your email address",
+        title: if pending.changes_email {
+            "Confirm your new email address"
+        } else {
+            "Confirm your email address"
+        },
         form: Some("verify"),
         token: Some(&form.token),
+        to: Some(&pending.email),
+        from: pending
+            .changes_email
+            .then_some(pending.account_email.as_str()),
         ..Default::default()
     })
 }
 
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    token: String,
+    password: String,
+}
+
+/// The page's answer for a refused password check (429 past the limits).
+fn refused_password(error: AppError) -> Response {
+    match error {
+        AppError::RateLimited { retry_after_secs } => {
+            let page = pages::message(
+                "Not confirmed",
+                &format!("Too many attempts. Retry in {retry_after_secs} seconds."),
+            );
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                page,
+            )
+                .into_response()
+        }
+        AppError::Unauthenticated => {
+            pages::message("Not confirmed", "Wrong password.").into_response()
+        }
+        error => pages::message("Not confirmed", error_text(&error)).into_response(),
+    }
+}
+
+/// The explicit confirmation: the account's password, then the verification.
+/// Wrong passwords count against the same limits as `signIn`'s.
 pub async fn verify_email_submit(
     State(server): State<Server>,
-    Form(form): Form<TokenForm>,
+    ClientAddr(client): ClientAddr,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let ctx = &server.state.ctx;
+    let invalid = || pages::message("Not confirmed", "This link is not valid.").into_response();
+    if !well_formed_token(&form.token) {
+        return invalid();
+    }
+    let pending = match accounts::find_verification(ctx, &form.token).await {
+        Ok(pending) => pending,
+        Err(AppError::NotFound(_)) => return invalid(),
+        Err(error) => return pages::message("Not confirmed", error_text(&error)).into_response(),
+    };
+    let email = &pending.account_email;
+    let checked = server.state.limits.passwords.check(
+        email,
+        Some(client),
+        accounts::check_password(ctx, email, &form.password),
+    );
+    let viewer = match checked.await {
+        Ok(account) => Viewer::of(&account),
+        Err(error) => return refused_password(error),
+    };
+    match accounts::verify_email(ctx, &viewer, &form.token).await {
+        Ok(verified) => {
+            if verified.email_changed_from.is_some() {
+                server
+                    .state
+                    .account_sessions_revoked(verified.account.id)
+                    .await;
+            }
+            pages::message(
+                "Email address confirmed",
+                &format!(
+                    "{} is confirmed. You can close this page.",
+                    verified.account.email
+                ),
+            )
+            .into_response()
+        }
+        Err(error) => pages::message("Not confirmed", error_text(&error)).into_response(),
+    }
+}
+
+/// The link in a password-reset email: a page naming the address with a
+/// new-password form. Opening it changes nothing.
+pub async fn reset_password_page(
+    State(server): State<Server>,
+    Query(form): Query<TokenForm>,
 ) -> Html<String> {
-    match accounts::verify_email(&server.state.ctx, &form.token).await {
-        Ok(_) => pages::message(
-            "Email address confirmed",
-            "You can close this page and sign in.",
+    if !well_formed_token(&form.token) {
+        return pages::message("Invalid link", "This password reset link is not valid.");
+    }
+    match recovery::reset_email(&server.state.ctx, &form.token).await {
+        Ok(email) => pages::render(&pages::Page {
+            title: "Choose a new password",
+            form: Some("reset"),
+            token: Some(&form.token),
+            to: Some(&email),
+            ..Default::default()
+        }),
+        Err(AppError::Expired(_)) => pages::message(
+            "Link expired",
+            "This password reset link has expired. Ask for a new one.",
         ),
-        Err(error) => pages::message("Not confirmed", error_text(&error)),
+        Err(_) => pages::message(
+            "Invalid link",
+            "This password reset link is not valid or was already used.",
+        ),
+    }
+}
+
+/// Set the new password: every session of the account ends.
+pub async fn reset_password_submit(
+    State(server): State<Server>,
+    Form(form): Form<PasswordForm>,
+) -> Html<String> {
+    if !well_formed_token(&form.token) {
+        return pages::message("Not changed", "This link is not valid.");
+    }
+    match recovery::reset_password(&server.state.ctx, &form.token, &form.password).await {
+        Ok(account_id) => {
+            server.state.account_sessions_revoked(account_id).await;
+            pages::message(
+                "Password changed",
+                "Your password is changed and every session was signed out. Sign in with the new password.",
+            )
+        }
+        Err(AppError::Validation { message, .. }) => pages::message("Not changed", &message),
+        Err(error) => pages::message("Not changed", error_text(&error)),
     }
 }
 

@@ -147,12 +147,16 @@ async fn run(
             );
         }
     };
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| crate::graphql::UserAgent(ua.to_owned()));
     let executed = Executed::default();
-    let request = request
-        .data(auth)
-        .data(client)
-        .data(executed.clone())
-        .data(Loaders::new(server.state.ctx.db.clone()));
+    let mut request = request.data(auth).data(client).data(executed.clone());
+    if let Some(user_agent) = user_agent {
+        request = request.data(user_agent);
+    }
+    let request = request.data(Loaders::new(server.state.ctx.db.clone()));
     let response = server.schema.execute(request).await;
     over_http::respond(media, response, executed.get())
 }

@@ -80,6 +80,24 @@ pub enum Email {
         link: String,
         expires_at: String,
     },
+    /// To the owner of a verified address someone signed up with.
+    SignUpAttempted {
+        reset_link: String,
+    },
+    PasswordReset {
+        link: String,
+        token: String,
+    },
+    /// To the new address of an email change.
+    ConfirmEmailChange {
+        link: String,
+        token: String,
+        old_email: String,
+    },
+    /// To the former address, once an email change took effect.
+    EmailChanged {
+        new_email: String,
+    },
 }
 
 /// A rendered email.
@@ -112,6 +130,10 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "request_decided",
     "transfer_started_owner",
     "transfer_started_new_owner",
+    "sign_up_attempted",
+    "password_reset",
+    "confirm_email_change",
+    "email_changed",
 );
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -254,6 +276,14 @@ mod tests {
                 link,
                 expires_at,
             } => vec![order_number, product, old_owner, link, expires_at],
+            Email::SignUpAttempted { reset_link } => vec![reset_link],
+            Email::PasswordReset { link, token } => vec![link, token],
+            Email::ConfirmEmailChange {
+                link,
+                token,
+                old_email,
+            } => vec![link, token, old_email],
+            Email::EmailChanged { new_email } => vec![new_email],
         }
     }
 
@@ -350,6 +380,21 @@ mod tests {
                 old_owner: "old@example.com".into(),
                 link: format!("http://kl.test/transfers/confirm?token={token}"),
                 expires_at: "2026-12-09 12:00 UTC".into(),
+            },
+            Email::SignUpAttempted {
+                reset_link: format!("http://kl.test/reset-password?token={token}"),
+            },
+            Email::PasswordReset {
+                link: format!("http://kl.test/reset-password?token={token}"),
+                token: token.clone(),
+            },
+            Email::ConfirmEmailChange {
+                link: format!("http://kl.test/verify-email?token={token}"),
+                token: token.clone(),
+                old_email: "old@example.com".into(),
+            },
+            Email::EmailChanged {
+                new_email: "new@example.com".into(),
             },
         ]
     }

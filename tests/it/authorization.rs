@@ -128,7 +128,37 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "Mutation",
         "verifyEmail",
         "mutation{ verifyEmail(token:\"forged\"){ id } }",
+        "UNAUTHENTICATED NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "requestPasswordReset",
+        "mutation($fresh:String!){ requestPasswordReset(email:$fresh) }",
+        "OK OK OK OK OK OK OK OK OK",
+    ),
+    (
+        "Mutation",
+        "resetPassword",
+        "mutation{ resetPassword(token:\"forged\", newPassword:\"correct horse battery\") }",
         "NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "changePassword",
+        "mutation{ changePassword(current:\"wrong password here\", new:\"another good password\") }",
+        "UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED",
+    ),
+    (
+        "Mutation",
+        "changeEmail",
+        "mutation($fresh:String!){ changeEmail(newEmail:$fresh, password:\"wrong password here\") }",
+        "UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED UNAUTHENTICATED",
+    ),
+    (
+        "Mutation",
+        "revokeSession",
+        "mutation{ revokeSession(id:\"999999999\") }",
+        "UNAUTHENTICATED NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND",
     ),
     (
         "Mutation",

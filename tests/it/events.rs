@@ -28,7 +28,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(700);
 
 #[derive(Clone, Copy, Debug)]
-enum Protocol {
+pub(crate) enum Protocol {
     /// `graphql-transport-ws` (the graphql-ws library).
     TransportWs,
     /// Legacy `graphql-ws` (subscriptions-transport-ws).
@@ -36,7 +36,7 @@ enum Protocol {
 }
 
 /// One websocket carrying one `events` subscription.
-struct Sub {
+pub(crate) struct Sub {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     protocol: Protocol,
 }
@@ -46,7 +46,7 @@ impl Sub {
     /// until `app` counts `expect_total` live subscriptions (streams start
     /// lazily: a mutation fired before that could be missed by the test's
     /// assumptions, not by the server).
-    async fn open(
+    pub(crate) async fn open(
         app: &TestApp,
         token: &str,
         protocol: Protocol,
@@ -108,7 +108,7 @@ impl Sub {
 
     /// The next protocol message other than keep-alives, or `None` if none
     /// arrives `within` (or the socket closed).
-    async fn message(&mut self, within: Duration) -> Option<Value> {
+    pub(crate) async fn message(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.socket.next())
@@ -133,7 +133,7 @@ impl Sub {
     }
 
     /// The next event; fails on anything else.
-    async fn event(&mut self) -> Value {
+    pub(crate) async fn event(&mut self) -> Value {
         let message = self.message(PATIENCE).await.expect("an event arrives");
         let data_type = match self.protocol {
             Protocol::TransportWs => "next",
@@ -170,7 +170,7 @@ impl Sub {
 
     /// The stream's end: its error's `extensions.code`, after which the
     /// subscription is complete.
-    async fn ended_with(&mut self) -> String {
+    pub(crate) async fn ended_with(&mut self) -> String {
         let message = self.message(PATIENCE).await.expect("the stream ends");
         let errors = match message["type"].as_str() {
             Some("next") | Some("data") => message["payload"]["errors"].clone(),
@@ -188,7 +188,7 @@ impl Sub {
 }
 
 /// Wait until `app` counts exactly `n` live subscriptions.
-async fn wait_subscribers(app: &TestApp, n: usize) {
+pub(crate) async fn wait_subscribers(app: &TestApp, n: usize) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let count = app.metric("keyledger_subscribers").await as usize;

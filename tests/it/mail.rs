@@ -63,9 +63,10 @@ async fn verification_email_goes_through_a_real_smtp_server() {
     app.sign_up(&address).await;
     let message = smtp.wait_for(&address).await;
     let token = assert_verification_email(&app, &app.base, &message, &address);
+    let (session, _) = app.sign_in(&address).await;
     let data = app
         .ok(
-            None,
+            Some(&session),
             "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }",
             json!({"t": token}),
         )
@@ -122,9 +123,10 @@ async fn mail_queued_while_smtp_is_down_survives_a_restart_and_is_delivered() {
     let second = TestApp::spawn_with(smtp_options(port, Some(db))).await;
     let message = smtp.wait_for(&address).await;
     let token = assert_verification_email(&second, &queued_by, &message, &address);
+    let (session, _) = second.sign_in(&address).await;
     let data = second
         .ok(
-            None,
+            Some(&session),
             "mutation($t:String!){ verifyEmail(token:$t){ emailVerified } }",
             json!({"t": token}),
         )

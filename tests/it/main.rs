@@ -4,6 +4,7 @@
 //! marked `#[ignore = "needs …"]` (see `.ci/run`).
 mod harness;
 
+mod account_recovery;
 mod accounts;
 mod authorization;
 mod browsers;

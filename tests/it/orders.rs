@@ -218,7 +218,7 @@ async fn assignee_sees_the_key_after_verifying_not_before() {
         .unwrap()
         .verification_token();
     app.ok(
-        None,
+        Some(&unverified),
         "mutation($t:String!){ verifyEmail(token:$t){ id } }",
         json!({"t": token}),
     )

@@ -217,7 +217,7 @@ async fn an_unverified_member_has_no_rights_until_verified() {
     );
     let token = app.verification_token(&new_admin).await;
     app.ok(
-        None,
+        Some(&unverified),
         "mutation($t:String!){ verifyEmail(token:$t){ id } }",
         json!({"t": token}),
     )
