@@ -354,7 +354,17 @@ async fn resuming_after_a_cursor_replays_exactly_the_missed_events() {
 async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
     crate::harness::require_postgres();
-    let app = TestApp::spawn().await;
+    // A cluster of its own: the open transaction below holds back the
+    // events of every database of its cluster, other tests' included.
+    let cluster = crate::pg_cluster::PgCluster::create();
+    cluster.start();
+    let app = TestApp::spawn_with(crate::harness::Options {
+        db: Some(std::sync::Arc::new(crate::harness::TestDb::at(
+            cluster.url("postgres"),
+        ))),
+        ..crate::harness::Options::default()
+    })
+    .await;
     assert!(app.db.url.starts_with("postgres"), "{}", app.db.url);
     let (token, licenses) = buyer(&app, 1).await;
     let me = app.ok(Some(&token), "{ me { id } }", json!({})).await;
@@ -372,9 +382,8 @@ async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
     .await
     .unwrap();
     assign(&app, &token, &licenses[0]).await;
-    // Short: the open transaction holds back every test's events on this
-    // cluster. Were the later event let through, it would also arrive
-    // before the earlier one below.
+    // Were the later event let through, it would arrive before the earlier
+    // one below.
     sub.quiet_for(Duration::from_millis(300)).await;
     // Nor does a replay (it would send the later event first).
     let mut replayed = Sub::open(&app, &token, Protocol::LegacyWs, None, 2).await;

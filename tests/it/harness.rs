@@ -107,6 +107,18 @@ impl TestDb {
         Self::new(true).await
     }
 
+    /// The database at `url` (a cluster of the test's own, which the test
+    /// deletes as a whole); the app migrates it when it starts.
+    pub fn at(url: String) -> TestDb {
+        TestDb {
+            url,
+            admin_url: None,
+            name: String::new(),
+            _dir: None,
+            mail: tempfile::tempdir().expect("mail dir"),
+        }
+    }
+
     /// A database without any table (for tests of the migrations).
     pub async fn empty() -> TestDb {
         Self::new(false).await

@@ -22,6 +22,7 @@ mod mail;
 mod orders;
 mod organizations;
 mod passwords;
+mod pg_cluster;
 mod proxies;
 mod readiness;
 mod reissue;
