@@ -6,10 +6,12 @@ mod harness;
 
 mod accounts;
 mod authorization;
+mod browser;
 mod browsers;
 mod catalog;
 mod claims;
 mod connections;
+mod dashboard;
 mod devices;
 mod events;
 mod fuzz;
