@@ -486,6 +486,65 @@ async fn a_buyer_works_live_in_the_dashboard() {
     );
     page.screenshot("dashboard-6-after-reconnect").await;
 
+    // The other screens: the buyer's keys, and the claimer's assigned one.
+    page.eval("window.location.hash = '#/licenses'").await;
+    page.wait_for(
+        "the buyer's keys under Licenses",
+        &format!(
+            "document.querySelector('[data-view=\"/licenses\"]')?.textContent.includes({})",
+            js(&keys[1])
+        ),
+    )
+    .await;
+    claimer_page
+        .eval("window.location.hash = '#/assigned'")
+        .await;
+    claimer_page
+        .wait_for(
+            "the claimed key under Assigned licenses",
+            &format!(
+                "document.querySelector('[data-view=\"/assigned\"]')?.textContent.includes({})",
+                js(&keys[2])
+            ),
+        )
+        .await;
+
+    // Danger zone: start a transfer of the order, then cancel it.
+    page.eval("window.location.hash = '#/danger'").await;
+    page.wait_for(
+        "the transfer form",
+        "document.querySelector('#transfer select[name=orderId] option') !== null",
+    )
+    .await;
+    let new_owner = format!("{}@example.com", unique("new_owner"));
+    page.eval(&format!(
+        "(() => {{ const form = document.getElementById('transfer');
+            form.elements.orderId.value = {};
+            form.elements.newOwnerEmail.value = {};
+            form.querySelector('button[type=submit]').click(); }})()",
+        js(&order_id),
+        js(&new_owner)
+    ))
+    .await;
+    click(
+        &page,
+        "the transfer's Cancel button",
+        "[...document.querySelectorAll('main button')].find((b) => b.textContent === 'Cancel')",
+    )
+    .await;
+    panel_shows(&page, "TRANSFER_CANCELLED", "").await;
+    let transfers = app
+        .ok(
+            Some(&buyer),
+            "{ orderTransfers(direction: OUTGOING) { toEmail status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        transfers["orderTransfers"],
+        json!([{"toEmail": new_owner, "status": "CANCELLED"}])
+    );
+
     // Signing out ends the session on the server too.
     let token = page.eval("sessionStorage.getItem('keyledger:token')").await;
     let token = token
