@@ -219,9 +219,10 @@ fn router(state: AppState, schema: AppSchema) -> Router {
     }
     let [csp, referrer, nosniff, frames] = http::security::layers();
     Router::new()
+        .route("/", get(http::dashboard::page))
         .route("/graphql", graphql)
         .route("/graphql/ws", get(http::graphql_ws))
-        .route("/assets/{*path}", get(http::graphiql::assets))
+        .route("/assets/{*path}", get(http::assets::serve))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -1,72 +1,14 @@
-//! GraphiQL and the static files of keyledger's pages, compiled into the
-//! binary: no CDN, so GraphiQL works offline and under a policy that allows
-//! scripts from keyledger's own origin only (assets/graphiql/README.md).
+//! GraphiQL's page; its files are compiled into the binary (`assets.rs`):
+//! no CDN, so GraphiQL works offline and under a policy that allows scripts
+//! from keyledger's own origin only (assets/graphiql/README.md).
 use axum::{
-    extract::Path,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 
 use super::security;
 
-/// The vendored GraphiQL release, in its assets' paths.
-pub const GRAPHIQL_VERSION: &str = "3.8.3";
-
 const PAGE: &str = include_str!("../../assets/graphiql/index.html");
-
-/// A file served under `/assets/`: its bytes, type and whether its path
-/// names a version (then cached for a year).
-struct Asset {
-    bytes: &'static [u8],
-    content_type: &'static str,
-    versioned: bool,
-}
-
-fn asset(path: &str) -> Option<Asset> {
-    let (bytes, content_type, versioned): (&'static [u8], _, _) = match path {
-        "graphiql-3.8.3/graphiql.min.js" => (
-            include_bytes!("../../assets/graphiql/graphiql.min.js"),
-            "text/javascript; charset=utf-8",
-            true,
-        ),
-        "graphiql-3.8.3/graphiql.min.css" => (
-            include_bytes!("../../assets/graphiql/graphiql.min.css"),
-            "text/css; charset=utf-8",
-            true,
-        ),
-        "graphiql-3.8.3/react.production.min.js" => (
-            include_bytes!("../../assets/graphiql/react.production.min.js"),
-            "text/javascript; charset=utf-8",
-            true,
-        ),
-        "graphiql-3.8.3/react-dom.production.min.js" => (
-            include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
-            "text/javascript; charset=utf-8",
-            true,
-        ),
-        "graphiql-page.js" => (
-            include_bytes!("../../assets/graphiql/page.js"),
-            "text/javascript; charset=utf-8",
-            false,
-        ),
-        "graphiql-page.css" => (
-            include_bytes!("../../assets/graphiql/page.css"),
-            "text/css; charset=utf-8",
-            false,
-        ),
-        "pages.css" => (
-            include_bytes!("../../assets/pages.css"),
-            "text/css; charset=utf-8",
-            false,
-        ),
-        _ => return None,
-    };
-    Some(Asset {
-        bytes,
-        content_type,
-        versioned,
-    })
-}
 
 /// The GraphiQL page, with its own policy: GraphiQL and CodeMirror add
 /// `<style>` elements at run time, so inline styles are allowed here (and
@@ -83,30 +25,10 @@ pub async fn page() -> Response {
     response
 }
 
-/// `GET /assets/{*path}`.
-pub async fn assets(Path(path): Path<String>) -> Response {
-    let Some(asset) = asset(&path) else {
-        return super::refusal::not_found().await;
-    };
-    let cache = if asset.versioned {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, asset.content_type),
-            (header::CACHE_CONTROL, cache),
-        ],
-        asset.bytes,
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::assets::{GRAPHIQL_VERSION, find as asset};
 
     /// Every file the page loads is served.
     #[test]

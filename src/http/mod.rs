@@ -1,4 +1,4 @@
-//! HTTP endpoints: GraphQL over HTTP and websockets, GraphiQL, health,
+//! HTTP endpoints: GraphQL over HTTP and websockets, the dashboard, GraphiQL, health,
 //! readiness, metrics, and the small pages links in emails open.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -8,6 +8,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+pub mod assets;
+pub mod dashboard;
 pub mod email_links;
 pub mod graphiql;
 pub mod listener;
