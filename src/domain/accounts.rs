@@ -45,7 +45,7 @@ pub async fn sign_up(ctx: &Ctx, email: &str, password: &str) -> ApiResult<Signed
     // Hashed in every case, so that timing does not tell the cases apart.
     let password_hash = password::hash(password.to_owned()).await?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let existing = account::Entity::find()
         .filter(account::Column::Email.eq(&email))
         .one(&txn)
@@ -109,7 +109,6 @@ pub async fn sign_up(ctx: &Ctx, email: &str, password: &str) -> ApiResult<Signed
         }
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(outcome)
 }
 
@@ -214,7 +213,7 @@ pub struct Verified {
 /// address now, unless another account took it meanwhile (`CONFLICT`).
 pub async fn verify_email(ctx: &Ctx, viewer: &Viewer, raw_token: &str) -> ApiResult<Verified> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let Some(verification) = email_verification::Entity::find()
         .filter(email_verification::Column::TokenHash.eq(token::hash(raw_token)))
         .one(&txn)
@@ -278,7 +277,6 @@ pub async fn verify_email(ctx: &Ctx, viewer: &Viewer, raw_token: &str) -> ApiRes
         }
     };
     txn.commit().await?;
-    ctx.committed();
     Ok(verified)
 }
 
@@ -334,14 +332,13 @@ pub async fn resend_verification(ctx: &Ctx, viewer: &Viewer) -> ApiResult<()> {
     if viewer.email_verified {
         return Err(AppError::conflict("this email address is already verified"));
     }
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let account = account::Entity::find_by_id(viewer.account_id)
         .one(&txn)
         .await?
         .ok_or(AppError::Unauthenticated)?;
     send_verification(ctx, &txn, &account).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(())
 }
 

@@ -29,7 +29,6 @@ use super::{
 };
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
     mail::{self, Email},
@@ -86,7 +85,7 @@ pub async fn claim(
         return Err(not_found());
     };
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     // A claim is on the hot path: the key is found and locked, with its
     // order and the order's owner (whose settings decide), in one statement.
     // Only the key's row is locked: claims of other keys of the order go on.
@@ -195,7 +194,6 @@ pub async fn claim(
         Outcome::Pending
     };
     txn.commit().await?;
-    ctx.committed();
     Ok(ClaimResult {
         outcome,
         claim: Some(claim),
@@ -376,7 +374,7 @@ async fn decide(
 /// pending claim on the key is declined.
 pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<claim::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (claim, license, order) = lock_pending_for_manager(&txn, viewer, claim_id, now).await?;
     let claimer = account::Entity::find_by_id(claim.claimer_id)
         .one(&txn)
@@ -419,13 +417,12 @@ pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
         }
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(approved)
 }
 
 pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<claim::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (claim, license, order) = lock_pending_for_manager(&txn, viewer, claim_id, now).await?;
     let declined = decide(
         &txn,
@@ -438,7 +435,6 @@ pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(declined)
 }
 

@@ -14,7 +14,6 @@ use super::{
 };
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ActiveDevice, ApiResult, AppError},
     events::{self, EventKind, NewEvent},
 };
@@ -162,7 +161,7 @@ pub async fn activate(
     let fingerprint = check_field(fingerprint, "fingerprint")?;
     let name = check_field(name, "name")?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (license, order) = lock_by_key(&txn, raw_key, now).await?;
     if license.assignee_email.is_none() {
         return Err(AppError::conflict("this key is not assigned to anyone yet"));
@@ -201,7 +200,6 @@ pub async fn activate(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(activation)
 }
 
@@ -213,7 +211,7 @@ pub async fn deactivate(
     fingerprint: &str,
 ) -> ApiResult<activation::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (license, order, actor) = match target {
         DeviceOf::Key(raw_key) => {
             let (license, order) = lock_by_key(&txn, raw_key, now).await?;
@@ -244,7 +242,6 @@ pub async fn deactivate(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(activation)
 }
 

@@ -19,7 +19,6 @@ use serde_json::json;
 
 use super::{Ctx, rights};
 use crate::{
-    db::begin_write,
     error::ApiResult,
     events::{self, EventKind, NewEvent},
 };
@@ -86,7 +85,7 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
         .all(&ctx.db)
         .await?;
     for claim in claims {
-        let txn = begin_write(&ctx.db).await?;
+        let txn = ctx.begin_write().await?;
         if mark_expired_claim(&txn, &claim, ctx.clock.now()).await? {
             let license = license::Entity::find_by_id(claim.license_id)
                 .one(&txn)
@@ -118,7 +117,7 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
         .all(&ctx.db)
         .await?;
     for request in requests {
-        let txn = begin_write(&ctx.db).await?;
+        let txn = ctx.begin_write().await?;
         let changed = license_request::Entity::update_many()
             .col_expr(license_request::Column::Status, EXPIRED.into())
             .col_expr(license_request::Column::DecidedAt, ctx.clock.now().into())
@@ -138,9 +137,6 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
             expired += 1;
         }
         txn.commit().await?;
-    }
-    if expired > 0 {
-        ctx.committed();
     }
     Ok(expired)
 }

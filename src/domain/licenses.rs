@@ -10,7 +10,6 @@ use serde_json::json;
 use super::{Ctx, email, keys, orders, rights, siret};
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
     mail::{self, Email},
@@ -202,7 +201,7 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
         input.organization_siret.as_deref(),
     )?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (license, order) = lock_for_manager(&txn, viewer, input.license_id).await?;
     let previous = license.assignee_email.clone();
     let old_key = license.key.clone();
@@ -246,14 +245,13 @@ pub async fn assign(ctx: &Ctx, viewer: &Viewer, input: Assignment) -> ApiResult<
         }
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(updated)
 }
 
 /// Remove a key's assignee (and organization); the history keeps who it was.
 pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<license::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (license, order) = lock_for_manager(&txn, viewer, license_id).await?;
     let Some(previous) = license.assignee_email.clone() else {
         return Err(AppError::conflict("this key is not assigned"));
@@ -271,7 +269,6 @@ pub async fn unassign(ctx: &Ctx, viewer: &Viewer, license_id: i64) -> ApiResult<
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(updated)
 }
 
@@ -298,7 +295,7 @@ pub async fn reissue(
     }
     let now = ctx.clock.now();
     let valid_until = now + chrono::Duration::hours(grace_hours.into());
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (license, order) = lock_for_manager(&txn, viewer, license_id).await?;
     let updated = keys::reissue(&txn, license, valid_until, now).await?;
     let mut event = NewEvent::new(EventKind::LicenseReissued, Some(viewer.account_id));
@@ -326,7 +323,6 @@ pub async fn reissue(
     }
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(updated)
 }
 

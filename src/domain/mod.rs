@@ -22,7 +22,10 @@ pub mod validity_cache;
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement,
+};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -58,15 +61,73 @@ pub struct Wake {
 }
 
 impl Ctx {
+    /// Start a change: a write transaction ([`crate::db::begin_write`])
+    /// whose [`Write::commit`] also calls [`Ctx::committed`], so that no
+    /// change can forget to. Dropped without a commit, it rolls back.
+    pub async fn begin_write(&self) -> Result<Write<'_>, DbErr> {
+        Ok(Write {
+            txn: crate::db::begin_write(&self.db).await?,
+            ctx: self,
+        })
+    }
+
     /// Call after a commit that queued email or wrote events: it forgets the
     /// cached `validateLicense` answers and wakes the workers. It does not
     /// wait for the relay: the reads of events wait until what was committed
     /// before them can be read in order ([`crate::events::cursor::settle`]),
     /// so a write pays nothing for read-your-writes and a read sees every
     /// event committed before it, on any instance.
-    pub fn committed(&self) {
+    fn committed(&self) {
         self.validities.invalidate();
         self.wake.mail.notify_one();
         self.wake.relay.notify_one();
+    }
+}
+
+/// A change in progress; see [`Ctx::begin_write`]. It is a connection, so
+/// the rules take it as `&impl ConnectionTrait` like any other.
+pub struct Write<'a> {
+    txn: DatabaseTransaction,
+    ctx: &'a Ctx,
+}
+
+impl Write<'_> {
+    /// The transaction itself, for savepoints.
+    pub fn transaction(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// Commit, then forget the cached answers and wake the workers.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await?;
+        self.ctx.committed();
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Write<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
     }
 }

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::{Ctx, keys, rights};
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
 };
@@ -88,12 +87,12 @@ pub async fn lock(conn: &impl ConnectionTrait, order_id: i64) -> ApiResult<order
 pub async fn mark_paid(ctx: &Ctx, viewer: &Viewer, order_id: i64) -> ApiResult<order::Model> {
     viewer.require_admin()?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let order = lock(&txn, order_id).await?;
     if order.status == STATUS_PAID {
         return Err(AppError::conflict("this order is already paid"));
     }
-    generate_keys(&txn, order.id, order.quantity as usize, now).await?;
+    generate_keys(txn.transaction(), order.id, order.quantity as usize, now).await?;
     let mut paid: order::ActiveModel = order.clone().into();
     paid.status = Set(STATUS_PAID.into());
     paid.paid_at = Set(Some(now));
@@ -104,7 +103,6 @@ pub async fn mark_paid(ctx: &Ctx, viewer: &Viewer, order_id: i64) -> ApiResult<o
     event.recipients = rights::order_managers(&txn, &order).await?;
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(paid)
 }
 

@@ -13,7 +13,6 @@ use sea_orm::{
 use super::{Ctx, email, siret};
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
 };
 
@@ -111,7 +110,7 @@ pub async fn create(
     let org = siret::validate_organization(Some(name), Some(siret_number))?
         .ok_or_else(|| AppError::validation("name", "an organization needs a name and a SIRET"))?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let created = organization::ActiveModel {
         name: Set(org.name),
         siret: Set(org.siret),
@@ -203,7 +202,7 @@ pub async fn add_member(
 ) -> ApiResult<organization_member::Model> {
     let member_email = email::normalize(member_email, "email")?;
     let role = parse_role(role)?;
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     lock_members(&txn, organization_id).await?;
     require_admin(&txn, viewer, organization_id).await?;
     let existing = organization_member::Entity::find_by_id((organization_id, member_email.clone()))
@@ -245,7 +244,6 @@ pub async fn add_member(
         }
     };
     txn.commit().await?;
-    ctx.committed();
     Ok(member)
 }
 
@@ -258,7 +256,7 @@ pub async fn remove_member(
     member_email: &str,
 ) -> ApiResult<()> {
     let member_email = email::normalize(member_email, "email")?;
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     lock_members(&txn, organization_id).await?;
     require_admin(&txn, viewer, organization_id).await?;
     let member = organization_member::Entity::find_by_id((organization_id, member_email.clone()))
@@ -277,6 +275,5 @@ pub async fn remove_member(
     super::transfers::cancel_orphaned(&txn, organization_id, viewer.account_id, ctx.clock.now())
         .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(())
 }

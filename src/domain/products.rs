@@ -11,7 +11,6 @@ use serde_json::json;
 use super::Ctx;
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
 };
@@ -121,7 +120,7 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewProduct) -> ApiResult<pr
     let name = parse_name(&new.name)?;
     let unit_price = new.unit_price.map(checked_price).transpose()?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     if find(&txn, &code).await?.is_some() {
         return Err(code_taken());
     }
@@ -146,7 +145,6 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewProduct) -> ApiResult<pr
     event.recipients = vec![viewer.account_id];
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(created)
 }
 
@@ -168,7 +166,7 @@ pub async fn update(
         .map(|p| p.map(checked_price).transpose())
         .transpose()?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let before = find(&txn, code.trim())
         .await?
         .ok_or(AppError::NotFound("product"))?;
@@ -189,7 +187,6 @@ pub async fn update(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(after)
 }
 

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::{Ctx, accounts, email};
 use crate::{
     auth::{Viewer, password, token},
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
     mail::{self, Email},
@@ -129,7 +128,7 @@ pub async fn request_password_reset(ctx: &Ctx, email: &str) -> ApiResult<()> {
         return Ok(());
     };
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let Some(account) = account::Entity::find()
         .filter(account::Column::Email.eq(&email))
         .one(&txn)
@@ -152,7 +151,6 @@ pub async fn request_password_reset(ctx: &Ctx, email: &str) -> ApiResult<()> {
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(())
 }
 
@@ -197,7 +195,7 @@ pub async fn reset_password(ctx: &Ctx, raw_token: &str, new_password: &str) -> A
     live_reset(&ctx.db, raw_token, ctx.clock.now()).await?;
     let password_hash = password::hash(new_password.to_owned()).await?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     // Read again in the transaction: of two uses at once, one wins.
     let (reset, account) = live_reset(&txn, raw_token, now).await?;
     let claimed = password_reset::Entity::update_many()
@@ -228,7 +226,6 @@ pub async fn reset_password(ctx: &Ctx, raw_token: &str, new_password: &str) -> A
     event.recipients = vec![account_id];
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(account_id)
 }
 
@@ -260,7 +257,7 @@ pub async fn change_password(
     own_account(ctx, viewer, current).await?;
     let password_hash = password::hash(new_password.to_owned()).await?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     account::Entity::update_many()
         .col_expr(account::Column::PasswordHash, password_hash.into())
         .filter(account::Column::Id.eq(viewer.account_id))
@@ -278,7 +275,6 @@ pub async fn change_password(
     event.recipients = vec![viewer.account_id];
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(revoked)
 }
 
@@ -303,7 +299,7 @@ pub async fn change_email(
     }
     own_account(ctx, viewer, password).await?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let account = account::Entity::find_by_id(viewer.account_id)
         .one(&txn)
         .await?
@@ -335,7 +331,6 @@ pub async fn change_email(
         .await?;
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(())
 }
 

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
     mail::{self, Email},
@@ -53,7 +52,7 @@ pub async fn create(
         ));
     }
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let request = license_request::ActiveModel {
         requester_id: Set(viewer.account_id),
         buyer_email: Set(buyer_email.clone()),
@@ -86,7 +85,6 @@ pub async fn create(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(request)
 }
 
@@ -167,7 +165,7 @@ pub async fn approve(
     license_id: i64,
 ) -> ApiResult<license_request::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
     let (license, order) = licenses::lock_for_manager(&txn, viewer, license_id)
         .await
@@ -199,7 +197,6 @@ pub async fn approve(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(decided)
 }
 
@@ -209,11 +206,10 @@ pub async fn decline(
     request_id: i64,
 ) -> ApiResult<license_request::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
     let decided = decide(&txn, viewer, request, None, now).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(decided)
 }
 

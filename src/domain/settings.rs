@@ -7,7 +7,6 @@ use serde_json::json;
 use super::{Ctx, licenses, orders, rights, siret};
 use crate::{
     auth::Viewer,
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
 };
@@ -37,7 +36,7 @@ pub async fn update_claim_settings(
     change: ClaimSettingsChange,
 ) -> ApiResult<account::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let before = account::Entity::find_by_id(viewer.account_id)
         .one(&txn)
         .await?
@@ -63,7 +62,6 @@ pub async fn update_claim_settings(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(after)
 }
 
@@ -76,7 +74,7 @@ pub async fn set_order_manual_approval(
     value: Option<bool>,
 ) -> ApiResult<order::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let order = orders::lock(&txn, order_id).await?;
     rights::require_manage(&txn, viewer, &order).await?;
     let before = order.require_manual_approval;
@@ -91,7 +89,6 @@ pub async fn set_order_manual_approval(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(updated)
 }
 
@@ -107,7 +104,7 @@ pub async fn set_license_organization(
     viewer.verified_email()?;
     let organization = siret::validate_organization(name, siret_number)?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let license = license::Entity::find_by_id(license_id)
         .lock_exclusive()
         .one(&txn)
@@ -145,6 +142,5 @@ pub async fn set_license_organization(
         events::record(&txn, now, event).await?;
     }
     txn.commit().await?;
-    ctx.committed();
     Ok(updated)
 }

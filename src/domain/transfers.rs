@@ -13,7 +13,6 @@ use serde_json::json;
 use super::{Ctx, Direction, email, orders, rights};
 use crate::{
     auth::{Viewer, token},
-    db::begin_write,
     error::{ApiResult, AppError},
     events::{self, EventKind, NewEvent},
     mail::{self, Email},
@@ -47,7 +46,7 @@ pub async fn start(
     viewer.verified_email()?;
     let to_email = email::normalize(new_owner_email, "newOwnerEmail")?;
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let order = orders::lock(&txn, order_id).await?;
     rights::require_manage(&txn, viewer, &order).await?;
     if !rights::can_transfer(&txn, viewer, &order).await? {
@@ -124,7 +123,6 @@ pub async fn start(
     )
     .await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(transfer)
 }
 
@@ -164,7 +162,7 @@ pub async fn accept(
 ) -> ApiResult<order_transfer::Model> {
     let viewer_email = viewer.verified_email()?.to_owned();
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let (found, _) = find_by_token(&txn, raw_token).await?;
     // Lock the order first, then the transfer: the same order as `cancel`.
     let order = orders::lock(&txn, found.order_id).await?;
@@ -210,7 +208,6 @@ pub async fn accept(
     event.recipients.push(viewer.account_id);
     events::record(&txn, now, event).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(accepted)
 }
 
@@ -221,7 +218,7 @@ pub async fn cancel(
     transfer_id: i64,
 ) -> ApiResult<order_transfer::Model> {
     let now = ctx.clock.now();
-    let txn = begin_write(&ctx.db).await?;
+    let txn = ctx.begin_write().await?;
     let found = order_transfer::Entity::find_by_id(transfer_id)
         .one(&txn)
         .await?
@@ -242,7 +239,6 @@ pub async fn cancel(
     }
     let cancelled = mark_cancelled(&txn, &order, transfer, viewer.account_id, now).await?;
     txn.commit().await?;
-    ctx.committed();
     Ok(cancelled)
 }
 
