@@ -1,7 +1,7 @@
 //! Accounts: sign-up, verification, sign-in/out, tokens, limits.
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{PASSWORD, TestApp, unique};
 
@@ -207,16 +207,7 @@ async fn over_deep_over_complex_and_alias_heavy_queries_are_refused() {
 async fn websocket_connection_init_authenticates_the_subscription() {
     let app = TestApp::spawn().await;
     let (token, _) = app.verified_user(&email("ws")).await;
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
+    let mut socket = app.websocket("graphql-transport-ws").await;
 
     // A bad token is refused at connection_init.
     socket
@@ -237,16 +228,7 @@ async fn websocket_connection_init_authenticates_the_subscription() {
         other => panic!("bad token: expected a 4403 close frame, got {other:?}"),
     }
 
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
+    let mut socket = app.websocket("graphql-transport-ws").await;
     socket
         .send(Message::text(
             json!({"type":"connection_init","payload":{"authorization": format!("Bearer {token}")}}).to_string(),

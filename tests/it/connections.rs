@@ -15,10 +15,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
 };
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
-};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 use crate::harness::{Options, TestApp, TestDb, test_redis_url, unique};
 
@@ -285,20 +282,7 @@ impl ServerProcess {
 
 /// A websocket speaking `protocol`, not yet initialised.
 async fn ws(app: &TestApp, protocol: &'static str) -> Ws {
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
-    let (socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket connects");
-    assert_eq!(
-        response.headers().get("sec-websocket-protocol").unwrap(),
-        protocol
-    );
-    socket
+    app.websocket(protocol).await
 }
 
 async fn send(socket: &mut Ws, message: Value) {

@@ -7,10 +7,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
-};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 use crate::harness::{Options, OwnRedis, TestApp, TestDb, unique};
 
@@ -60,24 +57,11 @@ impl Sub {
     }
 
     async fn connect(app: &TestApp, token: &str, protocol: Protocol) -> Sub {
-        let mut request = format!("ws://{}/graphql/ws", app.addr)
-            .into_client_request()
-            .unwrap();
         let name = match protocol {
             Protocol::TransportWs => "graphql-transport-ws",
             Protocol::LegacyWs => "graphql-ws",
         };
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(name));
-        let (socket, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("websocket connects");
-        assert_eq!(
-            response.headers().get("sec-websocket-protocol").unwrap(),
-            name,
-            "the server speaks the protocol asked for"
-        );
+        let socket = app.websocket(name).await;
         let mut sub = Sub { socket, protocol };
         sub.send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}))
             .await;

@@ -290,6 +290,10 @@ impl OwnRedis {
     }
 }
 
+/// A client websocket to a test app.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A running keyledger.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
@@ -691,6 +695,27 @@ impl TestApp {
             .map(|e| e["node"]["key"].as_str().unwrap().to_owned())
             .collect();
         (order_id, ids, keys)
+    }
+
+    /// A websocket to `/graphql/ws` speaking `protocol` (`graphql-transport-ws`
+    /// or `graphql-ws`), not yet initialised; asserts the server chose it.
+    pub async fn websocket(&self, protocol: &'static str) -> WebSocket {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+        let mut request = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .expect("a websocket request");
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        assert_eq!(
+            response.headers().get("sec-websocket-protocol").unwrap(),
+            protocol,
+            "the server speaks the protocol asked for"
+        );
+        socket
     }
 
     /// `GET /readyz`: its status and JSON body.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::TestApp;
 
@@ -110,16 +110,7 @@ async fn deep_literals_are_refused_not_fatal() {
 #[tokio::test]
 async fn deep_literals_over_a_websocket_are_refused_not_fatal() {
     let app = TestApp::spawn().await;
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket connects");
+    let mut socket = app.websocket("graphql-transport-ws").await;
     let send = |message: Value| Message::text(message.to_string());
     socket
         .send(send(json!({"type": "connection_init", "payload": {}})))

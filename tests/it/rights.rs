@@ -217,15 +217,8 @@ const EVENTS: &str = "{ events(first: 100) { edges { node { kind changes actor {
 /// dashboard's notification panel receives them.
 async fn subscribed_events(app: &TestApp, token: &str, n: usize) -> Vec<Value> {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    use tokio_tungstenite::tungstenite::Message;
+    let mut socket = app.websocket("graphql-transport-ws").await;
     let send = |v: Value| Message::text(v.to_string());
     socket
         .send(send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}})))
