@@ -82,10 +82,19 @@ pub struct Shared {
     charge: Script,
 }
 
+/// Why Redis could not count an attempt (the instance then counts alone).
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer in time")]
+    Timeout,
+}
+
 impl Shared {
-    pub fn new(url: &str, deployment: &str) -> Result<Shared, String> {
+    pub fn new(url: &str, deployment: &str) -> Result<Shared, SharedError> {
         Ok(Shared {
-            client: redis::Client::open(url).map_err(|e| e.to_string())?,
+            client: redis::Client::open(url)?,
             prefix: format!("{deployment}:limits"),
             conn: Mutex::new(None),
             script: Script::new(GCRA),
@@ -96,7 +105,10 @@ impl Shared {
 
     /// One attempt against each `(limit, key)`: `None` if let through,
     /// else how long to wait.
-    pub async fn take(&self, items: &[(&Limit, &LimitKey)]) -> Result<Option<Duration>, String> {
+    pub async fn take(
+        &self,
+        items: &[(&Limit, &LimitKey)],
+    ) -> Result<Option<Duration>, SharedError> {
         if items.is_empty() {
             return Ok(None);
         }
@@ -121,7 +133,7 @@ impl Shared {
     }
 
     /// How far ahead of now each of `keys` is ([`Shared::key`]).
-    pub async fn ahead(&self, keys: &[&str]) -> Result<Vec<Duration>, String> {
+    pub async fn ahead(&self, keys: &[&str]) -> Result<Vec<Duration>, SharedError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -134,7 +146,7 @@ impl Shared {
     }
 
     /// Charge one failure to each `(key, interval)`.
-    pub async fn charge(&self, buckets: &[(&str, Duration)]) -> Result<(), String> {
+    pub async fn charge(&self, buckets: &[(&str, Duration)]) -> Result<(), SharedError> {
         if buckets.is_empty() {
             return Ok(());
         }
@@ -147,30 +159,32 @@ impl Shared {
 
     /// Run a script within [`TIMEOUT`]; a failure drops the connection, so
     /// the next step opens a new one.
-    async fn run<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, String> {
+    async fn run<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, SharedError> {
         let mut conn = self.connection().await?;
         match tokio::time::timeout(TIMEOUT, invocation.invoke_async::<T>(&mut conn)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => {
                 self.forget_connection().await;
-                Err(error.to_string())
+                Err(error.into())
             }
             Err(_) => {
                 self.forget_connection().await;
-                Err("Redis did not answer in time".into())
+                Err(SharedError::Timeout)
             }
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+    async fn connection(&self) -> Result<MultiplexedConnection, SharedError> {
         let mut conn = self.conn.lock().await;
         if let Some(conn) = conn.as_ref() {
             return Ok(conn.clone());
         }
         let opened = tokio::time::timeout(TIMEOUT, self.client.get_multiplexed_async_connection())
             .await
-            .map_err(|_| "Redis did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SharedError::Timeout)??;
         *conn = Some(opened.clone());
         Ok(opened)
     }
