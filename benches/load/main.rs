@@ -532,6 +532,12 @@ async fn validate_scenario(
         let validate = validate.clone();
         closed_loop(32, window, move |_, _| validate()).await
     };
+    if stats.ok == 0 {
+        return Err(format!(
+            "no validation succeeded: {}",
+            stats.first_error.as_deref().unwrap_or("no answer")
+        ));
+    }
     let validations = done.load(Ordering::Relaxed);
     let cpu = cpu_before
         .delta(&Cpu::now(server_pid, database))
