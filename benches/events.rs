@@ -204,7 +204,7 @@ async fn seed_accounts(
     db: &DatabaseConnection,
     prefix: &str,
     count: usize,
-    role: &str,
+    role: account::AccountRole,
 ) -> Result<Vec<String>, Error> {
     let now = Utc::now();
     let mut tokens = Vec::with_capacity(count);
@@ -218,7 +218,7 @@ async fn seed_accounts(
             email: Set(email.clone()),
             password_hash: Set("-".into()),
             email_verified_at: Set(Some(now)),
-            role: Set(role.into()),
+            role: Set(role),
             require_manual_approval: Set(false),
             allow_override_assignee: Set(false),
             notify_on_claim: Set(false),
@@ -458,9 +458,13 @@ async fn run() -> Result<(), Error> {
         let http = reqwest::Client::new();
 
         eprintln!("seeding {idle_max} accounts…");
-        let owner = seed_accounts(&db, "owner", 1, "USER").await?.remove(0);
-        let admin_token = seed_accounts(&db, "admin", 1, "ADMIN").await?.remove(0);
-        let idle_tokens = seed_accounts(&db, "idle", idle_max, "USER").await?;
+        let owner = seed_accounts(&db, "owner", 1, account::AccountRole::User)
+            .await?
+            .remove(0);
+        let admin_token = seed_accounts(&db, "admin", 1, account::AccountRole::Admin)
+            .await?
+            .remove(0);
+        let idle_tokens = seed_accounts(&db, "idle", idle_max, account::AccountRole::User).await?;
         gql(
             &http,
             &a,

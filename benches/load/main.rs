@@ -692,11 +692,29 @@ async fn seed_accounts(
 ) -> Result<Accounts, String> {
     let now = Utc::now();
     let mut emails = vec![
-        ("admin@bench.example.com".to_owned(), "ADMIN", true),
-        ("buyer@bench.example.com".to_owned(), "USER", false),
-        ("signin@bench.example.com".to_owned(), "USER", true),
+        (
+            "admin@bench.example.com".to_owned(),
+            account::AccountRole::Admin,
+            true,
+        ),
+        (
+            "buyer@bench.example.com".to_owned(),
+            account::AccountRole::User,
+            false,
+        ),
+        (
+            "signin@bench.example.com".to_owned(),
+            account::AccountRole::User,
+            true,
+        ),
     ];
-    emails.extend((0..claimers).map(|i| (format!("claimer-{i}@bench.example.com"), "USER", true)));
+    emails.extend((0..claimers).map(|i| {
+        (
+            format!("claimer-{i}@bench.example.com"),
+            account::AccountRole::User,
+            true,
+        )
+    }));
     account::Entity::insert_many(
         emails
             .iter()
@@ -705,7 +723,7 @@ async fn seed_accounts(
                 email: Set(email.clone()),
                 password_hash: Set(password_hash.to_owned()),
                 email_verified_at: Set(Some(now)),
-                role: Set((*role).to_owned()),
+                role: Set(*role),
                 require_manual_approval: Set(false),
                 allow_override_assignee: Set(false),
                 notify_on_claim: Set(*notify),
@@ -1005,7 +1023,7 @@ impl Ceiling {
             organization_id: Set(None),
             product: Set(PRODUCT.into()),
             quantity: Set(ORDER_KEYS),
-            status: Set("PAID".into()),
+            status: Set(order::OrderStatus::Paid),
             require_manual_approval: Set(None),
             device_limit: Set(1),
             created_at: Set(now),

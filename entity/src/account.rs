@@ -1,4 +1,5 @@
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "accounts")]
@@ -9,7 +10,7 @@ pub struct Model {
     pub email: String,
     pub password_hash: String,
     pub email_verified_at: Option<DateTimeUtc>,
-    pub role: String,
+    pub role: AccountRole,
     pub require_manual_approval: bool,
     pub allow_override_assignee: bool,
     pub notify_on_claim: bool,
@@ -21,3 +22,16 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// What an account may do: administrators manage the whole service.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountRole {
+    #[sea_orm(string_value = "USER")]
+    User,
+    #[sea_orm(string_value = "ADMIN")]
+    Admin,
+}

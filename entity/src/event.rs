@@ -1,4 +1,5 @@
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "events")]
@@ -9,7 +10,7 @@ pub struct Model {
     /// PostgreSQL the id of the transaction that wrote the row (set by the
     /// column's default), on SQLite 0 (see `keyledger::events::cursor`).
     pub tx: i64,
-    pub kind: String,
+    pub kind: EventKind,
     pub actor_id: Option<i64>,
     pub order_id: Option<i64>,
     pub license_id: Option<i64>,
@@ -25,3 +26,64 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// What happened (api.md "Subscription").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    #[sea_orm(string_value = "CLAIM_CREATED")]
+    ClaimCreated,
+    #[sea_orm(string_value = "CLAIM_APPROVED")]
+    ClaimApproved,
+    #[sea_orm(string_value = "CLAIM_DECLINED")]
+    ClaimDeclined,
+    #[sea_orm(string_value = "REQUEST_CREATED")]
+    RequestCreated,
+    #[sea_orm(string_value = "REQUEST_APPROVED")]
+    RequestApproved,
+    #[sea_orm(string_value = "REQUEST_DECLINED")]
+    RequestDeclined,
+    #[sea_orm(string_value = "REQUEST_EXPIRED")]
+    RequestExpired,
+    #[sea_orm(string_value = "LICENSE_ASSIGNED")]
+    LicenseAssigned,
+    #[sea_orm(string_value = "LICENSE_UNASSIGNED")]
+    LicenseUnassigned,
+    /// A key got a new string (`reissueLicense`); the event carries no key string.
+    #[sea_orm(string_value = "LICENSE_REISSUED")]
+    LicenseReissued,
+    #[sea_orm(string_value = "ORGANIZATION_CHANGED")]
+    OrganizationChanged,
+    #[sea_orm(string_value = "TRANSFER_STARTED")]
+    TransferStarted,
+    #[sea_orm(string_value = "TRANSFER_ACCEPTED")]
+    TransferAccepted,
+    #[sea_orm(string_value = "TRANSFER_CANCELLED")]
+    TransferCancelled,
+    #[sea_orm(string_value = "DEVICE_ACTIVATED")]
+    DeviceActivated,
+    #[sea_orm(string_value = "DEVICE_DEACTIVATED")]
+    DeviceDeactivated,
+    #[sea_orm(string_value = "ORDER_CREATED")]
+    OrderCreated,
+    #[sea_orm(string_value = "ORDER_PAID")]
+    OrderPaid,
+    #[sea_orm(string_value = "CLAIM_SETTINGS_CHANGED")]
+    ClaimSettingsChanged,
+    /// An administrator added a product to the catalog.
+    #[sea_orm(string_value = "PRODUCT_CREATED")]
+    ProductCreated,
+    /// An administrator renamed a product or changed its price.
+    #[sea_orm(string_value = "PRODUCT_UPDATED")]
+    ProductUpdated,
+    /// An account's password was changed or reset by email (`changes.reason`);
+    /// other sessions were revoked.
+    #[sea_orm(string_value = "PASSWORD_CHANGED")]
+    PasswordChanged,
+    /// An account's email address changed, once the new one was verified.
+    #[sea_orm(string_value = "EMAIL_CHANGED")]
+    EmailChanged,
+}

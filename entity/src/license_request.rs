@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+pub use super::claim::ApprovalStatus;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "license_requests")]
 pub struct Model {
@@ -9,7 +11,7 @@ pub struct Model {
     pub buyer_email: String,
     #[sea_orm(column_type = "Text")]
     pub message: String,
-    pub status: String,
+    pub status: ApprovalStatus,
     pub license_id: Option<i64>,
     pub created_at: DateTimeUtc,
     pub decided_at: Option<DateTimeUtc>,

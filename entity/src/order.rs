@@ -1,4 +1,5 @@
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "orders")]
@@ -9,7 +10,7 @@ pub struct Model {
     pub organization_id: Option<i64>,
     pub product: String,
     pub quantity: i32,
-    pub status: String,
+    pub status: OrderStatus,
     pub require_manual_approval: Option<bool>,
     pub device_limit: i32,
     pub created_at: DateTimeUtc,
@@ -34,3 +35,16 @@ impl Related<super::account::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Where an order stands: keys exist once it is paid.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    #[sea_orm(string_value = "PENDING_PAYMENT")]
+    PendingPayment,
+    #[sea_orm(string_value = "PAID")]
+    Paid,
+}

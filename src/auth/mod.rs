@@ -33,7 +33,7 @@ impl Viewer {
             account_id: account.id,
             email: account.email.clone(),
             email_verified: account.email_verified_at.is_some(),
-            is_admin: account.role == "ADMIN",
+            is_admin: account.role == entity::account::AccountRole::Admin,
             session_id: 0,
             session_expires_at: chrono::Utc::now(),
         }
@@ -111,7 +111,7 @@ async fn read_session(
     Ok(Viewer {
         account_id: account.id,
         email_verified: account.email_verified_at.is_some(),
-        is_admin: account.role == "ADMIN",
+        is_admin: account.role == entity::account::AccountRole::Admin,
         email: account.email,
         session_id: session.id,
         session_expires_at: session.expires_at,

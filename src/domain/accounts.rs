@@ -85,7 +85,7 @@ pub async fn sign_up(ctx: &Ctx, email: &str, password: &str) -> ApiResult<Signed
                 email: Set(email.clone()),
                 password_hash: Set(password_hash),
                 email_verified_at: Set(None),
-                role: Set("USER".into()),
+                role: Set(account::AccountRole::User),
                 require_manual_approval: Set(false),
                 allow_override_assignee: Set(false),
                 notify_on_claim: Set(true),
@@ -291,14 +291,16 @@ pub(super) async fn receive_waiting_requests(
     let waiting: Vec<i64> = event::Entity::find()
         .select_only()
         .column(event::Column::Id)
-        .filter(event::Column::Kind.eq(crate::events::EventKind::RequestCreated.as_str()))
+        .filter(event::Column::Kind.eq(crate::events::EventKind::RequestCreated))
         .filter(
             event::Column::RequestId.in_subquery(
                 sea_orm::sea_query::Query::select()
                     .column(license_request::Column::Id)
                     .from(license_request::Entity)
                     .and_where(license_request::Column::BuyerEmail.eq(&account.email))
-                    .and_where(license_request::Column::Status.eq(super::expiry::PENDING))
+                    .and_where(
+                        license_request::Column::Status.eq(super::expiry::ApprovalStatus::Pending),
+                    )
                     .to_owned(),
             ),
         )
@@ -432,7 +434,7 @@ pub async fn grant_admin(db: &DatabaseConnection, email: &str) -> ApiResult<acco
         .await?
         .ok_or(AppError::NotFound("account"))?;
     let mut admin: account::ActiveModel = account.into();
-    admin.role = Set("ADMIN".into());
+    admin.role = Set(account::AccountRole::Admin);
     let account = admin.update(&txn).await?;
     txn.commit().await?;
     Ok(account)

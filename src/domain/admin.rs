@@ -55,7 +55,7 @@ pub fn audit_log() -> Condition {
     let admins = Query::select()
         .column(account::Column::Id)
         .from(account::Entity)
-        .and_where(account::Column::Role.eq("ADMIN"))
+        .and_where(account::Column::Role.eq(account::AccountRole::Admin))
         .to_owned();
     Condition::all().add(event::Column::ActorId.in_subquery(admins))
 }

@@ -34,12 +34,12 @@ use crate::{
     mail::{self, Email},
 };
 
+pub use super::expiry::ApprovalStatus;
 use super::expiry::{self, PENDING_TTL};
-pub use super::expiry::{APPROVED, DECLINED, EXPIRED, PENDING};
 
 /// A claim's status as of `now` (the 7-day rule of [`expiry`]).
-pub fn effective_status(claim: &claim::Model, now: DateTime<Utc>) -> &str {
-    expiry::effective_status(&claim.status, claim.created_at, now)
+pub fn effective_status(claim: &claim::Model, now: DateTime<Utc>) -> ApprovalStatus {
+    expiry::effective_status(claim.status, claim.created_at, now)
 }
 
 /// What a claim attempt did.
@@ -105,7 +105,7 @@ pub async fn claim(
         let claim = claim::Entity::find()
             .filter(claim::Column::LicenseId.eq(license.id))
             .filter(claim::Column::ClaimerId.eq(viewer.account_id))
-            .filter(claim::Column::Status.eq(APPROVED))
+            .filter(claim::Column::Status.eq(ApprovalStatus::Approved))
             .order_by_desc(claim::Column::Id)
             .one(&txn)
             .await?;
@@ -118,7 +118,11 @@ pub async fn claim(
     let manual = manual_approval_applies(&order, &owner);
     let held_by_other = license.assignee_email.is_some();
     let link_now = !manual && (!held_by_other || owner.allow_override_assignee);
-    let status = if link_now { APPROVED } else { PENDING };
+    let status = if link_now {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Pending
+    };
     let decided_at = link_now.then_some(now);
     // The claimer's own pending claim on this key is the answer, if there is
     // one. It can expire (the sweeper does not take the key's lock) between
@@ -206,7 +210,7 @@ fn mine_pending(license_id: i64, claimer_id: i64, now: DateTime<Utc>) -> Select<
     claim::Entity::find()
         .filter(claim::Column::LicenseId.eq(license_id))
         .filter(claim::Column::ClaimerId.eq(claimer_id))
-        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::Status.eq(ApprovalStatus::Pending))
         .filter(claim::Column::CreatedAt.gt(now - PENDING_TTL))
 }
 
@@ -218,7 +222,7 @@ async fn insert_unless_pending(
     txn: &impl ConnectionTrait,
     license_id: i64,
     claimer_id: i64,
-    status: &str,
+    status: ApprovalStatus,
     decided_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ApiResult<Option<claim::Model>> {
@@ -307,11 +311,11 @@ async fn lock_pending_for_manager(
         .await?
         .ok_or(AppError::NotFound("claim"))?;
     match effective_status(&claim, now) {
-        PENDING => Ok((claim, license, order)),
-        EXPIRED => Err(AppError::conflict("this claim has expired")),
+        ApprovalStatus::Pending => Ok((claim, license, order)),
+        ApprovalStatus::Expired => Err(AppError::conflict("this claim has expired")),
         status => Err(AppError::conflict(format!(
             "this claim is already {}",
-            status.to_lowercase()
+            sea_orm::ActiveEnum::to_value(&status).to_lowercase()
         ))),
     }
 }
@@ -330,7 +334,11 @@ async fn decide(
         .one(txn)
         .await?
         .ok_or_else(|| AppError::internal("claim without claimer"))?;
-    let status = if approved { APPROVED } else { DECLINED };
+    let status = if approved {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Declined
+    };
     // An approved claimer holds the key and sees its string; a declined one
     // is shown the string they claimed, never one given out since.
     let shown_key = if approved {
@@ -339,7 +347,7 @@ async fn decide(
         keys::string_at(txn, license, claim.created_at).await?
     };
     let mut changed: claim::ActiveModel = claim.clone().into();
-    changed.status = Set(status.into());
+    changed.status = Set(status);
     changed.decided_at = Set(Some(now));
     changed.decided_by = Set(decided_by);
     let decided = changed.update(txn).await?;
@@ -398,12 +406,12 @@ pub async fn approve(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
     .await?;
     let others = claim::Entity::find()
         .filter(claim::Column::LicenseId.eq(license.id))
-        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::Status.eq(ApprovalStatus::Pending))
         .filter(claim::Column::Id.ne(approved.id))
         .all(&txn)
         .await?;
     for other in others {
-        if effective_status(&other, now) == PENDING {
+        if effective_status(&other, now) == ApprovalStatus::Pending {
             decide(
                 &txn,
                 other,
@@ -439,7 +447,11 @@ pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
 }
 
 /// Filter on a claim's effective status.
-fn status_filter<S: QueryFilter>(query: S, status: Option<&str>, now: DateTime<Utc>) -> S {
+fn status_filter<S: QueryFilter>(
+    query: S,
+    status: Option<ApprovalStatus>,
+    now: DateTime<Utc>,
+) -> S {
     match status {
         None => query,
         Some(wanted) => query.filter(expiry::status_condition(
@@ -455,7 +467,7 @@ fn status_filter<S: QueryFilter>(query: S, status: Option<&str>, now: DateTime<U
 async fn page(
     conn: &impl ConnectionTrait,
     query: sea_orm::Select<claim::Entity>,
-    status: Option<&str>,
+    status: Option<ApprovalStatus>,
     now: DateTime<Utc>,
     after: Option<i64>,
     limit: u64,
@@ -473,7 +485,7 @@ async fn page(
 pub async fn incoming(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
-    status: Option<&str>,
+    status: Option<ApprovalStatus>,
     now: DateTime<Utc>,
     after: Option<i64>,
     limit: u64,
@@ -495,7 +507,7 @@ pub async fn incoming(
 pub async fn mine(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
-    status: Option<&str>,
+    status: Option<ApprovalStatus>,
     now: DateTime<Utc>,
     after: Option<i64>,
     limit: u64,

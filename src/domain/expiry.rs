@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use entity::{claim, license, license_request, order};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    sea_query::IntoColumnRef,
+    sea_query::{Expr, IntoColumnRef},
 };
 use serde_json::json;
 
@@ -23,18 +23,19 @@ use crate::{
     events::{self, EventKind, NewEvent},
 };
 
-pub const PENDING: &str = "PENDING";
-pub const APPROVED: &str = "APPROVED";
-pub const DECLINED: &str = "DECLINED";
-pub const EXPIRED: &str = "EXPIRED";
+pub use entity::claim::ApprovalStatus;
 
 /// Pending claims and requests stop being pending after this long.
 pub const PENDING_TTL: chrono::Duration = chrono::Duration::days(7);
 
 /// The status of a claim or request as of `now`: pending for at most [`PENDING_TTL`].
-pub fn effective_status(status: &str, created_at: DateTime<Utc>, now: DateTime<Utc>) -> &str {
-    if status == PENDING && created_at <= now - PENDING_TTL {
-        EXPIRED
+pub fn effective_status(
+    status: ApprovalStatus,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ApprovalStatus {
+    if status == ApprovalStatus::Pending && created_at <= now - PENDING_TTL {
+        ApprovalStatus::Expired
     } else {
         status
     }
@@ -44,19 +45,21 @@ pub fn effective_status(status: &str, created_at: DateTime<Utc>, now: DateTime<U
 pub fn status_condition<C: ColumnTrait + IntoColumnRef + Copy>(
     status: C,
     created_at: C,
-    wanted: &str,
+    wanted: ApprovalStatus,
     now: DateTime<Utc>,
 ) -> Condition {
     let cutoff = now - PENDING_TTL;
     match wanted {
-        PENDING => Condition::all()
-            .add(status.eq(PENDING))
+        ApprovalStatus::Pending => Condition::all()
+            .add(status.eq(ApprovalStatus::Pending))
             .add(created_at.gt(cutoff)),
-        EXPIRED => Condition::any().add(status.eq(EXPIRED)).add(
-            Condition::all()
-                .add(status.eq(PENDING))
-                .add(created_at.lte(cutoff)),
-        ),
+        ApprovalStatus::Expired => Condition::any()
+            .add(status.eq(ApprovalStatus::Expired))
+            .add(
+                Condition::all()
+                    .add(status.eq(ApprovalStatus::Pending))
+                    .add(created_at.lte(cutoff)),
+            ),
         other => Condition::all().add(status.eq(other)),
     }
 }
@@ -79,7 +82,7 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
     let mut expired = 0;
     let cutoff = ctx.clock.now() - PENDING_TTL;
     let claims = claim::Entity::find()
-        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::Status.eq(ApprovalStatus::Pending))
         .filter(claim::Column::CreatedAt.lte(cutoff))
         .limit(BATCH)
         .all(&ctx.db)
@@ -98,7 +101,7 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
             event.claim_id = Some(claim.id);
             event.license_id = Some(claim.license_id);
             event.order_id = order.as_ref().map(|o| o.id);
-            event.changes = json!({"before": {"status": PENDING}, "after": {"status": EXPIRED}});
+            event.changes = json!({"before": {"status": ApprovalStatus::Pending}, "after": {"status": ApprovalStatus::Expired}});
             event.recipients = vec![claim.claimer_id];
             if let Some(order) = &order {
                 event
@@ -111,7 +114,7 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
         txn.commit().await?;
     }
     let requests = license_request::Entity::find()
-        .filter(license_request::Column::Status.eq(PENDING))
+        .filter(license_request::Column::Status.eq(ApprovalStatus::Pending))
         .filter(license_request::Column::CreatedAt.lte(cutoff))
         .limit(BATCH)
         .all(&ctx.db)
@@ -119,16 +122,19 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
     for request in requests {
         let txn = ctx.begin_write().await?;
         let changed = license_request::Entity::update_many()
-            .col_expr(license_request::Column::Status, EXPIRED.into())
+            .col_expr(
+                license_request::Column::Status,
+                Expr::value(ApprovalStatus::Expired),
+            )
             .col_expr(license_request::Column::DecidedAt, ctx.clock.now().into())
             .filter(license_request::Column::Id.eq(request.id))
-            .filter(license_request::Column::Status.eq(PENDING))
+            .filter(license_request::Column::Status.eq(ApprovalStatus::Pending))
             .exec(&txn)
             .await?;
         if changed.rows_affected == 1 {
             let mut event = NewEvent::new(EventKind::RequestExpired, None);
             event.request_id = Some(request.id);
-            event.changes = json!({"before": {"status": PENDING}, "after": {"status": EXPIRED}});
+            event.changes = json!({"before": {"status": ApprovalStatus::Pending}, "after": {"status": ApprovalStatus::Expired}});
             event.recipients = vec![request.requester_id];
             event
                 .recipients
@@ -148,10 +154,10 @@ async fn mark_expired_claim(
     now: chrono::DateTime<chrono::Utc>,
 ) -> ApiResult<bool> {
     let changed = claim::Entity::update_many()
-        .col_expr(claim::Column::Status, EXPIRED.into())
+        .col_expr(claim::Column::Status, Expr::value(ApprovalStatus::Expired))
         .col_expr(claim::Column::DecidedAt, now.into())
         .filter(claim::Column::Id.eq(claim.id))
-        .filter(claim::Column::Status.eq(PENDING))
+        .filter(claim::Column::Status.eq(ApprovalStatus::Pending))
         .exec(conn)
         .await?;
     Ok(changed.rows_affected == 1)

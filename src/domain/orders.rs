@@ -14,8 +14,8 @@ use crate::{
     events::{self, EventKind, NewEvent},
 };
 
-pub const STATUS_PENDING_PAYMENT: &str = "PENDING_PAYMENT";
-pub const STATUS_PAID: &str = "PAID";
+pub use entity::order::OrderStatus;
+
 /// Largest order; its 100,000 keys are generated in one statement (see
 /// `just bench-keys` for the time it takes).
 pub const MAX_QUANTITY: i32 = 100_000;
@@ -60,7 +60,7 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
         organization_id: Set(new.organization_id),
         product: Set(product.code),
         quantity: Set(new.quantity),
-        status: Set(STATUS_PENDING_PAYMENT.into()),
+        status: Set(OrderStatus::PendingPayment),
         require_manual_approval: Set(None),
         device_limit: Set(device_limit),
         created_at: Set(ctx.clock.now()),
@@ -89,17 +89,17 @@ pub async fn mark_paid(ctx: &Ctx, viewer: &Viewer, order_id: i64) -> ApiResult<o
     let now = ctx.clock.now();
     let txn = ctx.begin_write().await?;
     let order = lock(&txn, order_id).await?;
-    if order.status == STATUS_PAID {
+    if order.status == OrderStatus::Paid {
         return Err(AppError::conflict("this order is already paid"));
     }
     generate_keys(txn.transaction(), order.id, order.quantity as usize, now).await?;
     let mut paid: order::ActiveModel = order.clone().into();
-    paid.status = Set(STATUS_PAID.into());
+    paid.status = Set(OrderStatus::Paid);
     paid.paid_at = Set(Some(now));
     let paid = paid.update(&txn).await?;
     let mut event = NewEvent::new(EventKind::OrderPaid, Some(viewer.account_id));
     event.order_id = Some(order.id);
-    event.changes = json!({"before": {"status": order.status}, "after": {"status": STATUS_PAID, "keys": order.quantity}});
+    event.changes = json!({"before": {"status": order.status}, "after": {"status": OrderStatus::Paid, "keys": order.quantity}});
     event.recipients = rights::order_managers(&txn, &order).await?;
     events::record(&txn, now, event).await?;
     txn.commit().await?;
@@ -311,7 +311,7 @@ mod tests {
                 organization_id: Set(None),
                 product: Set("P".into()),
                 quantity: Set(4),
-                status: Set(STATUS_PAID.into()),
+                status: Set(OrderStatus::Paid),
                 require_manual_approval: Set(None),
                 device_limit: Set(1),
                 created_at: Set(now),

@@ -16,8 +16,7 @@ use crate::{
     error::{ApiResult, AppError},
 };
 
-pub const ADMIN: &str = "ADMIN";
-pub const MEMBER: &str = "MEMBER";
+pub use entity::organization_member::OrganizationRole;
 
 /// The caller's membership of `organization_id` (by verified email), if any.
 pub async fn membership(
@@ -76,7 +75,7 @@ pub async fn membership_of(
 pub async fn of_viewer(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
-) -> ApiResult<Vec<(organization::Model, String)>> {
+) -> ApiResult<Vec<(organization::Model, OrganizationRole)>> {
     if !viewer.email_verified {
         return Ok(Vec::new());
     }
@@ -122,7 +121,7 @@ pub async fn create(
     organization_member::ActiveModel {
         organization_id: Set(created.id),
         email: Set(admin_email),
-        role: Set(ADMIN.into()),
+        role: Set(OrganizationRole::Admin),
         created_at: Set(now),
     }
     .insert(&txn)
@@ -138,19 +137,11 @@ async fn require_admin(
     organization_id: i64,
 ) -> ApiResult<()> {
     match membership(conn, viewer, organization_id).await? {
-        Some(m) if m.role == ADMIN => Ok(()),
+        Some(m) if m.role == OrganizationRole::Admin => Ok(()),
         Some(_) => Err(AppError::Forbidden(
             "only organization admins manage members",
         )),
         None => Err(AppError::NotFound("organization")),
-    }
-}
-
-fn parse_role(role: &str) -> ApiResult<&'static str> {
-    match role {
-        ADMIN => Ok(ADMIN),
-        MEMBER => Ok(MEMBER),
-        _ => Err(AppError::validation("role", "role is ADMIN or MEMBER")),
     }
 }
 
@@ -185,7 +176,7 @@ async fn other_admins(
         .to_owned();
     Ok(organization_member::Entity::find()
         .filter(organization_member::Column::OrganizationId.eq(organization_id))
-        .filter(organization_member::Column::Role.eq(ADMIN))
+        .filter(organization_member::Column::Role.eq(OrganizationRole::Admin))
         .filter(organization_member::Column::Email.ne(email))
         .filter(organization_member::Column::Email.in_subquery(verified))
         .count(conn)
@@ -198,10 +189,9 @@ pub async fn add_member(
     viewer: &Viewer,
     organization_id: i64,
     member_email: &str,
-    role: &str,
+    role: OrganizationRole,
 ) -> ApiResult<organization_member::Model> {
     let member_email = email::normalize(member_email, "email")?;
-    let role = parse_role(role)?;
     let txn = ctx.begin_write().await?;
     lock_members(&txn, organization_id).await?;
     require_admin(&txn, viewer, organization_id).await?;
@@ -210,14 +200,15 @@ pub async fn add_member(
         .await?;
     let member = match existing {
         Some(existing) => {
-            let demoted = existing.role == ADMIN && role != ADMIN;
+            let demoted =
+                existing.role == OrganizationRole::Admin && role != OrganizationRole::Admin;
             if demoted && other_admins(&txn, organization_id, &member_email).await? == 0 {
                 return Err(AppError::conflict(
                     "an organization keeps at least one admin with a verified email",
                 ));
             }
             let mut changed: organization_member::ActiveModel = existing.into();
-            changed.role = Set(role.into());
+            changed.role = Set(role);
             let changed = changed.update(&txn).await?;
             if demoted {
                 // The demoted admin's pending transfers of the organization's
@@ -236,7 +227,7 @@ pub async fn add_member(
             organization_member::ActiveModel {
                 organization_id: Set(organization_id),
                 email: Set(member_email),
-                role: Set(role.into()),
+                role: Set(role),
                 created_at: Set(ctx.clock.now()),
             }
             .insert(&txn)
@@ -263,7 +254,9 @@ pub async fn remove_member(
         .one(&txn)
         .await?
         .ok_or(AppError::NotFound("member"))?;
-    if member.role == ADMIN && other_admins(&txn, organization_id, &member_email).await? == 0 {
+    if member.role == OrganizationRole::Admin
+        && other_admins(&txn, organization_id, &member_email).await? == 0
+    {
         return Err(AppError::conflict(
             "an organization keeps at least one admin with a verified email",
         ));

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     Ctx, Direction, email,
-    expiry::{self, APPROVED, DECLINED, EXPIRED, PENDING},
+    expiry::{self, ApprovalStatus},
     licenses, rights,
 };
 use crate::{
@@ -25,8 +25,8 @@ use crate::{
 pub const MAX_MESSAGE: usize = 1000;
 
 /// A request's status as of `now` (the 7-day rule of [`expiry`]).
-pub fn effective_status(request: &license_request::Model, now: DateTime<Utc>) -> &str {
-    expiry::effective_status(&request.status, request.created_at, now)
+pub fn effective_status(request: &license_request::Model, now: DateTime<Utc>) -> ApprovalStatus {
+    expiry::effective_status(request.status, request.created_at, now)
 }
 
 /// Ask the buyer at `buyer_email` for a license.
@@ -57,7 +57,7 @@ pub async fn create(
         requester_id: Set(viewer.account_id),
         buyer_email: Set(buyer_email.clone()),
         message: Set(message.clone()),
-        status: Set(PENDING.into()),
+        status: Set(ApprovalStatus::Pending),
         license_id: Set(None),
         created_at: Set(now),
         decided_at: Set(None),
@@ -67,7 +67,8 @@ pub async fn create(
     .await?;
     let mut event = NewEvent::new(EventKind::RequestCreated, Some(viewer.account_id));
     event.request_id = Some(request.id);
-    event.changes = json!({"after": {"status": PENDING, "buyerEmail": buyer_email}});
+    event.changes =
+        json!({"after": {"status": ApprovalStatus::Pending, "buyerEmail": buyer_email}});
     event.recipients = vec![viewer.account_id];
     event
         .recipients
@@ -103,11 +104,11 @@ async fn lock_pending_for_buyer(
         .filter(|r| r.buyer_email == buyer_email)
         .ok_or(AppError::NotFound("request"))?;
     match effective_status(&request, now) {
-        PENDING => Ok(request),
-        EXPIRED => Err(AppError::conflict("this request has expired")),
+        ApprovalStatus::Pending => Ok(request),
+        ApprovalStatus::Expired => Err(AppError::conflict("this request has expired")),
         status => Err(AppError::conflict(format!(
             "this request is already {}",
-            status.to_lowercase()
+            sea_orm::ActiveEnum::to_value(&status).to_lowercase()
         ))),
     }
 }
@@ -121,13 +122,17 @@ async fn decide(
     now: DateTime<Utc>,
 ) -> ApiResult<license_request::Model> {
     let approved = license.is_some();
-    let status = if approved { APPROVED } else { DECLINED };
+    let status = if approved {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Declined
+    };
     let requester = account::Entity::find_by_id(request.requester_id)
         .one(txn)
         .await?
         .ok_or_else(|| AppError::internal("request without requester"))?;
     let mut changed: license_request::ActiveModel = request.clone().into();
-    changed.status = Set(status.into());
+    changed.status = Set(status);
     changed.decided_at = Set(Some(now));
     changed.license_id = Set(license.as_ref().map(|(id, _, _)| *id));
     let decided = changed.update(txn).await?;
@@ -218,7 +223,7 @@ pub async fn list(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
     direction: Direction,
-    status: Option<&str>,
+    status: Option<ApprovalStatus>,
     now: DateTime<Utc>,
     after: Option<i64>,
     limit: u64,

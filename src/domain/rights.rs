@@ -12,7 +12,7 @@ use sea_orm::{
 
 use serde_json::Value;
 
-use super::organizations::{self, ADMIN};
+use super::organizations::{self, OrganizationRole};
 use crate::{
     auth::Viewer,
     error::{ApiResult, AppError},
@@ -31,7 +31,9 @@ pub async fn can_manage(
     };
     Ok(
         match organizations::membership(conn, viewer, organization_id).await? {
-            Some(member) => member.role == ADMIN || order.owner_id == viewer.account_id,
+            Some(member) => {
+                member.role == OrganizationRole::Admin || order.owner_id == viewer.account_id
+            }
             None => false,
         },
     )
@@ -51,7 +53,7 @@ pub async fn can_transfer(
     };
     Ok(organizations::membership(conn, viewer, organization_id)
         .await?
-        .is_some_and(|member| member.role == ADMIN))
+        .is_some_and(|member| member.role == OrganizationRole::Admin))
 }
 
 /// True while an order's owner holds its rights: always for their own order,
@@ -108,7 +110,7 @@ pub fn managed_orders_query(viewer: &Viewer) -> SelectStatement {
                 .from(organization_member::Entity)
                 .and_where(organization_member::Column::Email.eq(&viewer.email));
             if admin_only {
-                q.and_where(organization_member::Column::Role.eq(ADMIN));
+                q.and_where(organization_member::Column::Role.eq(OrganizationRole::Admin));
             }
             q.to_owned()
         };
@@ -177,7 +179,7 @@ async fn managers_among(
     let Some(organization_id) = order.organization_id else {
         return Ok(vec![order.owner_id]);
     };
-    let members: Vec<(String, String)> = organization_member::Entity::find()
+    let members: Vec<(String, OrganizationRole)> = organization_member::Entity::find()
         .select_only()
         .column(organization_member::Column::Email)
         .column(organization_member::Column::Role)
@@ -194,7 +196,8 @@ async fn managers_among(
         .into_iter()
         .filter(|a| {
             members.iter().any(|(email, role)| {
-                *email == a.email && (role == ADMIN || (with_buyer && a.id == order.owner_id))
+                *email == a.email
+                    && (*role == OrganizationRole::Admin || (with_buyer && a.id == order.owner_id))
             })
         })
         .map(|a| a.id)

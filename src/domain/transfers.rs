@@ -3,6 +3,7 @@
 //! single-use link valid 7 days while signed in with that verified address,
 //! cancellable by the owner until then.
 use chrono::{DateTime, Duration, Utc};
+pub use entity::order_transfer::TransferStatus;
 use entity::{account, order, order_transfer};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -18,20 +19,15 @@ use crate::{
     mail::{self, Email},
 };
 
-pub const PENDING: &str = "PENDING";
-pub const ACCEPTED: &str = "ACCEPTED";
-pub const CANCELLED: &str = "CANCELLED";
-pub const EXPIRED: &str = "EXPIRED";
-
 /// How long the confirmation link works.
 pub const LINK_TTL: Duration = Duration::days(7);
 
 /// A transfer's status as of `now`: a pending transfer past its link's expiry is expired.
-pub fn effective_status(transfer: &order_transfer::Model, now: DateTime<Utc>) -> &str {
-    if transfer.status == PENDING && transfer.expires_at <= now {
-        EXPIRED
+pub fn effective_status(transfer: &order_transfer::Model, now: DateTime<Utc>) -> TransferStatus {
+    if transfer.status == TransferStatus::Pending && transfer.expires_at <= now {
+        TransferStatus::Expired
     } else {
-        &transfer.status
+        transfer.status
     }
 }
 
@@ -62,7 +58,7 @@ pub async fn start(
     }
     let pending = order_transfer::Entity::find()
         .filter(order_transfer::Column::OrderId.eq(order.id))
-        .filter(order_transfer::Column::Status.eq(PENDING))
+        .filter(order_transfer::Column::Status.eq(TransferStatus::Pending))
         .filter(order_transfer::Column::ExpiresAt.gt(now))
         .one(&txn)
         .await?;
@@ -78,7 +74,7 @@ pub async fn start(
         from_account_id: Set(viewer.account_id),
         to_email: Set(to_email.clone()),
         token_hash: Set(token::hash(&raw)),
-        status: Set(PENDING.into()),
+        status: Set(TransferStatus::Pending),
         created_at: Set(now),
         expires_at: Set(now + LINK_TTL),
         decided_at: Set(None),
@@ -90,7 +86,7 @@ pub async fn start(
     let mut event = NewEvent::new(EventKind::TransferStarted, Some(viewer.account_id));
     event.order_id = Some(order.id);
     event.transfer_id = Some(transfer.id);
-    event.changes = json!({"after": {"status": PENDING, "toEmail": to_email}});
+    event.changes = json!({"after": {"status": TransferStatus::Pending, "toEmail": to_email}});
     event.recipients = rights::order_managers(&txn, &order).await?;
     event
         .recipients
@@ -146,9 +142,9 @@ pub async fn find_by_token(
 
 fn ensure_pending(transfer: &order_transfer::Model, now: DateTime<Utc>) -> ApiResult<()> {
     match effective_status(transfer, now) {
-        PENDING => Ok(()),
-        EXPIRED => Err(AppError::Expired("this transfer link has expired")),
-        ACCEPTED => Err(AppError::conflict("this transfer was already accepted")),
+        TransferStatus::Pending => Ok(()),
+        TransferStatus::Expired => Err(AppError::Expired("this transfer link has expired")),
+        TransferStatus::Accepted => Err(AppError::conflict("this transfer was already accepted")),
         _ => Err(AppError::conflict("this transfer was cancelled")),
     }
 }
@@ -195,7 +191,7 @@ pub async fn accept(
     moved.organization_id = Set(None);
     moved.update(&txn).await?;
     let mut accepted: order_transfer::ActiveModel = transfer.clone().into();
-    accepted.status = Set(ACCEPTED.into());
+    accepted.status = Set(TransferStatus::Accepted);
     accepted.decided_at = Set(Some(now));
     accepted.to_account_id = Set(Some(viewer.account_id));
     let accepted = accepted.update(&txn).await?;
@@ -252,13 +248,13 @@ async fn mark_cancelled(
     now: DateTime<Utc>,
 ) -> ApiResult<order_transfer::Model> {
     let mut cancelled: order_transfer::ActiveModel = transfer.clone().into();
-    cancelled.status = Set(CANCELLED.into());
+    cancelled.status = Set(TransferStatus::Cancelled);
     cancelled.decided_at = Set(Some(now));
     let cancelled = cancelled.update(txn).await?;
     let mut event = NewEvent::new(EventKind::TransferCancelled, Some(actor_id));
     event.order_id = Some(order.id);
     event.transfer_id = Some(transfer.id);
-    event.changes = json!({"before": {"status": PENDING}, "after": {"status": CANCELLED}});
+    event.changes = json!({"before": {"status": TransferStatus::Pending}, "after": {"status": TransferStatus::Cancelled}});
     event.recipients = rights::order_managers(txn, order).await?;
     event
         .recipients
@@ -284,7 +280,7 @@ pub async fn cancel_orphaned(
         .to_owned();
     let pending = order_transfer::Entity::find()
         .filter(order_transfer::Column::OrderId.in_subquery(organization_orders))
-        .filter(order_transfer::Column::Status.eq(PENDING))
+        .filter(order_transfer::Column::Status.eq(TransferStatus::Pending))
         .filter(order_transfer::Column::ExpiresAt.gt(now))
         .all(txn)
         .await?;
@@ -302,7 +298,9 @@ pub async fn cancel_orphaned(
             .lock_exclusive()
             .one(txn)
             .await?;
-        if let Some(transfer) = transfer.filter(|t| effective_status(t, now) == PENDING) {
+        if let Some(transfer) =
+            transfer.filter(|t| effective_status(t, now) == TransferStatus::Pending)
+        {
             mark_cancelled(txn, &order, transfer, actor_id, now).await?;
         }
     }
@@ -314,7 +312,7 @@ pub async fn list(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
     direction: Direction,
-    status: Option<&str>,
+    status: Option<TransferStatus>,
     now: DateTime<Utc>,
 ) -> ApiResult<Vec<order_transfer::Model>> {
     let query = order_transfer::Entity::find()

@@ -11,87 +11,14 @@ pub mod stream;
 use chrono::{DateTime, Utc};
 use entity::{event, event_recipient};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseBackend, EntityTrait,
+    ActiveEnum, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseBackend, EntityTrait,
     FromQueryResult, Statement,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
 
-/// What happened (api.md "Subscription").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EventKind {
-    ClaimCreated,
-    ClaimApproved,
-    ClaimDeclined,
-    RequestCreated,
-    RequestApproved,
-    RequestDeclined,
-    RequestExpired,
-    LicenseAssigned,
-    LicenseUnassigned,
-    /// A key got a new string (`reissueLicense`); the event carries no key string.
-    LicenseReissued,
-    OrganizationChanged,
-    TransferStarted,
-    TransferAccepted,
-    TransferCancelled,
-    DeviceActivated,
-    DeviceDeactivated,
-    OrderCreated,
-    OrderPaid,
-    ClaimSettingsChanged,
-    /// An administrator added a product to the catalog.
-    ProductCreated,
-    /// An administrator renamed a product or changed its price.
-    ProductUpdated,
-    /// An account's password was changed or reset by email (`changes.reason`);
-    /// other sessions were revoked.
-    PasswordChanged,
-    /// An account's email address changed, once the new one was verified.
-    EmailChanged,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        KINDS
-            .iter()
-            .find(|(k, _)| *k == self)
-            .map(|(_, s)| *s)
-            .unwrap_or("UNKNOWN")
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        KINDS.iter().find(|(_, name)| *name == s).map(|(k, _)| *k)
-    }
-}
-
-const KINDS: &[(EventKind, &str)] = &[
-    (EventKind::ClaimCreated, "CLAIM_CREATED"),
-    (EventKind::ClaimApproved, "CLAIM_APPROVED"),
-    (EventKind::ClaimDeclined, "CLAIM_DECLINED"),
-    (EventKind::RequestCreated, "REQUEST_CREATED"),
-    (EventKind::RequestApproved, "REQUEST_APPROVED"),
-    (EventKind::RequestDeclined, "REQUEST_DECLINED"),
-    (EventKind::RequestExpired, "REQUEST_EXPIRED"),
-    (EventKind::LicenseAssigned, "LICENSE_ASSIGNED"),
-    (EventKind::LicenseUnassigned, "LICENSE_UNASSIGNED"),
-    (EventKind::LicenseReissued, "LICENSE_REISSUED"),
-    (EventKind::OrganizationChanged, "ORGANIZATION_CHANGED"),
-    (EventKind::TransferStarted, "TRANSFER_STARTED"),
-    (EventKind::TransferAccepted, "TRANSFER_ACCEPTED"),
-    (EventKind::TransferCancelled, "TRANSFER_CANCELLED"),
-    (EventKind::DeviceActivated, "DEVICE_ACTIVATED"),
-    (EventKind::DeviceDeactivated, "DEVICE_DEACTIVATED"),
-    (EventKind::OrderCreated, "ORDER_CREATED"),
-    (EventKind::OrderPaid, "ORDER_PAID"),
-    (EventKind::ClaimSettingsChanged, "CLAIM_SETTINGS_CHANGED"),
-    (EventKind::ProductCreated, "PRODUCT_CREATED"),
-    (EventKind::ProductUpdated, "PRODUCT_UPDATED"),
-    (EventKind::PasswordChanged, "PASSWORD_CHANGED"),
-    (EventKind::EmailChanged, "EMAIL_CHANGED"),
-];
+pub use entity::event::EventKind;
 
 /// An event to write with the change it describes.
 #[derive(Debug, Clone)]
@@ -143,7 +70,7 @@ pub async fn record(
     }
     // `tx` keeps its default, 0: SQLite orders events by id alone.
     let row = event::ActiveModel {
-        kind: Set(new.kind.as_str().to_owned()),
+        kind: Set(new.kind),
         actor_id: Set(new.actor_id),
         order_id: Set(new.order_id),
         license_id: Set(new.license_id),
@@ -179,7 +106,7 @@ async fn record_postgres(
     recipients: &[i64],
 ) -> ApiResult<event::Model> {
     let mut values: Vec<sea_orm::Value> = vec![
-        new.kind.as_str().into(),
+        new.kind.to_value().into(),
         new.actor_id.into(),
         new.order_id.into(),
         new.license_id.into(),
@@ -222,7 +149,7 @@ pub struct LiveEvent {
     /// The writing transaction: with `id`, the delivery order ([`cursor`]).
     pub tx: i64,
     pub id: i64,
-    pub kind: String,
+    pub kind: EventKind,
     pub actor_id: Option<i64>,
     pub order_id: Option<i64>,
     pub license_id: Option<i64>,

@@ -283,7 +283,7 @@ mod tests {
             let account = account::ActiveModel {
                 email: Set("lag@example.com".into()),
                 password_hash: Set(String::new()),
-                role: Set("USER".into()),
+                role: Set(entity::account::AccountRole::User),
                 require_manual_approval: Set(false),
                 allow_override_assignee: Set(false),
                 notify_on_claim: Set(false),
@@ -406,7 +406,7 @@ mod tests {
             .unwrap();
         forged.tx = i64::MAX / 2;
         forged.id = i64::MAX / 2;
-        forged.kind = "ORDER_PAID".into();
+        forged.kind = EventKind::OrderPaid;
         fixture
             .hub
             .dispatch(crate::events::hub::BusMessage::Events {
@@ -422,7 +422,7 @@ mod tests {
         fixture.write(1).await;
         let real = next_within(&mut stream).await.unwrap().unwrap();
         assert_eq!(real.cursor(), Cursor { tx: 0, id: 2 });
-        assert_eq!(real.kind, "LICENSE_ASSIGNED");
+        assert_eq!(real.kind, EventKind::LicenseAssigned);
     }
 
     /// A sign-out whose announcement never arrived (the bus was down) ends

@@ -15,6 +15,7 @@ use crate::{
 pub struct UserAgent(pub String);
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::account::AccountRole")]
 pub enum Role {
     User,
     Admin,
@@ -39,11 +40,7 @@ impl Account {
     }
 
     async fn role(&self) -> Role {
-        if self.0.role == "ADMIN" {
-            Role::Admin
-        } else {
-            Role::User
-        }
+        self.0.role.into()
     }
 
     async fn created_at(&self) -> DateTime<Utc> {

@@ -13,7 +13,6 @@ use crate::{
     client_ip::ClientAddr,
     domain::{
         claims::{self, Outcome},
-        expiry,
         licenses::Access,
         settings,
     },
@@ -24,31 +23,12 @@ use crate::{
 /// Where a claim or a license request stands. Pending ones read as
 /// `EXPIRED` after 7 days.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::claim::ApprovalStatus")]
 pub enum ApprovalStatus {
     Pending,
     Approved,
     Declined,
     Expired,
-}
-
-impl ApprovalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalStatus::Pending => expiry::PENDING,
-            ApprovalStatus::Approved => expiry::APPROVED,
-            ApprovalStatus::Declined => expiry::DECLINED,
-            ApprovalStatus::Expired => expiry::EXPIRED,
-        }
-    }
-
-    pub fn parse(s: &str) -> ApprovalStatus {
-        match s {
-            expiry::APPROVED => ApprovalStatus::Approved,
-            expiry::DECLINED => ApprovalStatus::Declined,
-            expiry::EXPIRED => ApprovalStatus::Expired,
-            _ => ApprovalStatus::Pending,
-        }
-    }
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -72,7 +52,7 @@ impl Claim {
 
     /// Pending claims older than 7 days read as `EXPIRED`.
     async fn status(&self, ctx: &Context<'_>) -> ApprovalStatus {
-        ApprovalStatus::parse(claims::effective_status(
+        ApprovalStatus::from(claims::effective_status(
             &self.0,
             ctx.state().ctx.clock.now(),
         ))
@@ -145,7 +125,7 @@ impl ClaimQuery {
         let rows = claims::incoming(
             &state.ctx.db,
             viewer,
-            status.map(ApprovalStatus::as_str),
+            status.map(Into::into),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),
@@ -169,7 +149,7 @@ impl ClaimQuery {
         let rows = claims::mine(
             &state.ctx.db,
             viewer,
-            status.map(ApprovalStatus::as_str),
+            status.map(Into::into),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),

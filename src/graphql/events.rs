@@ -27,7 +27,7 @@ use crate::{
 
 /// What happened (the `kind` of an event).
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "crate::events::EventKind")]
+#[graphql(remote = "entity::event::EventKind")]
 pub enum EventKind {
     ClaimCreated,
     ClaimApproved,
@@ -65,8 +65,8 @@ impl Event {
         ID(self.0.cursor().to_string())
     }
 
-    async fn kind(&self) -> ApiResult<EventKind> {
-        self.kind_model().map(Into::into)
+    async fn kind(&self) -> EventKind {
+        self.0.kind.into()
     }
 
     async fn occurred_at(&self) -> DateTime<Utc> {
@@ -84,7 +84,7 @@ impl Event {
         let Some(actor) = loaders.accounts().load_one(id).await? else {
             return Ok(None);
         };
-        let (kind, changes) = (self.kind_model()?, self.raw_changes());
+        let (kind, changes) = (self.0.kind, self.raw_changes());
         let visible = match ctx.viewer() {
             Ok(viewer) if rights::event_needs_rights(kind, &changes, viewer) => {
                 let full = self.reads_whole(ctx, viewer).await?;
@@ -101,7 +101,7 @@ impl Event {
     /// other is null).
     // The rule: `rights::event_changes_for`.
     async fn changes(&self, ctx: &Context<'_>) -> ApiResult<Json<serde_json::Value>> {
-        let (kind, changes) = (self.kind_model()?, self.raw_changes());
+        let (kind, changes) = (self.0.kind, self.raw_changes());
         let Ok(viewer) = ctx.viewer() else {
             return Ok(Json(serde_json::Value::Null));
         };
@@ -163,11 +163,6 @@ impl Event {
 }
 
 impl Event {
-    fn kind_model(&self) -> ApiResult<crate::events::EventKind> {
-        crate::events::EventKind::parse(&self.0.kind)
-            .ok_or_else(|| AppError::internal(format!("unknown event kind {}", self.0.kind)))
-    }
-
     fn raw_changes(&self) -> serde_json::Value {
         serde_json::from_str(&self.0.changes).unwrap_or_default()
     }

@@ -25,6 +25,7 @@ use crate::{
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::order::OrderStatus")]
 pub enum OrderStatus {
     PendingPayment,
     Paid,
@@ -88,11 +89,7 @@ impl Order {
     }
 
     async fn status(&self) -> OrderStatus {
-        if self.0.status == orders::STATUS_PAID {
-            OrderStatus::Paid
-        } else {
-            OrderStatus::PendingPayment
-        }
+        self.0.status.into()
     }
 
     /// The organization the order was bought for, if any.

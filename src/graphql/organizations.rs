@@ -6,26 +6,10 @@ use super::{ContextExt, pagination::parse_id};
 use crate::{domain::organizations, error::ApiResult};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::organization_member::OrganizationRole")]
 pub enum OrganizationRole {
     Admin,
     Member,
-}
-
-impl OrganizationRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            OrganizationRole::Admin => organizations::ADMIN,
-            OrganizationRole::Member => organizations::MEMBER,
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        if s == organizations::ADMIN {
-            OrganizationRole::Admin
-        } else {
-            OrganizationRole::Member
-        }
-    }
 }
 
 /// A company account: its admins hold the owner's rights on the orders bought for it.
@@ -70,7 +54,7 @@ pub struct OrganizationMember {
 impl From<organization_member::Model> for OrganizationMember {
     fn from(m: organization_member::Model) -> Self {
         OrganizationMember {
-            role: OrganizationRole::parse(&m.role),
+            role: m.role.into(),
             email: m.email,
         }
     }
@@ -91,7 +75,7 @@ pub async fn memberships(ctx: &Context<'_>) -> ApiResult<Vec<Membership>> {
         .into_iter()
         .map(|(org, role)| Membership {
             organization: Organization(org),
-            role: OrganizationRole::parse(&role),
+            role: role.into(),
         })
         .collect())
 }
@@ -126,7 +110,7 @@ impl OrganizationMutation {
         let viewer = ctx.viewer()?;
         let id = parse_id(&organization_id, "organization")?;
         let member =
-            organizations::add_member(&ctx.state().ctx, viewer, id, &email, role.as_str()).await?;
+            organizations::add_member(&ctx.state().ctx, viewer, id, &email, role.into()).await?;
         Ok(member.into())
     }
 

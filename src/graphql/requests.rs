@@ -35,7 +35,7 @@ impl LicenseRequest {
 
     /// Pending requests older than 7 days read as `EXPIRED`.
     async fn status(&self, ctx: &Context<'_>) -> ApprovalStatus {
-        ApprovalStatus::parse(requests::effective_status(
+        ApprovalStatus::from(requests::effective_status(
             &self.0,
             ctx.state().ctx.clock.now(),
         ))
@@ -77,31 +77,12 @@ impl LicenseRequest {
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "entity::order_transfer::TransferStatus")]
 pub enum TransferStatus {
     Pending,
     Accepted,
     Cancelled,
     Expired,
-}
-
-impl TransferStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            TransferStatus::Pending => transfers::PENDING,
-            TransferStatus::Accepted => transfers::ACCEPTED,
-            TransferStatus::Cancelled => transfers::CANCELLED,
-            TransferStatus::Expired => transfers::EXPIRED,
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            transfers::ACCEPTED => TransferStatus::Accepted,
-            transfers::CANCELLED => TransferStatus::Cancelled,
-            transfers::EXPIRED => TransferStatus::Expired,
-            _ => TransferStatus::Pending,
-        }
-    }
 }
 
 /// A transfer of an order's ownership.
@@ -114,7 +95,7 @@ impl OrderTransfer {
     }
 
     async fn status(&self, ctx: &Context<'_>) -> TransferStatus {
-        TransferStatus::parse(transfers::effective_status(
+        TransferStatus::from(transfers::effective_status(
             &self.0,
             ctx.state().ctx.clock.now(),
         ))
@@ -191,7 +172,7 @@ impl RequestQuery {
             &state.ctx.db,
             viewer,
             direction,
-            status.map(ApprovalStatus::as_str),
+            status.map(Into::into),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),
@@ -214,7 +195,7 @@ impl RequestQuery {
             &state.ctx.db,
             viewer,
             direction,
-            status.map(TransferStatus::as_str),
+            status.map(Into::into),
             state.ctx.clock.now(),
         )
         .await?;

@@ -199,7 +199,9 @@ pub async fn transfer_page(
     else {
         return invalid();
     };
-    if transfers::effective_status(&transfer, server.state.ctx.clock.now()) != transfers::PENDING {
+    if transfers::effective_status(&transfer, server.state.ctx.clock.now())
+        != transfers::TransferStatus::Pending
+    {
         return pages::message(
             "Transfer closed",
             "This transfer was already accepted, cancelled, or has expired.",

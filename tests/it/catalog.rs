@@ -427,7 +427,7 @@ async fn the_migration_moves_existing_order_products_into_the_catalog() {
             organization_id: Set(None),
             product: Set((*text).into()),
             quantity: Set(1),
-            status: Set("PENDING_PAYMENT".into()),
+            status: Set(entity::order::OrderStatus::PendingPayment),
             require_manual_approval: Set(None),
             device_limit: Set(1),
             created_at: Set(at),
