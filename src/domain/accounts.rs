@@ -161,6 +161,16 @@ pub struct PendingVerification {
     pub changes_email: bool,
 }
 
+/// The account signed in as `viewer` (gone if it was deleted meanwhile).
+pub async fn of_viewer(
+    conn: &impl sea_orm::ConnectionTrait,
+    viewer: &Viewer,
+) -> ApiResult<Option<account::Model>> {
+    Ok(account::Entity::find_by_id(viewer.account_id)
+        .one(conn)
+        .await?)
+}
+
 /// What the link's page shows (no change made): `NOT_FOUND` for an unknown,
 /// used or expired token, so the page only names addresses to holders of a
 /// live link.

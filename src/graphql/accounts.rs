@@ -175,17 +175,12 @@ impl AccountQuery {
         match ctx.auth() {
             Auth::Anonymous => Ok(None),
             Auth::Invalid => Err(AppError::Unauthenticated),
-            Auth::Viewer(viewer) => {
-                let account = account::Entity::find_by_id(viewer.account_id)
-                    .one(&ctx.state().ctx.db)
-                    .await?;
-                Ok(account.map(Account))
-            }
+            Auth::Viewer(viewer) => Ok(accounts::of_viewer(&ctx.state().ctx.db, viewer)
+                .await?
+                .map(Account)),
         }
     }
 }
-
-use sea_orm::EntityTrait;
 
 #[derive(Default)]
 pub struct AccountMutation;
