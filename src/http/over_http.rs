@@ -223,6 +223,14 @@ fn is_method_refusal(error: &ServerError) -> bool {
         .is_some_and(|field| *field == async_graphql::Value::from(METHOD_FIELD))
 }
 
+/// A response refused before execution: no `data` entry at all.
+#[derive(serde::Serialize)]
+struct RequestError<'a> {
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+}
+
 /// The HTTP answer to a GraphQL response. A response with errors and no
 /// execution (syntax, validation, variables, limits) has no `data` entry
 /// and is 400 in `application/graphql-response+json`, 200 in
@@ -236,11 +244,17 @@ pub fn respond(media: MediaType, response: async_graphql::Response, executed: bo
     } else {
         StatusCode::OK
     };
-    let mut body = serde_json::to_value(&response).unwrap_or_default();
-    if request_error && let Value::Object(fields) = &mut body {
-        fields.remove("data");
-    }
-    let mut answer = (status, body.to_string()).into_response();
+    // Serialized straight from the response, so that fields keep the order
+    // they were asked in (a detour through `serde_json::Value` sorts them).
+    let body = if request_error {
+        serde_json::to_string(&RequestError {
+            errors: &response.errors,
+            extensions: &response.extensions,
+        })
+    } else {
+        serde_json::to_string(&response)
+    };
+    let mut answer = (status, body.unwrap_or_default()).into_response();
     let headers = answer.headers_mut();
     headers.insert(header::CONTENT_TYPE, media.content_type());
     if status == StatusCode::METHOD_NOT_ALLOWED {

@@ -271,3 +271,22 @@ async fn automatic_persisted_queries() {
     let response = get(&app, None, &[("extensions", extensions.as_str())]).await;
     assert_eq!(response.status(), 405);
 }
+
+#[tokio::test]
+async fn fields_come_back_in_the_order_they_were_asked() {
+    let app = TestApp::spawn().await;
+    for accept in [None, Some("application/json")] {
+        let response = post(
+            &app,
+            accept,
+            json!({"query": "{ zz: __typename mm: __typename aa: __typename }"}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        assert_eq!(
+            text, r#"{"data":{"zz":"Query","mm":"Query","aa":"Query"}}"#,
+            "{accept:?}"
+        );
+    }
+}
