@@ -81,7 +81,7 @@ pub async fn graphql(
     State(server): State<Server>,
     client: ClientAddr,
     headers: HeaderMap,
-    refusal::GraphQLPost(request): refusal::GraphQLPost,
+    over_http::GraphQLPost(request): over_http::GraphQLPost,
 ) -> Response {
     let Some(media) = over_http::negotiate(&headers) else {
         return over_http::not_acceptable();

@@ -2,81 +2,13 @@
 //! shape so that every 4xx carries an `extensions.code` (api.md "Errors").
 use async_graphql::ServerError;
 use axum::{
-    body::{Body, Bytes},
-    extract::{FromRequest, Request},
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use crate::graphql::limits::{self, Limit, MAX_BODY_BYTES};
-
-/// A GraphQL request read from a `POST` body of at most [`MAX_BODY_BYTES`]
-/// (413 beyond, before more is read), in JSON (`Content-Type:
-/// application/json`; anything else is 415, a missing type included).
-/// Multipart bodies (file uploads) are refused: no operation takes a file.
-pub struct GraphQLPost(pub async_graphql::Request);
-
-impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
-    type Rejection = Response;
-
-    async fn from_request(request: Request, _: &S) -> Result<Self, Response> {
-        let headers = request.headers();
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if media != "application/json" {
-            return Err(refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                limits::coded_error(
-                    "send the request as JSON (Content-Type: application/json)".into(),
-                    "body",
-                    None,
-                ),
-            ));
-        }
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-            return Err(too_large());
-        }
-        let body = read_body(request.into_body()).await?;
-        super::over_http::from_json(&body).map(GraphQLPost)
-    }
-}
-
-/// The body, or 413 as soon as it passes the limit (a body without a
-/// `Content-Length` is counted as it arrives).
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|error| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(cause) = source {
-                if cause.is::<http_body_util::LengthLimitError>() {
-                    return too_large();
-                }
-                source = cause.source();
-            }
-            refuse(
-                StatusCode::BAD_REQUEST,
-                limits::coded_error("the body could not be read".into(), "body", None),
-            )
-        })
-}
-
-fn too_large() -> Response {
-    refuse(StatusCode::PAYLOAD_TOO_LARGE, Limit::Body.error())
-}
+use crate::graphql::limits::{self, Limit};
 
 /// `status` with a GraphQL response holding `error` as its body.
 pub fn refuse(status: StatusCode, error: ServerError) -> Response {
