@@ -217,15 +217,7 @@ async fn a_password_reset_takes_a_squatted_account_back() {
     assert_eq!(asked, json!({"requestPasswordReset": true}));
     let token = reset_token(&app, &victim).await;
     // The link's page names the address and changes nothing.
-    let page = app
-        .http
-        .get(format!("{}/reset-password?token={token}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page(&format!("/reset-password?token={token}")).await;
     assert!(page.contains(&victim), "{page}");
     assert!(page.contains("type=\"password\""), "{page}");
     app.ok(Some(&attacker), ME, json!({})).await;
@@ -299,14 +291,7 @@ async fn the_verification_page_names_the_address_and_needs_the_password() {
     let address = email("link");
     let (session, _) = app.unverified_user(&address).await;
     let token = app.verification_token(&address).await;
-    let page = app
-        .http
-        .get(format!("{}/verify-email?token={token}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let page = page.text().await.unwrap();
+    let page = app.page(&format!("/verify-email?token={token}")).await;
     assert!(
         page.contains(&address),
         "the page names the address: {page}"
@@ -544,15 +529,7 @@ async fn a_new_email_takes_effect_once_verified() {
         .await;
     let token = confirmation.verification_token();
     // The page names both addresses and asks for the password.
-    let page = app
-        .http
-        .get(format!("{}/verify-email?token={token}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page(&format!("/verify-email?token={token}")).await;
     assert!(page.contains(&new) && page.contains(&old), "{page}");
     assert_eq!(
         app.err(Some(&stranger), VERIFY, json!({"t": token})).await,

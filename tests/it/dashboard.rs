@@ -245,23 +245,6 @@ async fn panel_shows(page: &Page, kind: &str, text: &str) {
     .await;
 }
 
-/// Every event id of `token`'s account, oldest first.
-async fn event_ids(app: &TestApp, token: &str) -> Vec<String> {
-    let data = app
-        .ok(
-            Some(token),
-            "{ events(first: 100) { edges { node { id } } } }",
-            json!({}),
-        )
-        .await;
-    data["events"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn click(page: &Page, what: &str, expression: &str) {
     page.wait_for(
         what,
@@ -454,7 +437,7 @@ async fn a_buyer_works_live_in_the_dashboard() {
     .await;
     // Exactly the account's events, each once.
     let shown: Vec<String> = panel(&page).await.into_iter().map(|(id, ..)| id).collect();
-    let mut all = event_ids(&app, &buyer).await;
+    let mut all = app.event_ids(&buyer).await;
     all.reverse();
     assert_eq!(shown, all, "the panel shows every event once, newest first");
 

@@ -431,16 +431,7 @@ async fn a_device_activated_during_a_transfer_blocks_its_acceptance() {
 #[ignore = "needs Redis"]
 async fn a_change_on_one_instance_reaches_validations_on_another() {
     let redis_url = crate::harness::require_redis();
-    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
-    let channel = unique("kl_events");
-    let options = || Options {
-        db: Some(db.clone()),
-        redis_url: Some(redis_url.clone()),
-        redis_channel: Some(channel.clone()),
-        configure: Box::new(|c| c.device_rate_per_minute = 10_000),
-    };
-    let a = TestApp::spawn_with(options()).await;
-    let b = TestApp::spawn_with(options()).await;
+    let (a, b) = TestApp::two_on_redis(&redis_url, |c| c.device_rate_per_minute = 10_000).await;
     let (buyer, _, ids, keys) = order_with_limit(&a, 1, 1).await;
     a.ok(
         Some(&buyer),

@@ -205,23 +205,6 @@ async fn assign(app: &TestApp, token: &str, license: &str) {
     .await;
 }
 
-/// The caller's events through the `events` query (the database's view).
-async fn feed(app: &TestApp, token: &str) -> Vec<String> {
-    let data = app
-        .ok(
-            Some(token),
-            "{ events(first: 100){ edges { node { id } } } }",
-            json!({}),
-        )
-        .await;
-    data["events"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn ids(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -247,7 +230,7 @@ async fn receives_an_assignment_over(protocol: Protocol) {
     assert_eq!(assigned["kind"], "LICENSE_ASSIGNED");
     assert_eq!(assigned["license"]["id"], licenses[0]);
     assert!(position(&assigned) > position(&paid));
-    assert_eq!(ids(&[paid, assigned]), feed(&app, &token).await);
+    assert_eq!(ids(&[paid, assigned]), app.event_ids(&token).await);
     sub.quiet().await;
 }
 
@@ -266,8 +249,8 @@ async fn a_subscriber_receives_only_its_own_accounts_events() {
     let app = TestApp::spawn().await;
     let (alice, alice_keys) = buyer(&app, 1).await;
     let (bob, bob_keys) = buyer(&app, 1).await;
-    let alice_feed = feed(&app, &alice).await;
-    let bob_feed = feed(&app, &bob).await;
+    let alice_feed = app.event_ids(&alice).await;
+    let bob_feed = app.event_ids(&bob).await;
     let mut alice_sub = Sub::open(
         &app,
         &alice,
@@ -324,7 +307,11 @@ async fn resuming_after_a_cursor_replays_exactly_the_missed_events() {
     sub.quiet().await;
 
     let all = [seen, missed, vec![live]].concat();
-    assert_eq!(ids(&all), feed(&app, &token).await, "in order, once each");
+    assert_eq!(
+        ids(&all),
+        app.event_ids(&token).await,
+        "in order, once each"
+    );
 }
 
 /// On PostgreSQL an event row gets its id at insert time, so an event can
@@ -386,7 +373,7 @@ async fn an_event_committed_behind_an_open_transaction_waits_for_it() {
     assert!(position(&paid) < position(&early) && position(&early) < position(&late));
     let all = [paid, early, late];
     assert_eq!(ids(&replayed.events(2).await), ids(&all[1..]));
-    assert_eq!(ids(&all), feed(&app, &token).await);
+    assert_eq!(ids(&all), app.event_ids(&token).await);
     sub.quiet().await;
 }
 
@@ -418,7 +405,7 @@ async fn events_stay_in_order_when_transaction_ids_went_backwards() {
     .unwrap();
 
     let app = TestApp::spawn_with(options()).await;
-    let paid = feed(&app, &token).await;
+    let paid = app.event_ids(&token).await;
     assert_eq!(paid.len(), 1, "ORDER_PAID, from before the move");
     let mut sub = Sub::open(&app, &token, Protocol::TransportWs, Some(&paid[0]), 1).await;
     assign(&app, &token, &licenses[0]).await;
@@ -426,7 +413,10 @@ async fn events_stay_in_order_when_transaction_ids_went_backwards() {
     assert_eq!(assigned["kind"], "LICENSE_ASSIGNED");
     let ahead = json!({ "id": paid[0] });
     assert!(position(&assigned) > position(&ahead));
-    assert_eq!(feed(&app, &token).await, [paid, ids(&[assigned])].concat());
+    assert_eq!(
+        app.event_ids(&token).await,
+        [paid, ids(&[assigned])].concat()
+    );
 
     // Once ahead, a later start changes nothing.
     let offset = || async {
@@ -476,7 +466,7 @@ async fn subscriptions_started_while_events_are_produced_see_each_once() {
         subs
     };
     let ((), subs) = tokio::join!(producer, consumer);
-    let expected = feed(&app, &token).await;
+    let expected = app.event_ids(&token).await;
     assert_eq!(
         expected.len(),
         1 + ROUNDS,
@@ -509,7 +499,7 @@ async fn one_pooled_connection_serves_concurrent_mutations_and_their_events() {
     futures_util::future::join_all(licenses.iter().map(|license| assign(&app, &token, license)))
         .await;
     let got = sub.events(1 + MUTATIONS).await;
-    assert_eq!(ids(&got), feed(&app, &token).await);
+    assert_eq!(ids(&got), app.event_ids(&token).await);
     assert_eq!(got[0]["kind"], "ORDER_PAID");
     assert!(got[1..].iter().all(|e| e["kind"] == "LICENSE_ASSIGNED"));
 
@@ -754,7 +744,7 @@ async fn a_redis_outage_loses_no_event() {
     redis.restart().await;
     assign(&b, &token, &licenses[2]).await;
 
-    let expected = feed(&a, &token).await;
+    let expected = a.event_ids(&token).await;
     assert_eq!(expected.len(), 1 + 1 + 6 + 1);
     seen_a.extend(on_a.events(expected.len() - seen_a.len()).await);
     seen_b.extend(on_b.events(expected.len() - seen_b.len()).await);
@@ -809,7 +799,7 @@ async fn a_hung_redis_slows_no_mutation() {
     }
     redis.signal("CONT");
 
-    let expected = feed(&app, &token).await;
+    let expected = app.event_ids(&token).await;
     assert_eq!(expected.len(), 1 + licenses.len());
     seen.extend(sub.events(expected.len() - seen.len()).await);
     assert_eq!(ids(&seen), expected, "every event, in order, once");

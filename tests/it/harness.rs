@@ -718,6 +718,52 @@ impl TestApp {
         socket
     }
 
+    /// Two instances on one database and one Redis channel, as behind a
+    /// balancer; `configure` applies to both.
+    pub async fn two_on_redis(redis_url: &str, configure: fn(&mut Config)) -> (TestApp, TestApp) {
+        let db = std::sync::Arc::new(TestDb::create().await);
+        let channel = unique("kl_events");
+        let options = || Options {
+            db: Some(db.clone()),
+            redis_url: Some(redis_url.to_owned()),
+            redis_channel: Some(channel.clone()),
+            configure: Box::new(configure),
+        };
+        let a = TestApp::spawn_with(options()).await;
+        let b = TestApp::spawn_with(options()).await;
+        (a, b)
+    }
+
+    /// The text of the page at `path` (which must answer 200).
+    pub async fn page(&self, path: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.expect("a text body")
+    }
+
+    /// The ids of the caller's events through the `events` query (the
+    /// database's view), oldest first.
+    pub async fn event_ids(&self, token: &str) -> Vec<String> {
+        let data = self
+            .ok(
+                Some(token),
+                "{ events(first: 100) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        data["events"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["id"].as_str().expect("an id").to_owned())
+            .collect()
+    }
+
     /// `GET /readyz`: its status and JSON body.
     pub async fn readiness(&self) -> (u16, Value) {
         let response = self

@@ -147,19 +147,11 @@ async fn a_burst_of_sign_ins_all_get_an_answer() {
 #[ignore = "needs Redis"]
 async fn instances_sharing_redis_share_the_wrong_password_limits() {
     let redis_url = crate::harness::require_redis();
-    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
-    let channel = unique("kl_events");
-    let options = || Options {
-        db: Some(db.clone()),
-        redis_url: Some(redis_url.clone()),
-        redis_channel: Some(channel.clone()),
-        configure: Box::new(|c| {
-            c.signin_failures_per_minute = 4;
-            c.signin_failures_per_minute_per_address = 6;
-        }),
-    };
-    let a = TestApp::spawn_with(options()).await;
-    let b = TestApp::spawn_with(options()).await;
+    let (a, b) = TestApp::two_on_redis(&redis_url, |c| {
+        c.signin_failures_per_minute = 4;
+        c.signin_failures_per_minute_per_address = 6;
+    })
+    .await;
     let ada = email("ada");
     let bob = email("bob");
     a.sign_up(&ada).await;

@@ -92,16 +92,8 @@ async fn from_an_untrusted_peer_forwarded_addresses_are_ignored() {
 #[ignore = "needs Redis"]
 async fn instances_sharing_redis_share_one_budget() {
     let redis_url = crate::harness::require_redis();
-    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
-    let channel = unique("kl_events");
-    let options = || Options {
-        db: Some(db.clone()),
-        redis_url: Some(redis_url.clone()),
-        redis_channel: Some(channel.clone()),
-        configure: Box::new(|config| config.claim_rate_per_minute = LIMIT),
-    };
-    let a = TestApp::spawn_with(options()).await;
-    let b = TestApp::spawn_with(options()).await;
+    let (a, b) =
+        TestApp::two_on_redis(&redis_url, |config| config.claim_rate_per_minute = LIMIT).await;
     let email = format!("{}@example.com", unique("spread"));
     let token = a.verified_user(&email).await.0;
     for i in 0..LIMIT {

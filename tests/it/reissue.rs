@@ -2,7 +2,7 @@
 //! and an owner can give a key a new string with a grace for the old one.
 use serde_json::{Value, json};
 
-use crate::harness::{Options, TestApp, unique};
+use crate::harness::{TestApp, unique};
 
 const VALIDATE: &str =
     "query($k:String!,$f:String){ validateLicense(key:$k, fingerprint:$f){ code } }";
@@ -507,16 +507,7 @@ async fn only_the_order_s_managers_reissue_a_key() {
 async fn an_old_string_is_refused_on_another_instance_right_after_a_reissue() {
     crate::harness::require_postgres();
     let redis_url = crate::harness::require_redis();
-    let db = std::sync::Arc::new(crate::harness::TestDb::create().await);
-    let channel = unique("kl_events");
-    let options = || Options {
-        db: Some(db.clone()),
-        redis_url: Some(redis_url.clone()),
-        redis_channel: Some(channel.clone()),
-        configure: Box::new(|_| {}),
-    };
-    let a = TestApp::spawn_with(options()).await;
-    let b = TestApp::spawn_with(options()).await;
+    let (a, b) = TestApp::two_on_redis(&redis_url, |_| {}).await;
     let (owner, _) = a.verified_user(&email("owner")).await;
     let (_, ids, keys) = a.paid_order(&owner, 1).await;
     let (license, original) = (&ids[0], &keys[0]);
