@@ -50,8 +50,14 @@ pub const MAX_LITERAL_NESTING: usize = 32;
 /// parser and the validator can recurse through safely, far above
 /// [`MAX_DEPTH`].
 pub const MAX_SELECTION_NESTING: usize = 32;
-/// Deepest field selection (introspection needs about 10 levels).
+/// Deepest field selection outside introspection.
 pub const MAX_DEPTH: usize = 12;
+/// Deepest field selection under `__schema` or `__type`: graphql-js's
+/// introspection query (GraphiQL's, Apollo's, codegen tools') follows
+/// `ofType` nine times, 15 fields deep. Introspection resolvers read the
+/// in-memory schema only, so the deeper allowance costs no database work;
+/// [`MAX_FIELDS`] still bounds their number.
+pub const MAX_INTROSPECTION_DEPTH: usize = 16;
 /// Cost budget per request. A field costs 1; a list of `first: n` costs n
 /// times its selection, so 20 orders × 100 keys × 4 fields fits, 100 × 100 × 4 does not.
 pub const MAX_COMPLEXITY: usize = 10_000;
@@ -80,6 +86,10 @@ const PASSWORD_OPERATIONS: &[&str] = &[
 
 /// Arguments (and input fields) of free text, where TAB, LF and CR are fine.
 const FREE_TEXT: &[&str] = &["message", "description", "reason"];
+
+/// Root fields whose selections are counted against
+/// [`MAX_INTROSPECTION_DEPTH`] rather than [`MAX_DEPTH`].
+const INTROSPECTION_FIELDS: &[&str] = &["__schema", "__type"];
 
 /// A limit a request can exceed; its name is `extensions.limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +144,9 @@ impl Limit {
             Limit::SelectionNesting => {
                 format!("selections and fragments may nest at most {MAX_SELECTION_NESTING} levels")
             }
-            Limit::Depth => format!("a query may be at most {MAX_DEPTH} fields deep"),
+            Limit::Depth => format!(
+                "a query may be at most {MAX_DEPTH} fields deep ({MAX_INTROSPECTION_DEPTH} in introspection)"
+            ),
             Limit::Complexity => format!("a query may cost at most {MAX_COMPLEXITY}"),
             Limit::Fields => format!(
                 "a request may select at most {MAX_FIELDS} fields, fragments counted each time they are used"
@@ -278,8 +290,10 @@ struct Cost {
     aliases: usize,
     directives: usize,
     passwords: usize,
-    /// Fields deep.
+    /// Fields deep, outside introspection.
     depth: usize,
+    /// Fields deep, counted from an introspection field.
+    introspection_depth: usize,
     /// Selection sets, inline fragments and spreads deep.
     nesting: usize,
 }
@@ -292,16 +306,33 @@ impl Cost {
         directives: 0,
         passwords: 0,
         depth: 0,
+        introspection_depth: 0,
         nesting: usize::MAX,
     };
 
     /// `inner` used inside this selection, `levels` deeper.
     fn include(&mut self, inner: Cost, depth_levels: usize) {
+        self.add_counts(inner);
+        self.depth = self.depth.max(inner.depth.saturating_add(depth_levels));
+        self.introspection_depth = self
+            .introspection_depth
+            .max(inner.introspection_depth.saturating_add(depth_levels));
+    }
+
+    /// `inner` selected by an introspection field of this selection: its
+    /// depth counts against the introspection allowance.
+    fn include_introspection(&mut self, inner: Cost) {
+        self.add_counts(inner);
+        self.introspection_depth = self
+            .introspection_depth
+            .max(inner.depth.max(inner.introspection_depth).saturating_add(1));
+    }
+
+    fn add_counts(&mut self, inner: Cost) {
         self.fields = self.fields.saturating_add(inner.fields);
         self.aliases = self.aliases.saturating_add(inner.aliases);
         self.directives = self.directives.saturating_add(inner.directives);
         self.passwords = self.passwords.saturating_add(inner.passwords);
-        self.depth = self.depth.max(inner.depth.saturating_add(depth_levels));
         self.nesting = self.nesting.max(inner.nesting.saturating_add(1));
     }
 
@@ -315,6 +346,10 @@ impl Cost {
                 Limit::PasswordOperations,
             ),
             (self.depth > MAX_DEPTH, Limit::Depth),
+            (
+                self.introspection_depth > MAX_INTROSPECTION_DEPTH,
+                Limit::Depth,
+            ),
             (
                 self.nesting > MAX_SELECTION_NESTING,
                 Limit::SelectionNesting,
@@ -346,10 +381,14 @@ impl<'a> Coster<'a> {
                     cost.fields = cost.fields.saturating_add(1);
                     cost.aliases += usize::from(field.alias.is_some());
                     cost.directives = cost.directives.saturating_add(field.directives.len());
-                    cost.passwords +=
-                        usize::from(PASSWORD_OPERATIONS.contains(&field.name.node.as_str()));
+                    let name = field.name.node.as_str();
+                    cost.passwords += usize::from(PASSWORD_OPERATIONS.contains(&name));
                     let inner = self.selection_set(&field.selection_set.node, level + 1);
-                    cost.include(inner, 1);
+                    if INTROSPECTION_FIELDS.contains(&name) {
+                        cost.include_introspection(inner);
+                    } else {
+                        cost.include(inner, 1);
+                    }
                     cost.depth = cost.depth.max(1);
                 }
                 Selection::InlineFragment(fragment) => {
@@ -649,6 +688,25 @@ mod tests {
             check_document(&parse(&text)),
             Err(Limit::Depth | Limit::SelectionNesting)
         ));
+    }
+
+    #[test]
+    fn introspection_may_go_deeper_than_data() {
+        let of_type = |n: usize| format!("{}kind{}", "ofType{".repeat(n), "}".repeat(n));
+        // graphql-js's query: __schema types fields args type, ofType nine times.
+        let standard = format!(
+            "{{__schema{{types{{...T}}}}}} fragment T on __Type{{fields{{args{{type{{{}}}}}}}}}",
+            of_type(9)
+        );
+        assert_eq!(check_document(&parse(&standard)), Ok(()));
+        let deeper = format!("{{__type(name:\"Query\"){{{}}}}}", of_type(15));
+        assert_eq!(check_document(&parse(&deeper)), Err(Limit::Depth));
+        let data = format!(
+            "{{orders{{edges{{node{{{}id{}}}}}}}}}",
+            "order{".repeat(9),
+            "}".repeat(9)
+        );
+        assert_eq!(check_document(&parse(&data)), Err(Limit::Depth));
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .limit_depth(limits::MAX_DEPTH)
+    // A backstop: `limits::check_document` counts depth first, with the
+    // introspection allowance.
+    .limit_depth(limits::MAX_INTROSPECTION_DEPTH)
     .limit_complexity(limits::MAX_COMPLEXITY)
     .limit_recursive_depth(limits::MAX_LITERAL_NESTING)
     // Outermost: string arguments are checked on cached documents too.

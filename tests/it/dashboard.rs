@@ -590,6 +590,19 @@ async fn graphiql_renders_and_runs_a_query_offline() {
         ),
     )
     .await;
+    // The schema came through introspection: the documentation explorer
+    // lists the root types.
+    click(
+        &page,
+        "GraphiQL's documentation button",
+        "document.querySelector('button[aria-label=\"Show Documentation Explorer\"]')",
+    )
+    .await;
+    page.wait_for(
+        "the documentation explorer's root types",
+        "document.querySelector('.graphiql-doc-explorer')?.textContent.includes('Mutation')",
+    )
+    .await;
     page.screenshot("graphiql").await;
     let problems = page.problems().await;
     assert!(problems.is_empty(), "{problems:#?}");

@@ -190,10 +190,16 @@ async fn shape_limits_name_themselves() {
     );
     let deep = format!(
         "{{__schema{{types{{fields{{type{{{}name{}}}}}}}}}}}",
-        "ofType{".repeat(9),
-        "}".repeat(9)
+        "ofType{".repeat(13),
+        "}".repeat(13)
     );
     assert_limit(&refused(&app, &deep, json!({})).await, "depth");
+    let deep_data = format!(
+        "{{orders{{edges{{node{{{}id{}}}}}}}}}",
+        "licenses{edges{node{order{".repeat(3),
+        "}}}}".repeat(3)
+    );
+    assert_limit(&refused(&app, &deep_data, json!({})).await, "depth");
     let tokens = format!("{{me{{id}}}}{}", "!".repeat(5_001));
     assert_limit(&refused(&app, &tokens, json!({})).await, "tokens");
     let long = format!("{{me{{id}}}} #{}", "x".repeat(15_001));
@@ -432,4 +438,40 @@ async fn hostile_get_urls_are_refused_with_codes() {
         assert_eq!(answer["errors"][0]["extensions"]["field"], "extensions");
     }
     assert_alive(&app).await;
+}
+
+/// graphql-js's introspection query, as GraphiQL, Apollo tools and code
+/// generators send it (`ofType` nine levels deep).
+const STANDARD_INTROSPECTION: &str = r#"query IntrospectionQuery {
+  __schema {
+    description queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description isRepeatable locations
+      args(includeDeprecated: true) { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description specifiedByURL
+  fields(includeDeprecated: true) { name description
+    args(includeDeprecated: true) { ...InputValue }
+    type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields(includeDeprecated: true) { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue {
+  name description type { ...TypeRef } defaultValue isDeprecated deprecationReason
+}
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name } } } } } } } } } }"#;
+
+#[tokio::test]
+async fn the_standard_introspection_query_is_answered() {
+    let app = TestApp::spawn().await;
+    let body = app.gql(None, STANDARD_INTROSPECTION, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let types = body["data"]["__schema"]["types"].as_array().expect("types");
+    assert!(types.iter().any(|t| t["name"] == "Order"), "{body}");
 }
