@@ -208,6 +208,7 @@ async fn forget_idle_limits(limits: Arc<RateLimits>) {
 
 fn router(state: AppState, schema: AppSchema) -> Router {
     let cors = cors(&state.config.cors_allowed_origins);
+    let stripe = state.config.stripe_webhook_secret.is_some();
     let server = http::Server {
         state: Arc::new(state),
         schema,
@@ -218,7 +219,12 @@ fn router(state: AppState, schema: AppSchema) -> Router {
         graphql = graphql.layer(cors);
     }
     let [csp, referrer, nosniff, frames] = http::security::layers();
-    Router::new()
+    let mut router = Router::new();
+    if stripe {
+        // Only with a secret to check signatures with (else 404).
+        router = router.route("/webhooks/stripe", post(http::stripe::webhook));
+    }
+    router
         .route("/", get(http::dashboard::page))
         .route("/graphql", graphql)
         .route("/graphql/ws", get(http::graphql_ws))
