@@ -174,12 +174,9 @@ impl Order {
     /// Administrators: why a payment provider's confirmation did not pay
     /// this order (an amount or currency that is not the catalog's, say);
     /// null for everyone else, and once the order is paid.
-    async fn payment_problem(&self, ctx: &Context<'_>) -> ApiResult<Option<&str>> {
-        Ok(if ctx.viewer()?.is_admin {
-            self.0.payment_problem.as_deref()
-        } else {
-            None
-        })
+    async fn payment_problem(&self, ctx: &Context<'_>) -> Option<&str> {
+        let admin = ctx.viewer().is_ok_and(|viewer| viewer.is_admin);
+        admin.then_some(self.0.payment_problem.as_deref()).flatten()
     }
 
     /// When the order was refunded (status `REFUNDED`).

@@ -794,3 +794,51 @@ async fn chunked_upload(app: &TestApp, size: usize) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or(0)
 }
+
+/// Validation answers are cached per instance: a refund through one
+/// instance's webhook must make the other answer `ORDER_REFUNDED` well
+/// before its cache's own bound, through the event bus.
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis"]
+async fn a_refund_on_one_instance_is_seen_by_the_others_at_once() {
+    crate::harness::require_postgres();
+    let redis_url = crate::harness::require_redis();
+    let (a, b) = TestApp::two_on_redis(&redis_url, |config| {
+        config.stripe_webhook_secret = Some(keyledger::config::Secret::new(SECRET));
+    })
+    .await;
+    let admin = a.admin().await;
+    let r = refundable(&a, &admin, "pi_two").await;
+    let read = std::time::Instant::now();
+    assert_eq!(validation_code(&b, &r.keys[0]).await, "VALID");
+    assert_eq!(validation_code(&b, &r.keys[0]).await, "VALID"); // from B's cache
+    assert_eq!(
+        send(&a, &refunded("evt_two", "pi_two", true)).await,
+        "REFUNDED"
+    );
+    // B could read again on its own only 40% of MAX_AGE after its read.
+    let deadline = read + keyledger::domain::validity_cache::MAX_AGE * 2 / 5;
+    loop {
+        let answer = validation_code(&b, &r.keys[0]).await;
+        if answer == "ORDER_REFUNDED" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instance B still answers {answer} for a refunded order's key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other instance's copy of the delivery changes nothing.
+    assert_eq!(
+        send(&b, &refunded("evt_two", "pi_two", true)).await,
+        "DUPLICATE"
+    );
+}
+
+async fn validation_code(app: &TestApp, key: &str) -> String {
+    app.ok(None, VALIDATE, json!({"k": key})).await["validateLicense"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
