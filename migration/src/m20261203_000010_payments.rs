@@ -90,6 +90,13 @@ impl MigrationTrait for Migration {
                 )
                 .await?;
         }
+        // Orders paid so far were marked paid by an administrator.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE orders SET payment_provider = 'manual' WHERE status = 'PAID'",
+            )
+            .await?;
         manager
             .create_index(
                 Index::create()
