@@ -208,7 +208,18 @@ async fn forget_idle_limits(limits: Arc<RateLimits>) {
 
 fn router(state: AppState, schema: AppSchema) -> Router {
     let cors = cors(&state.config.cors_allowed_origins);
-    let stripe = state.config.stripe_webhook_secret.is_some();
+    let stripe = match &state.config.stripe_webhook_secret {
+        Some(secret) => {
+            if !secret.expose().starts_with("whsec_") {
+                tracing::warn!(
+                    "STRIPE_WEBHOOK_SECRET does not start with whsec_: is it the endpoint's signing secret?"
+                );
+            }
+            tracing::info!("Stripe webhook at POST /webhooks/stripe");
+            true
+        }
+        None => false,
+    };
     let server = http::Server {
         state: Arc::new(state),
         schema,
