@@ -208,6 +208,18 @@ async fn forget_idle_limits(limits: Arc<RateLimits>) {
 
 fn router(state: AppState, schema: AppSchema) -> Router {
     let cors = cors(&state.config.cors_allowed_origins);
+    let stripe = match &state.config.stripe_webhook_secret {
+        Some(secret) => {
+            if !secret.expose().starts_with("whsec_") {
+                tracing::warn!(
+                    "STRIPE_WEBHOOK_SECRET does not start with whsec_: is it the endpoint's signing secret?"
+                );
+            }
+            tracing::info!("Stripe webhook at POST /webhooks/stripe");
+            true
+        }
+        None => false,
+    };
     let server = http::Server {
         state: Arc::new(state),
         schema,
@@ -218,7 +230,12 @@ fn router(state: AppState, schema: AppSchema) -> Router {
         graphql = graphql.layer(cors);
     }
     let [csp, referrer, nosniff, frames] = http::security::layers();
-    Router::new()
+    let mut router = Router::new();
+    if stripe {
+        // Only with a secret to check signatures with (else 404).
+        router = router.route("/webhooks/stripe", post(http::stripe::webhook));
+    }
+    router
         .route("/", get(http::dashboard::page))
         .route("/graphql", graphql)
         .route("/graphql/ws", get(http::graphql_ws))

@@ -152,6 +152,42 @@ pub struct Config {
     /// of keyledger's own origin only. Checked at start.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: crate::origins::AllowedOrigins,
+    /// The signing secret (`whsec_…`) of the Stripe webhook endpoint that
+    /// posts to `/webhooks/stripe`; unset: that endpoint does not exist (404).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<Secret>,
+}
+
+/// A secret setting: never shown by `Debug` (configuration may be logged).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err("a secret cannot be empty (leave the variable unset instead)");
+        }
+        Ok(Secret(value.to_owned()))
+    }
 }
 
 impl Config {

@@ -37,6 +37,7 @@ const LABELS = {
   DEVICE_DEACTIVATED: 'Device deactivated',
   ORDER_CREATED: 'Order created',
   ORDER_PAID: 'Order paid',
+  ORDER_REFUNDED: 'Order refunded',
   CLAIM_SETTINGS_CHANGED: 'Claiming settings changed',
 };
 

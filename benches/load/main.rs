@@ -1028,6 +1028,7 @@ impl Ceiling {
             device_limit: Set(1),
             created_at: Set(now),
             paid_at: Set(Some(now)),
+            ..Default::default()
         })
         .exec(&db)
         .await

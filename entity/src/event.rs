@@ -86,4 +86,8 @@ pub enum EventKind {
     /// An account's email address changed, once the new one was verified.
     #[sea_orm(string_value = "EMAIL_CHANGED")]
     EmailChanged,
+    /// An order was refunded (`refundOrder`, or the payment provider's
+    /// refund): its keys stop working. `changes.reason` says why.
+    #[sea_orm(string_value = "ORDER_REFUNDED")]
+    OrderRefunded,
 }

@@ -14,6 +14,7 @@ pub mod order_transfer;
 pub mod organization;
 pub mod organization_member;
 pub mod password_reset;
+pub mod payment_event;
 pub mod product;
 pub mod retired_key;
 pub mod session;

@@ -15,6 +15,14 @@ pub struct Model {
     pub device_limit: i32,
     pub created_at: DateTimeUtc,
     pub paid_at: Option<DateTimeUtc>,
+    pub payment_provider: Option<String>,
+    pub payment_event_id: Option<String>,
+    pub payment_amount: Option<i64>,
+    pub payment_currency: Option<String>,
+    pub payment_intent: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub payment_problem: Option<String>,
+    pub refunded_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -36,7 +44,8 @@ impl Related<super::account::Entity> for Entity {
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// Where an order stands: keys exist once it is paid.
+/// Where an order stands: keys exist once it is paid; a refunded order's
+/// keys stay, and no longer work.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]
@@ -47,4 +56,6 @@ pub enum OrderStatus {
     PendingPayment,
     #[sea_orm(string_value = "PAID")]
     Paid,
+    #[sea_orm(string_value = "REFUNDED")]
+    Refunded,
 }

@@ -99,6 +99,7 @@ pub async fn claim(
     if product.is_some_and(|p| p.trim() != order.product) {
         return Err(not_found());
     }
+    super::orders::ensure_not_refunded(&order)?;
     let owner = owner.ok_or_else(|| AppError::internal("order without owner"))?;
 
     if license.assignee_email.as_deref() == Some(claimer_email.as_str()) {
@@ -443,6 +444,41 @@ pub async fn decline(ctx: &Ctx, viewer: &Viewer, claim_id: i64) -> ApiResult<cla
     )
     .await?;
     txn.commit().await?;
+    Ok(declined)
+}
+
+/// Decline every pending claim on the keys of `order` (locked by the
+/// caller), each with its event and the claimer's email, as an owner's
+/// decline would: the order was refunded, its keys go to nobody.
+pub async fn decline_pending_on_order(
+    txn: &impl ConnectionTrait,
+    order: &order::Model,
+    decided_by: Option<i64>,
+    now: DateTime<Utc>,
+) -> ApiResult<usize> {
+    let keys = Query::select()
+        .column(license::Column::Id)
+        .from(license::Entity)
+        .and_where(license::Column::OrderId.eq(order.id))
+        .to_owned();
+    let pending = claim::Entity::find()
+        .filter(claim::Column::LicenseId.in_subquery(keys))
+        .filter(claim::Column::Status.eq(ApprovalStatus::Pending))
+        .order_by_asc(claim::Column::Id)
+        .all(txn)
+        .await?;
+    let mut declined = 0;
+    for claim in pending {
+        if effective_status(&claim, now) != ApprovalStatus::Pending {
+            continue; // expired: the sweeper records it
+        }
+        let license = license::Entity::find_by_id(claim.license_id)
+            .one(txn)
+            .await?
+            .ok_or_else(|| AppError::internal("claim without key"))?;
+        decide(txn, claim, &license, order, false, decided_by, now).await?;
+        declined += 1;
+    }
     Ok(declined)
 }
 

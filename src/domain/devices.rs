@@ -163,6 +163,7 @@ pub async fn activate(
     let now = ctx.clock.now();
     let txn = ctx.begin_write().await?;
     let (license, order) = lock_by_key(&txn, raw_key, now).await?;
+    super::orders::ensure_not_refunded(&order)?;
     if license.assignee_email.is_none() {
         return Err(AppError::conflict("this key is not assigned to anyone yet"));
     }
@@ -261,6 +262,8 @@ pub enum Validity {
     NotAssigned,
     NotActivated,
     OrderUnpaid,
+    /// The key's order was refunded.
+    OrderRefunded,
 }
 
 #[derive(FromQueryResult)]
@@ -268,6 +271,7 @@ struct ValidationRow {
     license_id: i64,
     assigned: bool,
     paid: bool,
+    refunded: bool,
     activated: bool,
     /// Found by a retired string still in its grace.
     retired: bool,
@@ -338,6 +342,7 @@ async fn read_validity(
     };
     let columns = format!(
         "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, o.status = 'PAID' AS paid, \
+         o.status = 'REFUNDED' AS refunded, \
          EXISTS (SELECT 1 FROM activations a WHERE a.license_id = l.id AND a.fingerprint = {fp_param}) AS activated"
     );
     let sql = format!(
@@ -362,7 +367,9 @@ async fn read_validity(
     let Some(row) = row else {
         return Ok(((Validity::NotFound, None), false));
     };
-    let validity = if !row.paid {
+    let validity = if row.refunded {
+        Validity::OrderRefunded
+    } else if !row.paid {
         Validity::OrderUnpaid
     } else if !row.assigned {
         Validity::NotAssigned

@@ -129,7 +129,7 @@ impl<'a> NewAssignee<'a> {
 /// old one, and the event says `keyReissued`. Emails are the caller's
 /// business (each path tells people differently; the former assignee may
 /// only be shown the old string). A change that changes nothing records
-/// nothing.
+/// nothing. The keys of a refunded order do not change hands (`CONFLICT`).
 pub async fn set_assignment(
     txn: &impl ConnectionTrait,
     actor_id: i64,
@@ -138,6 +138,7 @@ pub async fn set_assignment(
     assignee: Option<NewAssignee<'_>>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ApiResult<license::Model> {
+    orders::ensure_not_refunded(order)?;
     let before = assignment_json(&license);
     let previous = license.assignee_email.clone();
     let new_email = assignee.as_ref().map(|a| a.email.to_owned());

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod licenses;
 pub mod orders;
 pub mod organizations;
+pub mod payments;
 pub mod products;
 pub mod recovery;
 pub mod requests;

@@ -1,5 +1,6 @@
-//! Orders: created waiting for payment, marked paid by an admin, which
-//! generates all their keys in one batch (product.md "Orders and keys").
+//! Orders: created waiting for payment, marked paid by an admin or a
+//! payment provider's webhook ([`super::payments`]), which generates all
+//! their keys in one batch (product.md "Orders and keys").
 use entity::order;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
@@ -7,7 +8,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{Ctx, keys, rights};
+use super::{Ctx, Write, keys, rights};
 use crate::{
     auth::Viewer,
     error::{ApiResult, AppError},
@@ -82,28 +83,91 @@ pub async fn lock(conn: &impl ConnectionTrait, order_id: i64) -> ApiResult<order
         .ok_or(AppError::NotFound("order"))
 }
 
-/// Mark an order paid and generate its keys, in one transaction: paying twice
-/// is a `CONFLICT`, never a second batch.
+/// Who confirmed a payment, and what they reported.
+#[derive(Debug, Clone, Default)]
+pub struct Payment {
+    /// `stripe` or `manual` (an administrator).
+    pub provider: &'static str,
+    /// The provider's event that confirmed it.
+    pub event_id: Option<String>,
+    /// Amount paid, in minor units of `currency`.
+    pub amount: Option<i64>,
+    /// ISO 4217, upper case.
+    pub currency: Option<String>,
+    /// Stripe's PaymentIntent id.
+    pub payment_intent: Option<String>,
+}
+
+impl Payment {
+    /// An administrator's `markOrderPaid`.
+    pub fn manual() -> Self {
+        Payment {
+            provider: "manual",
+            ..Payment::default()
+        }
+    }
+}
+
+/// Administrators: mark an order paid and generate its keys, in one
+/// transaction: paying twice is a `CONFLICT`, never a second batch.
 pub async fn mark_paid(ctx: &Ctx, viewer: &Viewer, order_id: i64) -> ApiResult<order::Model> {
     viewer.require_admin()?;
     let now = ctx.clock.now();
     let txn = ctx.begin_write().await?;
     let order = lock(&txn, order_id).await?;
-    if order.status == OrderStatus::Paid {
-        return Err(AppError::conflict("this order is already paid"));
+    let paid = pay(&txn, order, Payment::manual(), Some(viewer.account_id), now).await?;
+    txn.commit().await?;
+    Ok(paid)
+}
+
+/// Mark `order` (locked by the caller, see [`lock`]) paid by `payment` and
+/// generate its keys, in the caller's transaction, with its `ORDER_PAID`
+/// event. An order already paid or refunded is a `CONFLICT`. Whoever pays
+/// (an administrator, a payment provider's webhook) goes through here.
+pub async fn pay(
+    txn: &Write<'_>,
+    order: order::Model,
+    payment: Payment,
+    actor_id: Option<i64>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<order::Model> {
+    match order.status {
+        OrderStatus::PendingPayment => {}
+        OrderStatus::Paid => return Err(AppError::conflict("this order is already paid")),
+        OrderStatus::Refunded => return Err(AppError::conflict("this order was refunded")),
     }
     generate_keys(txn.transaction(), order.id, order.quantity as usize, now).await?;
     let mut paid: order::ActiveModel = order.clone().into();
     paid.status = Set(OrderStatus::Paid);
     paid.paid_at = Set(Some(now));
-    let paid = paid.update(&txn).await?;
-    let mut event = NewEvent::new(EventKind::OrderPaid, Some(viewer.account_id));
+    paid.payment_provider = Set(Some(payment.provider.to_owned()));
+    paid.payment_event_id = Set(payment.event_id.clone());
+    paid.payment_amount = Set(payment.amount);
+    paid.payment_currency = Set(payment.currency.clone());
+    paid.payment_intent = Set(payment.payment_intent.clone());
+    paid.payment_problem = Set(None);
+    let paid = paid.update(txn).await?;
+    let mut event = NewEvent::new(EventKind::OrderPaid, actor_id);
     event.order_id = Some(order.id);
-    event.changes = json!({"before": {"status": order.status}, "after": {"status": OrderStatus::Paid, "keys": order.quantity}});
-    event.recipients = rights::order_managers(&txn, &order).await?;
-    events::record(&txn, now, event).await?;
-    txn.commit().await?;
+    event.changes = json!({
+        "before": {"status": order.status},
+        "after": {"status": OrderStatus::Paid, "keys": order.quantity},
+        "payment": {"provider": payment.provider, "eventId": payment.event_id},
+    });
+    event.recipients = rights::order_managers(txn, &order).await?;
+    events::record(txn, now, event).await?;
     Ok(paid)
+}
+
+/// `CONFLICT` when `order` was refunded: its keys no longer change hands,
+/// activate or move.
+pub fn ensure_not_refunded(order: &order::Model) -> ApiResult<()> {
+    if order.status == OrderStatus::Refunded {
+        return Err(AppError::conflict(
+            "this order was refunded: its keys no longer work",
+        ));
+    }
+    Ok(())
 }
 
 /// Insert `count` fresh keys for `order_id`: one statement for any order up

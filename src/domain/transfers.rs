@@ -45,6 +45,7 @@ pub async fn start(
     let txn = ctx.begin_write().await?;
     let order = orders::lock(&txn, order_id).await?;
     rights::require_manage(&txn, viewer, &order).await?;
+    orders::ensure_not_refunded(&order)?;
     if !rights::can_transfer(&txn, viewer, &order).await? {
         return Err(AppError::Forbidden(
             "only the organization's admins transfer its orders",
@@ -173,6 +174,7 @@ pub async fn accept(
             "this transfer is addressed to another email address",
         ));
     }
+    orders::ensure_not_refunded(&order)?;
     // The sender must still hold the right to transfer: the order may have
     // changed owner since, or the sender (an organization's admin) may have
     // left the organization or stopped being an admin.

@@ -39,6 +39,8 @@ pub enum ValidationCode {
     NotAssigned,
     NotActivated,
     OrderUnpaid,
+    /// The key's order was refunded.
+    OrderRefunded,
 }
 
 /// The answer of `validateLicense`; the license is read only when asked for

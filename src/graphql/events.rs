@@ -52,6 +52,7 @@ pub enum EventKind {
     ProductUpdated,
     PasswordChanged,
     EmailChanged,
+    OrderRefunded,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

@@ -13,6 +13,7 @@ mod orders;
 mod organizations;
 mod pagination;
 mod parse_cache;
+mod payments;
 mod products;
 mod requests;
 pub mod transport;
@@ -49,6 +50,7 @@ pub struct MutationRoot(
     requests::RequestMutation,
     organizations::OrganizationMutation,
     devices::DeviceMutation,
+    payments::PaymentMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -29,6 +29,32 @@ use crate::{
 pub enum OrderStatus {
     PendingPayment,
     Paid,
+    /// Refunded after payment: its keys no longer work.
+    Refunded,
+}
+
+/// Who confirmed an order's payment.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum PaymentProvider {
+    /// The Stripe webhook (`POST /webhooks/stripe`).
+    Stripe,
+    /// An administrator's `markOrderPaid`.
+    Manual,
+}
+
+/// How an order was paid.
+#[derive(SimpleObject)]
+pub struct OrderPayment {
+    pub provider: PaymentProvider,
+    /// The provider's event that confirmed it (Stripe's `evt_…`).
+    pub event_id: Option<String>,
+    /// What was paid, in minor units of `currency` (null for a manual payment).
+    pub amount: Option<i64>,
+    /// ISO 4217, upper case.
+    pub currency: Option<String>,
+    /// Stripe's PaymentIntent (`pi_…`).
+    pub payment_intent: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -127,6 +153,35 @@ impl Order {
 
     async fn paid_at(&self) -> Option<DateTime<Utc>> {
         self.0.paid_at
+    }
+
+    /// How the order was paid; null until it is.
+    async fn payment(&self) -> Option<OrderPayment> {
+        let provider = match self.0.payment_provider.as_deref()? {
+            crate::domain::payments::STRIPE => PaymentProvider::Stripe,
+            _ => PaymentProvider::Manual,
+        };
+        Some(OrderPayment {
+            provider,
+            event_id: self.0.payment_event_id.clone(),
+            amount: self.0.payment_amount,
+            currency: self.0.payment_currency.clone(),
+            payment_intent: self.0.payment_intent.clone(),
+            paid_at: self.0.paid_at,
+        })
+    }
+
+    /// Administrators: why a payment provider's confirmation did not pay
+    /// this order (an amount or currency that is not the catalog's, say);
+    /// null for everyone else, and once the order is paid.
+    async fn payment_problem(&self, ctx: &Context<'_>) -> Option<&str> {
+        let admin = ctx.viewer().is_ok_and(|viewer| viewer.is_admin);
+        admin.then_some(self.0.payment_problem.as_deref()).flatten()
+    }
+
+    /// When the order was refunded (status `REFUNDED`).
+    async fn refunded_at(&self) -> Option<DateTime<Utc>> {
+        self.0.refunded_at
     }
 
     /// The order's keys, optionally only assigned or unassigned ones.

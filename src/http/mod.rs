@@ -17,6 +17,7 @@ pub mod over_http;
 pub mod persisted;
 pub mod refusal;
 pub mod security;
+pub mod stripe;
 mod websocket;
 
 use crate::{

@@ -98,6 +98,12 @@ pub enum Email {
     EmailChanged {
         new_email: String,
     },
+    /// An order was refunded: to its owner (with the order's number) and to
+    /// its keys' assignees (without).
+    OrderRefunded {
+        order_number: Option<String>,
+        product: String,
+    },
 }
 
 /// A rendered email.
@@ -134,6 +140,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "password_reset",
     "confirm_email_change",
     "email_changed",
+    "order_refunded",
 );
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -193,6 +200,37 @@ pub async fn enqueue(
     }
     .insert(conn)
     .await?;
+    Ok(())
+}
+
+/// [`enqueue`] of one `email` to each of `recipients`, rendered once and
+/// inserted in batches (an order's assignees may be many).
+pub async fn enqueue_many(
+    conn: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    recipients: &[String],
+    email: Email,
+) -> ApiResult<()> {
+    use sea_orm::EntityTrait;
+    /// Rows per statement: 9 values each, well under SQLite's 32,766 parameters.
+    const BATCH: usize = 1000;
+    let rendered = email.render()?;
+    for batch in recipients.chunks(BATCH) {
+        mail_queue::Entity::insert_many(batch.iter().map(|to| mail_queue::ActiveModel {
+            recipient: Set(to.clone()),
+            subject: Set(rendered.subject.clone()),
+            text_body: Set(rendered.text.clone()),
+            html_body: Set(rendered.html.clone()),
+            attempts: Set(0),
+            next_attempt_at: Set(now),
+            sent_at: Set(None),
+            last_error: Set(None),
+            created_at: Set(now),
+            ..Default::default()
+        }))
+        .exec_without_returning(conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -284,6 +322,14 @@ mod tests {
                 old_email,
             } => vec![link, token, old_email],
             Email::EmailChanged { new_email } => vec![new_email],
+            Email::OrderRefunded {
+                order_number,
+                product,
+            } => {
+                let mut shown = vec![product.as_str()];
+                shown.extend(order_number.as_deref());
+                shown
+            }
         }
     }
 
@@ -395,6 +441,14 @@ mod tests {
             },
             Email::EmailChanged {
                 new_email: "new@example.com".into(),
+            },
+            Email::OrderRefunded {
+                order_number: Some("KL-000042".into()),
+                product: product(),
+            },
+            Email::OrderRefunded {
+                order_number: None,
+                product: product(),
             },
         ]
     }

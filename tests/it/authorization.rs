@@ -316,6 +316,14 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "mutation($k0:ID!){ reissueLicense(licenseId:$k0, graceHours:1){ id } }",
         "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
     ),
+    // Payments and refunds: the site admin's refund would end the order
+    // the other rows use (tests/it/payments.rs refunds as an admin).
+    (
+        "Mutation",
+        "refundOrder",
+        "mutation($o:ID!){ refundOrder(orderId:$o, reason:\"matrix\"){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN -",
+    ),
 ];
 
 /// `OK`, or the error code of the first error.

@@ -24,6 +24,7 @@ mod mail;
 mod orders;
 mod organizations;
 mod passwords;
+mod payments;
 mod pg_cluster;
 mod proxies;
 mod readiness;

@@ -37,7 +37,7 @@ export async function allLicenses(orderId, status = null) {
   }
 }
 
-const STATUS = { PENDING_PAYMENT: 'Waiting for payment', PAID: 'Paid' };
+const STATUS = { PENDING_PAYMENT: 'Waiting for payment', PAID: 'Paid', REFUNDED: 'Refunded' };
 
 export async function ordersView(container) {
   mount(container, h('h1', {}, 'Orders'), h('p', { class: 'muted' }, 'Loading…'));
