@@ -1,6 +1,7 @@
 //! The GraphQL schema. Resolvers are thin: take the viewer, call `domain`,
 //! map the result to a GraphQL type. One module per area; the roots merge them.
 mod accounts;
+mod api_tokens;
 pub use accounts::UserAgent;
 mod admin;
 mod claims;
@@ -9,12 +10,14 @@ mod devices;
 mod events;
 pub mod limits;
 mod loaders;
+pub mod operation;
 mod orders;
 mod organizations;
 mod pagination;
 mod parse_cache;
 mod products;
 mod requests;
+mod scopes;
 pub mod transport;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
@@ -43,6 +46,7 @@ pub struct QueryRoot(
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(
     accounts::AccountMutation,
+    api_tokens::ApiTokenMutation,
     orders::OrderMutation,
     products::ProductMutation,
     claims::ClaimMutation,
@@ -70,6 +74,8 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
     // Outermost: string arguments are checked on cached documents too.
     .extension(limits::RequestChecks)
     .extension(transport::Transport)
+    // API tokens' scopes, before the parse cache for cached documents too.
+    .extension(scopes::ScopeCheck)
     .extension(parse_cache::ParseCache::default())
     // Innermost: only texts the cache does not hold are checked and parsed.
     .extension(limits::CheckedParse);
