@@ -758,6 +758,9 @@ async fn seed_accounts(
         revoked_at: Set(None),
         user_agent: Set(None),
         client_addr: Set(None),
+        name: Set(None),
+        scopes: Set(None),
+        last_used_at: Set(None),
     }))
     .exec(db)
     .await

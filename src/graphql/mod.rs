@@ -15,6 +15,7 @@ mod orders;
 mod organizations;
 mod pagination;
 mod parse_cache;
+pub use parse_cache::ParseCache;
 mod products;
 mod requests;
 mod scopes;
@@ -63,6 +64,12 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Build the schema; `state` is absent only when printing the SDL.
 pub fn schema(state: Option<AppState>) -> AppSchema {
+    schema_with_documents(state, ParseCache::default())
+}
+
+/// [`schema`] keeping parsed documents in `documents`, which the HTTP
+/// layer shares to look at a mutation before it runs.
+pub fn schema_with_documents(state: Option<AppState>, documents: ParseCache) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
@@ -76,7 +83,7 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
     .extension(transport::Transport)
     // API tokens' scopes, before the parse cache for cached documents too.
     .extension(scopes::ScopeCheck)
-    .extension(parse_cache::ParseCache::default())
+    .extension(documents)
     // Innermost: only texts the cache does not hold are checked and parsed.
     .extension(limits::CheckedParse);
     if let Some(state) = state {
