@@ -155,6 +155,7 @@ pub const OPERATIONS: &[(&str, &str, Need)] = &[
     ("Query", "order", scope(OrdersRead)),
     ("Query", "orderTransfers", scope(OrdersRead)),
     ("Mutation", "createOrder", scope(OrdersWrite)),
+    ("Mutation", "markOrderPaid", scope(Admin)),
     ("Mutation", "setOrderManualApproval", scope(OrdersWrite)),
     ("Mutation", "startOrderTransfer", scope(OrdersWrite)),
     ("Mutation", "acceptOrderTransfer", scope(OrdersWrite)),

@@ -83,7 +83,10 @@ impl Extension for ScopeCheckRun {
                             Refusal::NotForTokens => None,
                         },
                     };
-                    return Err(async_graphql::Error::from(error).into_server_error(Pos::default()));
+                    let mut error =
+                        async_graphql::Error::from(error).into_server_error(Pos::default());
+                    error.locations.clear();
+                    return Err(error);
                 }
             }
         }

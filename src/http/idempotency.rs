@@ -193,7 +193,9 @@ fn not_kept(error: &async_graphql::ServerError) -> bool {
 
 /// An answer of the gate itself (as an executed request's error).
 fn refused(media: over_http::MediaType, error: AppError) -> Response {
-    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+    let mut error =
+        async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+    error.locations.clear();
     let mut answer = over_http::respond(
         media,
         async_graphql::Response::from_errors(vec![error]),
