@@ -161,8 +161,9 @@ impl App {
             metrics,
             config: Arc::new(config),
         };
-        let schema = graphql::schema(Some(state.clone()));
-        let router = router(state.clone(), schema.clone());
+        let documents = graphql::ParseCache::default();
+        let schema = graphql::schema_with_documents(Some(state.clone()), documents.clone());
+        let router = router(state.clone(), schema.clone(), documents);
         Ok(App {
             state,
             schema,
@@ -206,7 +207,7 @@ async fn forget_idle_limits(limits: Arc<RateLimits>) {
     }
 }
 
-fn router(state: AppState, schema: AppSchema) -> Router {
+fn router(state: AppState, schema: AppSchema, documents: graphql::ParseCache) -> Router {
     let cors = cors(&state.config.cors_allowed_origins);
     let stripe = match &state.config.stripe_webhook_secret {
         Some(secret) => {
@@ -223,6 +224,7 @@ fn router(state: AppState, schema: AppSchema) -> Router {
     let server = http::Server {
         state: Arc::new(state),
         schema,
+        documents,
         persisted: http::persisted::PersistedQueries::default(),
     };
     let mut graphql = post(http::graphql).get(http::graphql_get);

@@ -27,6 +27,12 @@ pub struct ActiveDevice {
 pub enum AppError {
     Unauthenticated,
     Forbidden(&'static str),
+    /// An API token called an operation outside its scopes (`FORBIDDEN`
+    /// with `extensions.scope`; no scope when no token may call it).
+    OutOfScope {
+        operation: String,
+        scope: Option<&'static str>,
+    },
     NotFound(&'static str),
     Validation {
         field: &'static str,
@@ -35,6 +41,11 @@ pub enum AppError {
     Conflict(String),
     Expired(&'static str),
     RateLimited {
+        retry_after_secs: u64,
+    },
+    /// Another attempt with this `Idempotency-Key` is still running
+    /// (`CONFLICT` with `extensions.retryAfter`).
+    InFlight {
         retry_after_secs: u64,
     },
     EmailNotVerified,
@@ -119,6 +130,14 @@ impl AppError {
         match self {
             AppError::Unauthenticated => "sign in first".into(),
             AppError::Forbidden(why) => (*why).into(),
+            AppError::OutOfScope {
+                operation,
+                scope: Some(scope),
+            } => format!("this API token lacks the {scope} scope that {operation} needs"),
+            AppError::OutOfScope {
+                operation,
+                scope: None,
+            } => format!("{operation} cannot be called with an API token"),
             AppError::NotFound(what) => format!("{what} not found"),
             AppError::Validation { message, .. } => message.clone(),
             AppError::Conflict(why) => why.clone(),
@@ -126,6 +145,9 @@ impl AppError {
             AppError::RateLimited { retry_after_secs } => {
                 format!("too many attempts, retry in {retry_after_secs} s")
             }
+            AppError::InFlight { retry_after_secs } => format!(
+                "a request with this Idempotency-Key is still running, retry in {retry_after_secs} s"
+            ),
             AppError::EmailNotVerified => "verify your email address first".into(),
             AppError::DeviceActive { devices } => format!(
                 "the key is active on {} device(s): deactivate them first",
@@ -139,10 +161,10 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::Unauthenticated => "UNAUTHENTICATED",
-            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::Forbidden(_) | AppError::OutOfScope { .. } => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Validation { .. } => "VALIDATION",
-            AppError::Conflict(_) => "CONFLICT",
+            AppError::Conflict(_) | AppError::InFlight { .. } => "CONFLICT",
             AppError::Expired(_) => "EXPIRED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::EmailNotVerified => "EMAIL_NOT_VERIFIED",
@@ -176,9 +198,13 @@ impl From<AppError> for async_graphql::Error {
             ext.set("code", error.code());
             match &error {
                 AppError::Validation { field, .. } => ext.set("field", *field),
-                AppError::RateLimited { retry_after_secs } => {
+                AppError::RateLimited { retry_after_secs }
+                | AppError::InFlight { retry_after_secs } => {
                     ext.set("retryAfter", *retry_after_secs)
                 }
+                AppError::OutOfScope {
+                    scope: Some(scope), ..
+                } => ext.set("scope", *scope),
                 AppError::DeviceActive { devices } => {
                     if let Ok(value) = async_graphql::to_value(devices) {
                         ext.set("devices", value);

@@ -61,6 +61,17 @@ impl Connections {
         body: Bytes,
         token: Option<&str>,
     ) -> Result<Bytes, String> {
+        self.post_json_keyed(path, body, token, None).await
+    }
+
+    /// [`Connections::post_json`] with an `Idempotency-Key` when `key` is given.
+    pub async fn post_json_keyed(
+        &self,
+        path: &str,
+        body: Bytes,
+        token: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Bytes, String> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
@@ -68,6 +79,9 @@ impl Connections {
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
         }
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         self.send(request).await

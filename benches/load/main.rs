@@ -87,6 +87,8 @@ struct Options {
     validate_only: bool,
     /// Only the burst of 64 sign-ins and the server's memory during it.
     signin_only: bool,
+    /// Only claims with and without an `Idempotency-Key`, turn about.
+    idempotency_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -97,6 +99,7 @@ fn options() -> Options {
     let mut claims_only = false;
     let mut validate_only = false;
     let mut signin_only = false;
+    let mut idempotency_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
@@ -105,6 +108,7 @@ fn options() -> Options {
             "claims" | "--claims" => claims_only = true,
             "validate" | "--validate" => validate_only = true,
             "signin" | "--signin" => signin_only = true,
+            "idempotency" | "--idempotency" => idempotency_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -120,6 +124,7 @@ fn options() -> Options {
         claims_only,
         validate_only,
         signin_only,
+        idempotency_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -218,7 +223,14 @@ async fn run(options: Options) -> Result<(), String> {
         next: Arc::new(AtomicUsize::new(0)),
         tokens: Arc::new(accounts.claimers.iter().map(|a| a.token.clone()).collect()),
         done: Arc::new(AtomicU64::new(0)),
+        keyed: false,
     };
+
+    if options.idempotency_only {
+        idempotency_cost(&mut report, &client, &db, &app, options.window).await?;
+        server.stop().await;
+        return finish(report, "idempotency", started);
+    }
 
     step("ceiling: a database of its own, seeded");
     let ceiling_db = PgDatabase::create().await?;
@@ -437,6 +449,74 @@ fn finish(report: Report, name: &str, started: std::time::Instant) -> Result<(),
         started.elapsed().as_secs_f64(),
         path.display()
     );
+    Ok(())
+}
+
+/// Concurrencies of the `Idempotency-Key` cost runs.
+const IDEMPOTENCY_CONCURRENCY: [usize; 2] = [1, 32];
+/// Rounds of each (plain and keyed claims take turns).
+const IDEMPOTENCY_ROUNDS: u32 = 5;
+
+/// The cost of an `Idempotency-Key` on `claimLicense`: claims without and
+/// with a key (a fresh one per claim, so every claim runs: the insert of
+/// its row and the update with its answer are the added work) take turns
+/// in short windows, so a drift of the machine slows both alike. The cost
+/// is 1 − keyed/plain throughput, the median of the rounds' (goal < 10%).
+async fn idempotency_cost(
+    report: &mut Report,
+    client: &Client,
+    db: &DatabaseConnection,
+    app: &ClaimLoad,
+    window: Window,
+) -> Result<(), String> {
+    let round_window = Window {
+        warmup: window.warmup / 2,
+        measure: window.measure,
+    };
+    let keyed_app = ClaimLoad {
+        keyed: true,
+        ..app.clone()
+    };
+    for concurrency in IDEMPOTENCY_CONCURRENCY {
+        let mut rounds = Vec::new();
+        for round in 1..=IDEMPOTENCY_ROUNDS {
+            step(&format!(
+                "claims with and without Idempotency-Key at concurrency {concurrency}, round {round} of {IDEMPOTENCY_ROUNDS}"
+            ));
+            analyze(db).await?;
+            settle(client).await?;
+            let plain = closed_loop(concurrency, round_window, app.closed_op()).await;
+            settle(client).await?;
+            let keyed = closed_loop(concurrency, round_window, keyed_app.closed_op()).await;
+            rounds.push((1.0 - keyed.throughput / plain.throughput, plain, keyed));
+        }
+        rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let costs: Vec<String> = rounds
+            .iter()
+            .map(|(cost, _, _)| format!("{:.1}%", cost * 100.0))
+            .collect();
+        let (cost, plain, keyed) = rounds.swap_remove(rounds.len() / 2);
+        report
+            .rows
+            .push(Row::new("claimLicense", concurrency).with_stats(&plain));
+        let mut row =
+            Row::new("claimLicense with an Idempotency-Key", concurrency).with_stats(&keyed);
+        row.note(format!(
+            "**{:.1}% fewer claims/s than without** (median of rounds: {})",
+            cost * 100.0,
+            costs.join(", ")
+        ));
+        report.rows.push(row);
+        report.goals.push(format!(
+            "Idempotency-Key on claimLicense at concurrency {concurrency}: {:.1}% of the claims' throughput (goal < 10%): {}",
+            cost * 100.0,
+            verdict(cost < 0.10)
+        ));
+        report.raw.insert(
+            format!("idempotency_c{concurrency}"),
+            json!({"plain": plain, "keyed": keyed, "cost": cost}),
+        );
+    }
     Ok(())
 }
 
@@ -758,6 +838,9 @@ async fn seed_accounts(
         revoked_at: Set(None),
         user_agent: Set(None),
         client_addr: Set(None),
+        name: Set(None),
+        scopes: Set(None),
+        last_used_at: Set(None),
     }))
     .exec(db)
     .await
@@ -936,6 +1019,8 @@ struct ClaimLoad {
     tokens: Arc<Vec<String>>,
     /// Claims answered (inside or outside a measurement window).
     done: Arc<AtomicU64>,
+    /// Send each claim with an `Idempotency-Key` of its own.
+    keyed: bool,
 }
 
 impl ClaimLoad {
@@ -944,9 +1029,10 @@ impl ClaimLoad {
         let key = self.keys.get(index).ok_or("ran out of fresh keys")?;
         let token = &self.tokens[claimer % self.tokens.len()];
         let body = json!({"query": CLAIM, "variables": {"k": key}}).to_string();
+        let idempotency_key = self.keyed.then(|| format!("claim-{index}"));
         let result = self
             .connections
-            .post_json("/graphql", body.into(), Some(token))
+            .post_json_keyed("/graphql", body.into(), Some(token), idempotency_key.as_deref())
             .await;
         self.done.fetch_add(1, Ordering::Relaxed);
         // The answer expected begins so (the claim's id follows); anything
@@ -996,6 +1082,8 @@ struct Ceiling {
     claimers: Arc<Vec<(i64, String)>>,
     /// Claims answered (inside or outside a measurement window).
     done: Arc<AtomicU64>,
+    /// Send each claim with an `Idempotency-Key` of its own.
+    keyed: bool,
 }
 
 impl Ceiling {

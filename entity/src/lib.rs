@@ -6,6 +6,7 @@ pub mod claim;
 pub mod email_verification;
 pub mod event;
 pub mod event_recipient;
+pub mod idempotency_key;
 pub mod license;
 pub mod license_request;
 pub mod mail_queue;

@@ -13,6 +13,12 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     pub user_agent: Option<String>,
     pub client_addr: Option<String>,
+    /// An API token's name; null for a session.
+    pub name: Option<String>,
+    /// An API token's scopes, space-separated; null for a session.
+    pub scopes: Option<String>,
+    /// When an API token last authenticated a request (to the minute).
+    pub last_used_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,8 @@ mod m20261202_000001_create_products;
 mod m20261203_000001_account_recovery;
 mod m20261203_000002_key_reissue;
 mod m20261203_000010_payments;
+mod m20261204_000101_api_tokens;
+mod m20261204_000102_idempotency_keys;
 
 pub struct Migrator;
 
@@ -34,6 +36,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_account_recovery::Migration),
             Box::new(m20261203_000002_key_reissue::Migration),
             Box::new(m20261203_000010_payments::Migration),
+            Box::new(m20261204_000101_api_tokens::Migration),
+            Box::new(m20261204_000102_idempotency_keys::Migration),
         ]
     }
 }

@@ -2,6 +2,7 @@
 //! HTTP handler and the websocket `connection_init` both use it, so a
 //! subscription is authenticated exactly like a query.
 pub mod password;
+pub mod scopes;
 pub mod session_cache;
 pub mod token;
 
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use entity::{account, session};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect};
 
-use self::session_cache::SessionCache;
+use self::{scopes::Scopes, session_cache::SessionCache};
 use crate::error::{ApiResult, AppError};
 
 /// The signed-in account behind a request, as read at authentication time.
@@ -24,6 +25,8 @@ pub struct Viewer {
     pub session_id: i64,
     /// When the session stops being valid; long-lived subscriptions end then.
     pub session_expires_at: DateTime<Utc>,
+    /// An API token's scopes; `None` for a session (every right of the account).
+    pub scopes: Option<Scopes>,
 }
 
 impl Viewer {
@@ -36,6 +39,7 @@ impl Viewer {
             is_admin: account.role == entity::account::AccountRole::Admin,
             session_id: 0,
             session_expires_at: chrono::Utc::now(),
+            scopes: None,
         }
     }
 
@@ -46,6 +50,24 @@ impl Viewer {
             Ok(&self.email)
         } else {
             Err(AppError::EmailNotVerified)
+        }
+    }
+
+    /// True when the caller authenticated with an API token.
+    pub fn is_api_token(&self) -> bool {
+        self.scopes.is_some()
+    }
+
+    /// `FORBIDDEN` for an API token: what only a person may do (manage
+    /// tokens and sessions). The scope table already refuses such root
+    /// fields to tokens; this guards the nested fields and the rules.
+    pub fn require_session(&self) -> ApiResult<()> {
+        if self.is_api_token() {
+            Err(AppError::Forbidden(
+                "API tokens cannot manage tokens or sessions",
+            ))
+        } else {
+            Ok(())
         }
     }
 
@@ -108,6 +130,10 @@ async fn read_session(
         .filter(|(s, _)| s.revoked_at.is_none() && s.expires_at > now)
         .ok_or(AppError::Unauthenticated)?;
     let account = account.ok_or(AppError::Unauthenticated)?;
+    let scopes = session.scopes.as_deref().map(Scopes::from_column);
+    if scopes.is_some() {
+        note_use(db, &session, now).await?;
+    }
     Ok(Viewer {
         account_id: account.id,
         email_verified: account.email_verified_at.is_some(),
@@ -115,5 +141,36 @@ async fn read_session(
         email: account.email,
         session_id: session.id,
         session_expires_at: session.expires_at,
+        scopes,
     })
+}
+
+/// How stale an API token's `last_used_at` may get: it is written at most
+/// this often per token, not once per request.
+pub const LAST_USED_RESOLUTION: chrono::Duration = chrono::Duration::minutes(1);
+
+/// Record that an API token was used, when its `last_used_at` is older
+/// than [`LAST_USED_RESOLUTION`]. Reads happen at most every couple of
+/// seconds per token (the session cache), and the conditional update lets
+/// one instance write per minute even when several read at once.
+async fn note_use(
+    db: &impl ConnectionTrait,
+    session: &session::Model,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let stale = now - LAST_USED_RESOLUTION;
+    if session.last_used_at.is_some_and(|at| at > stale) {
+        return Ok(());
+    }
+    session::Entity::update_many()
+        .col_expr(session::Column::LastUsedAt, now.into())
+        .filter(session::Column::Id.eq(session.id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(session::Column::LastUsedAt.is_null())
+                .add(session::Column::LastUsedAt.lte(stale)),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
 }

@@ -106,6 +106,7 @@ mod tests {
             is_admin: false,
             session_id: 7,
             session_expires_at: expires_at,
+            scopes: None,
         }
     }
 

@@ -144,6 +144,8 @@ pub async fn sweep(ctx: &Ctx) -> ApiResult<usize> {
         }
         txn.commit().await?;
     }
+    // Idempotency keys past their 24 hours.
+    super::idempotency::sweep(&ctx.db, ctx.clock.now()).await?;
     Ok(expired)
 }
 

@@ -3,10 +3,12 @@
 //! GraphQL or HTTP, so they are the one place each rule is written.
 pub mod accounts;
 pub mod admin;
+pub mod api_tokens;
 pub mod claims;
 pub mod devices;
 pub mod email;
 pub mod expiry;
+pub mod idempotency;
 pub mod keys;
 pub mod licenses;
 pub mod orders;

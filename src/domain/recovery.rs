@@ -339,6 +339,7 @@ pub async fn change_email(
 pub async fn sessions(ctx: &Ctx, viewer: &Viewer) -> ApiResult<Vec<session::Model>> {
     Ok(session::Entity::find()
         .filter(session::Column::AccountId.eq(viewer.account_id))
+        .filter(session::Column::Scopes.is_null())
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(ctx.clock.now()))
         .order_by_desc(session::Column::Id)
@@ -348,13 +349,15 @@ pub async fn sessions(ctx: &Ctx, viewer: &Viewer) -> ApiResult<Vec<session::Mode
 }
 
 /// Revoke one of the caller's live sessions (the current one included);
-/// another account's session, or one already ended, is `NOT_FOUND`.
+/// another account's session, or one already ended, is `NOT_FOUND`; so is
+/// an API token (`revokeApiToken` ends those).
 pub async fn revoke_session(ctx: &Ctx, viewer: &Viewer, session_id: i64) -> ApiResult<()> {
     let now = ctx.clock.now();
     let revoked = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, now.into())
         .filter(session::Column::Id.eq(session_id))
         .filter(session::Column::AccountId.eq(viewer.account_id))
+        .filter(session::Column::Scopes.is_null())
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now))
         .exec(&ctx.db)

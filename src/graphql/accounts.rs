@@ -61,7 +61,8 @@ impl Account {
     }
 
     /// The account's live sessions, the most recent first (at most 100);
-    /// null unless it is the caller's own account.
+    /// null unless it is the caller's own account; `FORBIDDEN` with an API
+    /// token. API tokens are listed in `apiTokens`.
     async fn sessions(&self, ctx: &Context<'_>) -> ApiResult<Option<Vec<Session>>> {
         let Ok(viewer) = ctx.viewer() else {
             return Ok(None);
@@ -69,6 +70,7 @@ impl Account {
         if viewer.account_id != self.0.id {
             return Ok(None);
         }
+        viewer.require_session()?;
         let sessions = recovery::sessions(&ctx.state().ctx, viewer).await?;
         Ok(Some(
             sessions
@@ -79,6 +81,21 @@ impl Account {
                 })
                 .collect(),
         ))
+    }
+
+    /// The account's live API tokens, the newest first; null unless it is
+    /// the caller's own account. `FORBIDDEN` with an API token: tokens do
+    /// not manage tokens.
+    async fn api_tokens(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Option<Vec<super::api_tokens::ApiToken>>> {
+        match ctx.viewer() {
+            Ok(viewer) if viewer.account_id == self.0.id => {
+                super::api_tokens::list(ctx).await.map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// How this account's keys may be claimed; null unless it is the caller's own account.

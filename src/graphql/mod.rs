@@ -1,6 +1,7 @@
 //! The GraphQL schema. Resolvers are thin: take the viewer, call `domain`,
 //! map the result to a GraphQL type. One module per area; the roots merge them.
 mod accounts;
+mod api_tokens;
 pub use accounts::UserAgent;
 mod admin;
 mod claims;
@@ -9,13 +10,16 @@ mod devices;
 mod events;
 pub mod limits;
 mod loaders;
+pub mod operation;
 mod orders;
 mod organizations;
 mod pagination;
 mod parse_cache;
 mod payments;
+pub use parse_cache::ParseCache;
 mod products;
 mod requests;
+mod scopes;
 pub mod transport;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
@@ -44,6 +48,7 @@ pub struct QueryRoot(
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(
     accounts::AccountMutation,
+    api_tokens::ApiTokenMutation,
     orders::OrderMutation,
     products::ProductMutation,
     claims::ClaimMutation,
@@ -61,6 +66,12 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Build the schema; `state` is absent only when printing the SDL.
 pub fn schema(state: Option<AppState>) -> AppSchema {
+    schema_with_documents(state, ParseCache::default())
+}
+
+/// [`schema`] keeping parsed documents in `documents`, which the HTTP
+/// layer shares to look at a mutation before it runs.
+pub fn schema_with_documents(state: Option<AppState>, documents: ParseCache) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
@@ -74,7 +85,9 @@ pub fn schema(state: Option<AppState>) -> AppSchema {
     // Outermost: string arguments are checked on cached documents too.
     .extension(limits::RequestChecks)
     .extension(transport::Transport)
-    .extension(parse_cache::ParseCache::default())
+    // API tokens' scopes, before the parse cache for cached documents too.
+    .extension(scopes::ScopeCheck)
+    .extension(documents)
     // Innermost: only texts the cache does not hold are checked and parsed.
     .extension(limits::CheckedParse);
     if let Some(state) = state {

@@ -41,6 +41,21 @@ impl Default for ParseCache {
     }
 }
 
+impl ParseCache {
+    /// The document of `query` for a look before execution (the
+    /// `Idempotency-Key` gate): the kept one, else parsed here within the
+    /// text limits (and not kept: the schema's run keeps it once its own
+    /// checks passed). `None` when it does not parse; the schema then
+    /// refuses the request itself.
+    pub fn document(&self, query: &str) -> Option<ExecutableDocument> {
+        if let Some(doc) = self.0.get(query) {
+            return Some(doc);
+        }
+        super::limits::check_text(query).ok()?;
+        async_graphql::parser::parse_query(query).ok()
+    }
+}
+
 impl ExtensionFactory for ParseCache {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(self.clone())

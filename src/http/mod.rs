@@ -12,6 +12,7 @@ pub mod assets;
 pub mod dashboard;
 pub mod email_links;
 pub mod graphiql;
+pub mod idempotency;
 pub mod listener;
 pub mod over_http;
 pub mod persisted;
@@ -40,6 +41,8 @@ pub struct Server {
     /// every request.
     pub state: Arc<AppState>,
     pub schema: AppSchema,
+    /// The schema's parsed documents, for a look at a mutation before it runs.
+    pub documents: crate::graphql::ParseCache,
     /// Automatic persisted queries, by hash.
     pub persisted: persisted::PersistedQueries,
 }
@@ -82,12 +85,16 @@ pub async fn graphql(
     State(server): State<Server>,
     client: ClientAddr,
     headers: HeaderMap,
-    over_http::GraphQLPost(request): over_http::GraphQLPost,
+    over_http::GraphQLPost(request, body_hash): over_http::GraphQLPost,
 ) -> Response {
     let Some(media) = over_http::negotiate(&headers) else {
         return over_http::not_acceptable();
     };
-    run(&server, client, &headers, request, media).await
+    let keyed = match idempotency::key(&headers) {
+        Ok(key) => key.zip(body_hash),
+        Err(error) => return over_http::request_error(media, error, StatusCode::BAD_REQUEST),
+    };
+    run(&server, client, &headers, request, media, keyed).await
 }
 
 /// `GET /graphql`: GraphiQL for a browser asking for HTML; otherwise the
@@ -110,7 +117,7 @@ pub async fn graphql_get(
     };
     let operation_name = request.operation_name.clone();
     let request = request.data(QueriesOnly { operation_name });
-    run(&server, client, &headers, request, media).await
+    run(&server, client, &headers, request, media, None).await
 }
 
 async fn run(
@@ -119,6 +126,7 @@ async fn run(
     headers: &HeaderMap,
     mut request: async_graphql::Request,
     media: MediaType,
+    keyed: Option<(String, over_http::BodyHash)>,
 ) -> Response {
     if let Err(error) = server.persisted.resolve(&mut request) {
         let status = match (persisted::is_not_found(&error), media) {
@@ -150,6 +158,19 @@ async fn run(
             );
         }
     };
+    // With an `Idempotency-Key`: a mutation runs once per caller and key.
+    let idempotent = match keyed {
+        Some((key, body_hash)) => {
+            match idempotency::decide(&server.documents, &request, &auth, &body_hash) {
+                idempotency::Decision::Ignore => None,
+                idempotency::Decision::Refuse(error) => {
+                    return over_http::request_error(media, error, StatusCode::BAD_REQUEST);
+                }
+                idempotency::Decision::Keyed { caller } => Some((caller, key, body_hash)),
+            }
+        }
+        None => None,
+    };
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -160,6 +181,14 @@ async fn run(
         request = request.data(user_agent);
     }
     let request = request.data(Loaders::new(server.state.ctx.db.clone()));
+    if let Some((caller, key, body_hash)) = idempotent {
+        let keyed = idempotency::Keyed {
+            caller,
+            key,
+            body_hash,
+        };
+        return idempotency::run_once(server, keyed, request, executed, media).await;
+    }
     let response = server.schema.execute(request).await;
     over_http::respond(media, response, executed.get())
 }

@@ -24,7 +24,11 @@ use crate::graphql::{
 /// (413 beyond, before more is read), in JSON (`Content-Type:
 /// application/json`; anything else is 415, a missing type included).
 /// Multipart bodies (file uploads) are refused: no operation takes a file.
-pub struct GraphQLPost(pub async_graphql::Request);
+/// With an `Idempotency-Key` header, the SHA-256 of the body comes along.
+pub struct GraphQLPost(pub async_graphql::Request, pub Option<BodyHash>);
+
+/// SHA-256 (hex) of a request body: a retry must send the same bytes.
+pub type BodyHash = String;
 
 impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
     type Rejection = Response;
@@ -58,8 +62,13 @@ impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
         if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
             return Err(too_large());
         }
+        let keyed = headers.contains_key(super::idempotency::HEADER);
         let body = read_body(request.into_body()).await?;
-        from_json(&body).map(GraphQLPost)
+        let hash = keyed.then(|| {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&body))
+        });
+        from_json(&body).map(|request| GraphQLPost(request, hash))
     }
 }
 
@@ -330,6 +339,16 @@ pub fn respond(media: MediaType, response: async_graphql::Response, executed: bo
         headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
     headers.extend(response.http_headers);
+    answer
+}
+
+/// The answer of an executed request whose JSON body is `body` (kept for
+/// an `Idempotency-Key`, or sent again).
+pub fn executed_body(media: MediaType, body: String) -> Response {
+    let mut answer = (StatusCode::OK, body).into_response();
+    answer
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
     answer
 }
 

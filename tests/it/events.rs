@@ -56,7 +56,7 @@ impl Sub {
         sub
     }
 
-    async fn connect(app: &TestApp, token: &str, protocol: Protocol) -> Sub {
+    pub(crate) async fn connect(app: &TestApp, token: &str, protocol: Protocol) -> Sub {
         let name = match protocol {
             Protocol::TransportWs => "graphql-transport-ws",
             Protocol::LegacyWs => "graphql-ws",

@@ -6,6 +6,7 @@ mod harness;
 
 mod account_recovery;
 mod accounts;
+mod api_tokens;
 mod authorization;
 mod browser;
 mod browsers;
@@ -19,6 +20,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod http_conformance;
+mod idempotency;
 mod introspect;
 mod mail;
 mod orders;

@@ -1,0 +1,208 @@
+//! `Idempotency-Key` on `POST /graphql` (api.md "Integrations"): a client
+//! retries a mutation with the same key and body and gets the first answer
+//! again, with `idempotent-replayed: true` and no second effect, on any
+//! instance (the answers are kept in the database, `domain::idempotency`).
+//!
+//! - Only mutations take part. A query sent with a key runs as usual (it
+//!   changes nothing, so there is nothing to make happen once).
+//! - Keys belong to the caller: the account (whatever session or API token
+//!   sends them), or, without a token, the body itself (an anonymous key
+//!   is only ever answered to the same bytes).
+//! - The same key with another body is `CONFLICT`; a retry while the first
+//!   attempt runs is `CONFLICT` with `extensions.retryAfter`.
+//! - Answers with a `RATE_LIMITED` or `INTERNAL` error, and requests that
+//!   never executed (invalid document or variables), are not kept: the row
+//!   is deleted and the next retry runs.
+//! - Mutations whose answer holds a secret shown once ([`SECRET_BEARING`])
+//!   are refused with a key, so that no secret is ever stored.
+//!
+//! A request without the header pays nothing; with it, one cache lookup of
+//! the parsed document, a hash of the body, one insert and one update.
+use axum::{
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::Response,
+};
+
+use super::{Server, over_http};
+use crate::{
+    domain::idempotency::{self, Begin, MAX_KEY_LEN, RETRY_AFTER_SECS},
+    error::AppError,
+    graphql::{Auth, ParseCache, limits::coded_error, operation, transport::Executed},
+};
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+/// The response header of an answer sent again.
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Mutations whose answer holds a secret shown once: refused with a key,
+/// so that no secret is kept in the database. Add new ones here.
+pub const SECRET_BEARING: &[&str] = &[
+    "signIn",
+    "createApiToken",
+    "createWebhookEndpoint",
+    "rotateWebhookSecret",
+];
+
+/// The request's key: absent, or 1 to 255 visible ASCII characters (else
+/// `VALIDATION` with field `idempotencyKey`).
+pub fn key(headers: &HeaderMap) -> Result<Option<String>, async_graphql::ServerError> {
+    let mut values = headers.get_all(HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    let valid = values.next().is_none()
+        && !bytes.is_empty()
+        && bytes.len() <= MAX_KEY_LEN
+        && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+    if !valid {
+        return Err(coded_error(
+            format!(
+                "Idempotency-Key must be one value of 1 to {MAX_KEY_LEN} visible ASCII characters"
+            ),
+            "idempotencyKey",
+            None,
+        ));
+    }
+    Ok(value.to_str().ok().map(str::to_owned))
+}
+
+/// Whether a request with a key takes part.
+pub enum Decision {
+    /// Not a mutation (or not a valid document, or a bad token): run as usual.
+    Ignore,
+    /// A mutation that may not carry a key.
+    Refuse(async_graphql::ServerError),
+    /// A mutation to run once for `caller`.
+    Keyed { caller: String },
+}
+
+pub fn decide(
+    documents: &ParseCache,
+    request: &async_graphql::Request,
+    auth: &Auth,
+    body_hash: &str,
+) -> Decision {
+    let caller = match auth {
+        Auth::Viewer(viewer) => format!("account:{}", viewer.account_id),
+        Auth::Anonymous => format!("anonymous:{body_hash}"),
+        // Refused as UNAUTHENTICATED whatever it asks: nothing to keep.
+        Auth::Invalid => return Decision::Ignore,
+    };
+    let Some(doc) = documents.document(&request.query) else {
+        return Decision::Ignore;
+    };
+    let Some((ty, selection_set)) = operation::selected(&doc, request.operation_name.as_deref())
+    else {
+        return Decision::Ignore;
+    };
+    if ty != async_graphql::parser::types::OperationType::Mutation {
+        return Decision::Ignore;
+    }
+    let root_fields = operation::root_fields(&doc, selection_set);
+    if let Some(field) = root_fields.iter().find(|f| SECRET_BEARING.contains(f)) {
+        return Decision::Refuse(coded_error(
+            format!(
+                "{field} answers with a secret shown once and cannot be sent with an Idempotency-Key"
+            ),
+            "idempotencyKey",
+            None,
+        ));
+    }
+    Decision::Keyed { caller }
+}
+
+/// A request to run once.
+pub struct Keyed {
+    pub caller: String,
+    pub key: String,
+    pub body_hash: String,
+}
+
+/// Run `request` unless its key was used: the first attempt executes (in a
+/// task of its own, so that it records its answer even if the client goes
+/// away), the others are answered from its row.
+pub async fn run_once(
+    server: &Server,
+    keyed: Keyed,
+    request: async_graphql::Request,
+    executed: Executed,
+    media: over_http::MediaType,
+) -> Response {
+    let db = &server.state.ctx.db;
+    let now = server.state.ctx.clock.now();
+    let begun = idempotency::begin(db, &keyed.caller, &keyed.key, &keyed.body_hash, now).await;
+    let id = match begun {
+        Ok(Begin::Run { id }) => id,
+        Ok(Begin::Replay { response }) => {
+            let mut answer = over_http::executed_body(media, response);
+            answer
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            return answer;
+        }
+        Ok(Begin::OtherBody) => {
+            return refused(
+                media,
+                AppError::conflict("this Idempotency-Key was used with another request"),
+            );
+        }
+        Ok(Begin::InFlight) => {
+            return refused(
+                media,
+                AppError::InFlight {
+                    retry_after_secs: RETRY_AFTER_SECS,
+                },
+            );
+        }
+        Err(error) => return refused(media, error),
+    };
+    let server = server.clone();
+    let attempt = tokio::spawn(async move {
+        let response = server.schema.execute(request).await;
+        let db = &server.state.ctx.db;
+        let ran = executed.get();
+        if !ran || response.errors.iter().any(not_kept) {
+            if let Err(error) = idempotency::abandon(db, id).await {
+                error.log();
+            }
+            return over_http::respond(media, response, ran);
+        }
+        let body = serde_json::to_string(&response).unwrap_or_default();
+        if let Err(error) = idempotency::finish(db, id, body.clone()).await {
+            // The effect happened; a retry will meet the running row until
+            // its lease ends. Said in the log, not to the client.
+            error.log();
+        }
+        let mut answer = over_http::executed_body(media, body);
+        answer.headers_mut().extend(response.http_headers);
+        answer
+    });
+    match attempt.await {
+        Ok(answer) => answer,
+        Err(error) => refused(media, AppError::internal(error)),
+    }
+}
+
+/// Errors whose answers are not kept: a retry should run again.
+fn not_kept(error: &async_graphql::ServerError) -> bool {
+    let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+    matches!(code, Some(async_graphql::Value::String(code)) if code == "RATE_LIMITED" || code == "INTERNAL")
+}
+
+/// An answer of the gate itself (as an executed request's error).
+fn refused(media: over_http::MediaType, error: AppError) -> Response {
+    let mut error =
+        async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+    error.locations.clear();
+    let mut answer = over_http::respond(
+        media,
+        async_graphql::Response::from_errors(vec![error]),
+        true,
+    );
+    if answer.status() != StatusCode::OK {
+        *answer.status_mut() = StatusCode::OK;
+    }
+    answer
+}

@@ -1,0 +1,289 @@
+//! `Idempotency-Key` on `POST /graphql`: one effect per caller and key,
+//! the first answer replayed, conflicts, refusals, and what is not kept.
+use serde_json::{Value, json};
+
+use crate::harness::{Options, TestApp, unique};
+
+fn email(tag: &str) -> String {
+    format!("{}@idempotency.example.com", unique(tag))
+}
+
+const CREATE_ORDER: &str =
+    "mutation($p:String!){ createOrder(input:{product:$p, quantity:2}){ id number } }";
+const ORDERS: &str = "{ orders { edges { node { id } } } }";
+
+/// POST `query` with `key`; returns (status, replayed header, body).
+async fn keyed(
+    app: &TestApp,
+    token: Option<&str>,
+    key: &str,
+    query: &str,
+    variables: Value,
+) -> (u16, bool, Value) {
+    let mut request = app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .header("idempotency-key", key)
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let replayed = match response.headers().get("idempotent-replayed") {
+        None => false,
+        Some(value) => {
+            assert_eq!(value, "true");
+            true
+        }
+    };
+    (status, replayed, response.json().await.expect("JSON body"))
+}
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("NONE")
+}
+
+async fn order_count(app: &TestApp, token: &str) -> usize {
+    app.ok(Some(token), ORDERS, json!({})).await["orders"]["edges"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_retry_gets_the_first_answer_and_no_second_effect() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.verified_user(&email("buyer")).await;
+    let product = app.product("idem-pro", "Idem Pro").await;
+    let variables = json!({"p": product});
+    let (status, replayed, first) = keyed(
+        &app,
+        Some(&token),
+        "order-1",
+        CREATE_ORDER,
+        variables.clone(),
+    )
+    .await;
+    assert_eq!((status, replayed), (200, false), "{first}");
+    assert!(first["data"]["createOrder"]["id"].is_string(), "{first}");
+    let (status, replayed, again) = keyed(
+        &app,
+        Some(&token),
+        "order-1",
+        CREATE_ORDER,
+        variables.clone(),
+    )
+    .await;
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(again, first);
+    assert_eq!(order_count(&app, &token).await, 1);
+
+    // The same key with another body: CONFLICT, nothing done.
+    let (_, replayed, other) = keyed(
+        &app,
+        Some(&token),
+        "order-1",
+        "mutation($p:String!){ createOrder(input:{product:$p, quantity:3}){ id } }",
+        variables.clone(),
+    )
+    .await;
+    assert!(!replayed);
+    assert_eq!(code(&other), "CONFLICT", "{other}");
+    assert_eq!(order_count(&app, &token).await, 1);
+
+    // Keys are the caller's own: another account's same key is its own.
+    let (stranger, _) = app.verified_user(&email("stranger")).await;
+    let (_, replayed, theirs) = keyed(
+        &app,
+        Some(&stranger),
+        "order-1",
+        CREATE_ORDER,
+        variables.clone(),
+    )
+    .await;
+    assert!(!replayed, "{theirs}");
+    assert_ne!(
+        theirs["data"]["createOrder"]["id"],
+        first["data"]["createOrder"]["id"]
+    );
+
+    // An API token of the account shares its keys.
+    let (secret, _) = crate::api_tokens::token(&app, &token, &["ORDERS_WRITE"]).await;
+    let (_, replayed, by_token) = keyed(
+        &app,
+        Some(&secret),
+        "order-1",
+        CREATE_ORDER,
+        variables.clone(),
+    )
+    .await;
+    assert!(replayed);
+    assert_eq!(by_token, first);
+
+    // Without a key, every request runs.
+    app.ok(Some(&token), CREATE_ORDER, variables).await;
+    assert_eq!(order_count(&app, &token).await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_attempts_with_one_key_have_one_effect() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.verified_user(&email("racer")).await;
+    let product = app.product("idem-pro", "Idem Pro").await;
+    let variables = json!({"p": product});
+    let attempts =
+        (0..5).map(|_| keyed(&app, Some(&token), "race", CREATE_ORDER, variables.clone()));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut ids = Vec::new();
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        match code(body) {
+            "NONE" => ids.push(body["data"]["createOrder"]["id"].clone()),
+            "CONFLICT" => assert_eq!(body["errors"][0]["extensions"]["retryAfter"], 1, "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!ids.is_empty(), "one attempt ran: {answers:?}");
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    // Retried until answered, every attempt gets the same order.
+    let (_, replayed, again) = keyed(&app, Some(&token), "race", CREATE_ORDER, variables).await;
+    assert!(replayed);
+    assert_eq!(again["data"]["createOrder"]["id"], ids[0]);
+    assert_eq!(order_count(&app, &token).await, 1);
+}
+
+#[tokio::test]
+async fn a_claim_retried_with_its_key_claims_once() {
+    let app = TestApp::spawn().await;
+    let (buyer, _) = app.verified_user(&email("owner")).await;
+    let (_, _, keys) = app.paid_order(&buyer, 1).await;
+    let (claimer, _) = app.verified_user(&email("claimer")).await;
+    let claim = "mutation($k:String!){ claimLicense(key:$k){ outcome license { id } } }";
+    let variables = json!({"k": keys[0]});
+    let attempts = (0..5).map(|_| keyed(&app, Some(&claimer), "claim-1", claim, variables.clone()));
+    let answers = futures_util::future::join_all(attempts).await;
+    let ran = answers
+        .iter()
+        .filter(|(_, replayed, body)| !replayed && code(body) == "NONE")
+        .count();
+    assert_eq!(ran, 1, "{answers:?}");
+    let history = app
+        .ok(
+            Some(&claimer),
+            "{ myClaims { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(history["myClaims"]["edges"].as_array().unwrap().len() <= 1);
+}
+
+#[tokio::test]
+async fn refusals_and_ignored_requests() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.verified_user(&email("refusals")).await;
+    // Secret-bearing mutations, even behind a fragment.
+    for query in [
+        "mutation{ signIn(email:\"a@example.com\", password:\"correct horse battery\"){ token } }",
+        "mutation{ createApiToken(input:{name:\"n\", scopes:[ORDERS_READ], expiresInDays:1}){ token } }",
+        "mutation{ ...F } fragment F on Mutation { createApiToken(input:{name:\"n\", scopes:[ORDERS_READ], expiresInDays:1}){ token } }",
+    ] {
+        let (status, _, body) = keyed(&app, Some(&token), "k", query, json!({})).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(code(&body), "VALIDATION", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], "idempotencyKey");
+    }
+    let mine = app
+        .ok(Some(&token), "{ me { apiTokens { id } } }", json!({}))
+        .await;
+    assert_eq!(mine["me"]["apiTokens"], json!([]), "nothing was created");
+    // Malformed keys.
+    let long = "k".repeat(256);
+    for key in [long.as_str(), "", "with space", "é"] {
+        let request = app
+            .http
+            .post(format!("{}/graphql", app.base))
+            .header("idempotency-key", key.as_bytes())
+            .bearer_auth(&token)
+            .json(&json!({"query": "mutation{ updateClaimSettings(input:{}){ id } }"}));
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{key:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"], "idempotencyKey",
+            "{body}"
+        );
+    }
+    let (status, _, fine) = keyed(
+        &app,
+        Some(&token),
+        &"k".repeat(255),
+        "mutation{ updateClaimSettings(input:{}){ id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{fine}");
+    // Queries ignore the key: run every time, never replayed.
+    for _ in 0..2 {
+        let (status, replayed, body) =
+            keyed(&app, Some(&token), "query-key", "{ me { id } }", json!({})).await;
+        assert_eq!((status, replayed), (200, false), "{body}");
+    }
+}
+
+/// Anonymous keys are scoped by the body: the same body replays, another
+/// body with the same key is someone else's request.
+#[tokio::test]
+async fn anonymous_keys_are_scoped_by_body() {
+    let app = TestApp::spawn().await;
+    let reset = "mutation($e:String!){ requestPasswordReset(email:$e) }";
+    let a = json!({"e": email("a")});
+    let (_, replayed, _) = keyed(&app, None, "anon", reset, a.clone()).await;
+    assert!(!replayed);
+    let (_, replayed, _) = keyed(&app, None, "anon", reset, a).await;
+    assert!(replayed);
+    let (_, replayed, other) = keyed(&app, None, "anon", reset, json!({"e": email("b")})).await;
+    assert!(!replayed);
+    assert_eq!(code(&other), "NONE", "{other}");
+}
+
+/// `RATE_LIMITED` answers are not kept (a retry runs again); error answers
+/// of the rules are; keys go after 24 h.
+#[tokio::test]
+async fn what_is_kept_and_for_how_long() {
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|c| c.claim_rate_per_minute = 1),
+        ..Options::default()
+    })
+    .await;
+    let (claimer, _) = app.verified_user(&email("limited")).await;
+    let claim = "mutation($k:String!){ claimLicense(key:$k){ outcome } }";
+    // A rule's refusal (an unknown key) is an answer: kept and replayed.
+    let unknown = json!({"k": "AAAA-AAAA-AAAA-AAAA"});
+    let (_, _, first) = keyed(&app, Some(&claimer), "c1", claim, unknown.clone()).await;
+    assert_eq!(code(&first), "NOT_FOUND", "{first}");
+    let (_, replayed, again) = keyed(&app, Some(&claimer), "c1", claim, unknown).await;
+    assert!(replayed);
+    assert_eq!(again, first);
+    // The next attempt is over the limit: not kept.
+    let other = json!({"k": "BBBB-BBBB-BBBB-BBBB"});
+    for _ in 0..2 {
+        let (_, replayed, limited) = keyed(&app, Some(&claimer), "c2", claim, other.clone()).await;
+        assert!(!replayed);
+        assert_eq!(code(&limited), "RATE_LIMITED", "{limited}");
+    }
+    // After 24 h the sweeper forgets the key: it runs again.
+    app.clock.advance(chrono::Duration::hours(25));
+    keyledger::domain::expiry::sweep(&app.app.state.ctx)
+        .await
+        .map_err(|e| e.detail())
+        .unwrap();
+    use sea_orm::{EntityTrait as _, PaginatorTrait as _};
+    let left = entity::idempotency_key::Entity::find()
+        .count(&app.app.state.ctx.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
