@@ -729,6 +729,7 @@ async fn seed_accounts(
                 notify_on_claim: Set(*notify),
                 allow_assignee_organization: Set(false),
                 created_at: Set(now),
+                disabled_at: Set(None),
             }),
     )
     .exec(db)

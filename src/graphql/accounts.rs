@@ -47,6 +47,13 @@ impl Account {
         self.0.created_at
     }
 
+    /// True while an administrator has the account disabled (it cannot
+    /// sign in); null unless the caller is an administrator or the account.
+    async fn disabled(&self, ctx: &Context<'_>) -> Option<bool> {
+        let viewer = ctx.viewer().ok()?;
+        (viewer.is_admin || viewer.account_id == self.0.id).then_some(self.0.disabled_at.is_some())
+    }
+
     /// The caller's organizations and roles (empty for other accounts).
     async fn organizations(
         &self,

@@ -52,6 +52,11 @@ pub enum EventKind {
     ProductUpdated,
     PasswordChanged,
     EmailChanged,
+    // Administration (support actions).
+    AccountDisabled,
+    AccountEnabled,
+    SessionsRevoked,
+    EmailResent,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

@@ -49,6 +49,7 @@ pub struct MutationRoot(
     requests::RequestMutation,
     organizations::OrganizationMutation,
     devices::DeviceMutation,
+    admin::AdminMutation,
 );
 
 #[derive(MergedSubscription, Default)]
