@@ -316,6 +316,32 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "mutation($k0:ID!){ reissueLicense(licenseId:$k0, graceHours:1){ id } }",
         "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
     ),
+    // Administration: support actions (on an address without an account,
+    // so that no later row loses its caller).
+    (
+        "Mutation",
+        "disableAccount",
+        "mutation($fresh:String!){ disableAccount(email:$fresh, reason:\"matrix\"){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "enableAccount",
+        "mutation($owner:String!){ enableAccount(email:$owner, reason:\"matrix\"){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN CONFLICT",
+    ),
+    (
+        "Mutation",
+        "revokeSessions",
+        "mutation($fresh:String!){ revokeSessions(email:$fresh, reason:\"matrix\") }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "resendEmail",
+        "mutation($owner:String!){ resendEmail(kind:VERIFICATION, email:$owner) }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN CONFLICT",
+    ),
 ];
 
 /// `OK`, or the error code of the first error.

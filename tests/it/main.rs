@@ -6,6 +6,7 @@ mod harness;
 
 mod account_recovery;
 mod accounts;
+mod admin;
 mod authorization;
 mod browser;
 mod browsers;
