@@ -15,6 +15,7 @@
 //! `TEST_DATABASE_URL`, else postgres://postgres@127.0.0.1:5432/test) is the
 //! server a database is created on and dropped from; `BENCH_REDIS_URL` (else
 //! `TEST_REDIS_URL`, else redis://127.0.0.1:6379), used on a channel of its own.
+mod admin;
 mod env;
 mod http1;
 mod measure;
@@ -87,6 +88,8 @@ struct Options {
     validate_only: bool,
     /// Only the burst of 64 sign-ins and the server's memory during it.
     signin_only: bool,
+    /// Only the admin filters on a 1,000,000-key store (not part of a full run).
+    admin_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -97,6 +100,7 @@ fn options() -> Options {
     let mut claims_only = false;
     let mut validate_only = false;
     let mut signin_only = false;
+    let mut admin_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
@@ -105,6 +109,7 @@ fn options() -> Options {
             "claims" | "--claims" => claims_only = true,
             "validate" | "--validate" => validate_only = true,
             "signin" | "--signin" => signin_only = true,
+            "admin" | "--admin" => admin_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -120,6 +125,7 @@ fn options() -> Options {
         claims_only,
         validate_only,
         signin_only,
+        admin_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -152,6 +158,10 @@ fn step(what: &str) {
 async fn run(options: Options) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut report = Report::new(env::machine_facts().await);
+    if options.admin_only {
+        admin::run(&mut report, options.window).await?;
+        return finish(report, "admin", started);
+    }
     let password_hash = keyledger::auth::password::hash(PASSWORD.into())
         .await
         .map_err(|e| e.message())?;

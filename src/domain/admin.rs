@@ -119,6 +119,17 @@ pub async fn accounts(
     after: Option<i64>,
     limit: u64,
 ) -> ApiResult<Vec<account::Model>> {
+    let query = accounts_query(conn.get_database_backend(), filter, after, limit)?;
+    Ok(query.all(conn).await?)
+}
+
+/// The statement of [`accounts`] (the benchmark explains it).
+pub fn accounts_query(
+    backend: DatabaseBackend,
+    filter: &AccountFilter,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Select<account::Entity>> {
     let mut query = account::Entity::find();
     if let Some(prefix) = &filter.email {
         if prefix.len() > 4 * EMAIL_PREFIX_MAX {
@@ -128,7 +139,7 @@ pub async fn accounts(
             ));
         }
         let prefix = bounded(prefix, EMAIL_PREFIX_MAX, "filter.email")?.to_lowercase();
-        query = query.filter(email_prefix(conn.get_database_backend(), &prefix));
+        query = query.filter(email_prefix(backend, &prefix));
     }
     if let Some(role) = filter.role {
         query = query.filter(account::Column::Role.eq(role));
@@ -147,10 +158,7 @@ pub async fn accounts(
             account::Column::DisabledAt.is_null()
         });
     }
-    page(query, account::Column::Id, after, limit)
-        .all(conn)
-        .await
-        .map_err(Into::into)
+    Ok(page(query, account::Column::Id, after, limit))
 }
 
 /// Filter of `admin { orders }`.
@@ -192,6 +200,15 @@ pub async fn orders(
     after: Option<i64>,
     limit: u64,
 ) -> ApiResult<Vec<order::Model>> {
+    Ok(orders_query(filter, after, limit)?.all(conn).await?)
+}
+
+/// The statement of [`orders`] (the benchmark explains it).
+pub fn orders_query(
+    filter: &OrderFilter,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Select<order::Entity>> {
     let mut query = order::Entity::find();
     if let Some(number) = &filter.number {
         query = query.filter(order::Column::Id.eq(order_number(number)?));
@@ -240,10 +257,7 @@ pub async fn orders(
                 .checked("filter.paidBefore")?
                 .condition(order::Column::PaidAt),
         );
-    page(query, order::Column::Id, after, limit)
-        .all(conn)
-        .await
-        .map_err(Into::into)
+    Ok(page(query, order::Column::Id, after, limit))
 }
 
 /// Filter of `admin { licenses }`.
@@ -265,6 +279,20 @@ pub async fn licenses(
     after: Option<i64>,
     limit: u64,
 ) -> ApiResult<Vec<license::Model>> {
+    match licenses_query(conn, filter, after, limit).await? {
+        Some(query) => Ok(query.all(conn).await?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The statement of [`licenses`] (the benchmark explains it); `None` when
+/// the key asked for does not exist.
+pub async fn licenses_query(
+    conn: &impl ConnectionTrait,
+    filter: &LicenseFilter,
+    after: Option<i64>,
+    limit: u64,
+) -> ApiResult<Option<Select<license::Entity>>> {
     let mut query = license::Entity::find();
     if let Some(key) = &filter.key {
         let typed = bounded(key, TEXT_MAX, "filter.key")?;
@@ -289,7 +317,7 @@ pub async fn licenses(
                 .await?;
         }
         let Some(id) = id else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         query = query.filter(license::Column::Id.eq(id));
     }
@@ -307,10 +335,7 @@ pub async fn licenses(
     if let Some(order_id) = filter.order_id {
         query = query.filter(license::Column::OrderId.eq(order_id));
     }
-    page(query, license::Column::Id, after, limit)
-        .all(conn)
-        .await
-        .map_err(Into::into)
+    Ok(Some(page(query, license::Column::Id, after, limit)))
 }
 
 /// Filter of `admin { events }` and `admin { auditLog }`.
@@ -381,6 +406,19 @@ pub async fn event_condition(
             .condition(event::Column::OccurredAt),
     );
     Ok(condition)
+}
+
+/// The statement of an `events` page from the start (the benchmark explains
+/// it; the server reads through `events::stream::matching`, which also waits
+/// for the horizon).
+pub fn events_query(condition: Condition, limit: u64) -> Select<event::Entity> {
+    crate::events::cursor::deliverable_after(
+        event::Entity::find(),
+        crate::events::cursor::Cursor::default(),
+        DatabaseBackend::Postgres,
+    )
+    .filter(condition)
+    .limit(limit)
 }
 
 /// `query` ordered by `id`, narrowed to the rows after `after`, at most `limit`.
