@@ -29,6 +29,7 @@ use crate::{
 pub struct AccountFilter {
     /// The start of the address, any case (`"ada@"`, `"ada@exa"`): 1 to 254 characters.
     pub email: Option<String>,
+    /// `USER` or `ADMIN`.
     pub role: Option<Role>,
     /// True: verified addresses only; false: only accounts never verified.
     pub verified: Option<bool>,
@@ -55,11 +56,15 @@ pub struct OrderFilter {
     pub assignee_email: Option<String>,
     /// The product's catalog code.
     pub product: Option<String>,
+    /// `PENDING_PAYMENT` or `PAID`.
     pub status: Option<OrderStatus>,
+    /// Created at or after this time (ISO 8601, e.g. `2026-12-01T00:00:00Z`).
     pub created_after: Option<DateTime<Utc>>,
+    /// Created before this time; must be later than `createdAfter`.
     pub created_before: Option<DateTime<Utc>>,
     /// Paid at or after this time (unpaid orders never match a paid range).
     pub paid_after: Option<DateTime<Utc>>,
+    /// Paid before this time; must be later than `paidAfter`.
     pub paid_before: Option<DateTime<Utc>>,
 }
 
@@ -77,7 +82,9 @@ pub struct LicenseFilter {
     pub key: Option<String>,
     /// The assignee's exact address, any case.
     pub assignee_email: Option<String>,
+    /// `ASSIGNED` (to an email) or `UNASSIGNED`.
     pub status: Option<LicenseStatus>,
+    /// The keys of this order (`Order.id`).
     pub order_id: Option<ID>,
 }
 
@@ -95,10 +102,11 @@ pub struct EventFilter {
     pub kinds: Option<Vec<EventKind>>,
     /// Events the account with this exact address caused or received.
     pub account_email: Option<String>,
+    /// Events about this order (`Order.id`) and its keys.
     pub order_id: Option<ID>,
     /// Occurred at or after this time.
     pub after: Option<DateTime<Utc>>,
-    /// Occurred before this time.
+    /// Occurred before this time; must be later than `after`.
     pub before: Option<DateTime<Utc>>,
 }
 
