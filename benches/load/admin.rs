@@ -210,10 +210,13 @@ const CASES: &[Case] = &[
         filter: |n, ids| json!({"orderId": (ids.first_order + (n % 10_000) as i64).to_string()}),
     },
     Case {
-        name: "events in the last day",
+        name: "events of a day a month ago",
         field: "events",
         filter_type: "EventFilter",
-        filter: |_, _| json!({"after": chrono::Utc::now() - chrono::Duration::days(1)}),
+        filter: |_, _| {
+            let start = chrono::Utc::now() - chrono::Duration::days(31);
+            json!({"after": start, "before": start + chrono::Duration::days(1)})
+        },
     },
     Case {
         name: "auditLog",
