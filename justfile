@@ -50,3 +50,7 @@ bench-load:
 # Only the key-generation timing: markOrderPaid of 100,000 keys on PostgreSQL and SQLite
 bench-keys:
     TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- keys
+
+# Admin filters on a 1,000,000-key PostgreSQL store: p99 at concurrency 8 and each filter's plan (bench/results/admin-explain.md)
+bench-admin:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- admin

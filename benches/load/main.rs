@@ -15,6 +15,7 @@
 //! `TEST_DATABASE_URL`, else postgres://postgres@127.0.0.1:5432/test) is the
 //! server a database is created on and dropped from; `BENCH_REDIS_URL` (else
 //! `TEST_REDIS_URL`, else redis://127.0.0.1:6379), used on a channel of its own.
+mod admin;
 mod env;
 mod http1;
 mod measure;
@@ -89,6 +90,8 @@ struct Options {
     signin_only: bool,
     /// Only claims with and without an `Idempotency-Key`, turn about.
     idempotency_only: bool,
+    /// Only the admin filters on a 1,000,000-key store (not part of a full run).
+    admin_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -100,6 +103,7 @@ fn options() -> Options {
     let mut validate_only = false;
     let mut signin_only = false;
     let mut idempotency_only = false;
+    let mut admin_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
@@ -109,6 +113,7 @@ fn options() -> Options {
             "validate" | "--validate" => validate_only = true,
             "signin" | "--signin" => signin_only = true,
             "idempotency" | "--idempotency" => idempotency_only = true,
+            "admin" | "--admin" => admin_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -125,6 +130,7 @@ fn options() -> Options {
         validate_only,
         signin_only,
         idempotency_only,
+        admin_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -157,6 +163,10 @@ fn step(what: &str) {
 async fn run(options: Options) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut report = Report::new(env::machine_facts().await);
+    if options.admin_only {
+        admin::run(&mut report, options.window).await?;
+        return finish(report, "admin", started);
+    }
     let password_hash = keyledger::auth::password::hash(PASSWORD.into())
         .await
         .map_err(|e| e.message())?;
@@ -809,6 +819,7 @@ async fn seed_accounts(
                 notify_on_claim: Set(*notify),
                 allow_assignee_organization: Set(false),
                 created_at: Set(now),
+                disabled_at: Set(None),
             }),
     )
     .exec(db)

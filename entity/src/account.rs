@@ -16,6 +16,9 @@ pub struct Model {
     pub notify_on_claim: bool,
     pub allow_assignee_organization: bool,
     pub created_at: DateTimeUtc,
+    /// Set while an administrator has the account disabled: it cannot sign
+    /// in and its sessions do not authenticate.
+    pub disabled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

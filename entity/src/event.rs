@@ -90,4 +90,17 @@ pub enum EventKind {
     /// refund): its keys stop working. `changes.reason` says why.
     #[sea_orm(string_value = "ORDER_REFUNDED")]
     OrderRefunded,
+    // Administration (support actions); the reason is `changes.reason`.
+    /// An administrator disabled an account; its sessions ended.
+    #[sea_orm(string_value = "ACCOUNT_DISABLED")]
+    AccountDisabled,
+    /// An administrator enabled a disabled account again.
+    #[sea_orm(string_value = "ACCOUNT_ENABLED")]
+    AccountEnabled,
+    /// An administrator ended every session of an account.
+    #[sea_orm(string_value = "SESSIONS_REVOKED")]
+    SessionsRevoked,
+    /// An administrator sent an account's verification or transfer email again.
+    #[sea_orm(string_value = "EMAIL_RESENT")]
+    EmailResent,
 }

@@ -18,6 +18,7 @@ mod m20261203_000002_key_reissue;
 mod m20261203_000010_payments;
 mod m20261204_000101_api_tokens;
 mod m20261204_000102_idempotency_keys;
+mod m20261203_000020_admin_support;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_payments::Migration),
             Box::new(m20261204_000101_api_tokens::Migration),
             Box::new(m20261204_000102_idempotency_keys::Migration),
+            Box::new(m20261203_000020_admin_support::Migration),
         ]
     }
 }

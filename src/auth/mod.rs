@@ -90,7 +90,7 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Resolve a session token to its viewer: `UNAUTHENTICATED` for an unknown,
-/// expired or revoked token (one answer, so tokens cannot be probed). Every
+/// expired or revoked token, or one of a disabled account (one answer, so tokens cannot be probed). Every
 /// authenticated request starts here: a session used in the last moments is
 /// taken from `sessions` (see [`session_cache`] for why that is safe), else
 /// the session and its account are read in one statement.
@@ -129,7 +129,11 @@ async fn read_session(
         .await?
         .filter(|(s, _)| s.revoked_at.is_none() && s.expires_at > now)
         .ok_or(AppError::Unauthenticated)?;
-    let account = account.ok_or(AppError::Unauthenticated)?;
+    // A disabled account's sessions were revoked with it; this also stops
+    // one opened by a sign-in that raced the disabling.
+    let account = account
+        .filter(|a| a.disabled_at.is_none())
+        .ok_or(AppError::Unauthenticated)?;
     let scopes = session.scopes.as_deref().map(Scopes::from_column);
     if scopes.is_some() {
         note_use(db, &session, now).await?;

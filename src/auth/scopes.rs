@@ -192,6 +192,10 @@ pub const OPERATIONS: &[(&str, &str, Need)] = &[
     ("Subscription", "events", scope(EventsRead)),
     // Administration.
     ("Query", "admin", scope(Admin)),
+    ("Mutation", "disableAccount", scope(Admin)),
+    ("Mutation", "enableAccount", scope(Admin)),
+    ("Mutation", "revokeSessions", scope(Admin)),
+    ("Mutation", "resendEmail", scope(Admin)),
 ];
 
 /// What a token needs for `root.field`; `None` for a field without a row.

@@ -356,7 +356,7 @@ pub async fn resend_verification(ctx: &Ctx, viewer: &Viewer) -> ApiResult<()> {
 
 /// The account whose password this is. Unknown email, malformed email and
 /// wrong password get one and the same answer (`UNAUTHENTICATED`), after the
-/// same work.
+/// same work; a disabled account with the right password is `FORBIDDEN`.
 pub async fn check_password(ctx: &Ctx, email: &str, password: &str) -> ApiResult<account::Model> {
     let account = match email::normalize(email, "email") {
         Ok(email) => {
@@ -371,6 +371,10 @@ pub async fn check_password(ctx: &Ctx, email: &str, password: &str) -> ApiResult
     let password_ok = password.len() <= 4 * password::MAX_LEN
         && password::verify(password.to_owned(), stored).await?;
     match (account, password_ok) {
+        // Told only to who knows the password.
+        (Some(account), true) if account.disabled_at.is_some() => Err(AppError::Forbidden(
+            "this account is disabled; contact support",
+        )),
         (Some(account), true) => Ok(account),
         _ => Err(AppError::Unauthenticated),
     }

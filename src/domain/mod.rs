@@ -20,6 +20,7 @@ pub mod requests;
 pub mod rights;
 pub mod settings;
 pub mod siret;
+pub mod support;
 pub mod transfers;
 pub mod validity_cache;
 

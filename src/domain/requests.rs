@@ -103,6 +103,14 @@ async fn lock_pending_for_buyer(
         .await?
         .filter(|r| r.buyer_email == buyer_email)
         .ok_or(AppError::NotFound("request"))?;
+    ensure_pending(request, now)
+}
+
+/// `request` if it is still pending, else `CONFLICT`.
+fn ensure_pending(
+    request: license_request::Model,
+    now: DateTime<Utc>,
+) -> ApiResult<license_request::Model> {
     match effective_status(&request, now) {
         ApprovalStatus::Pending => Ok(request),
         ApprovalStatus::Expired => Err(AppError::conflict("this request has expired")),
@@ -120,6 +128,7 @@ async fn decide(
     request: license_request::Model,
     license: Option<(i64, String, i64)>,
     now: DateTime<Utc>,
+    reason: Option<String>,
 ) -> ApiResult<license_request::Model> {
     let approved = license.is_some();
     let status = if approved {
@@ -147,13 +156,20 @@ async fn decide(
     event.order_id = license.as_ref().map(|(_, _, order)| *order);
     event.changes = json!({"before": {"status": request.status}, "after": {"status": status}});
     event.recipients = vec![viewer.account_id, request.requester_id];
+    if let Some(reason) = reason {
+        // An administrator decided for the buyer, who hears of it too.
+        event.changes["reason"] = json!(reason);
+        event
+            .recipients
+            .extend(rights::verified_account_id(txn, &request.buyer_email).await?);
+    }
     events::record(txn, now, event).await?;
     mail::enqueue(
         txn,
         now,
         &requester.email,
         Email::RequestDecided {
-            buyer: viewer.email.clone(),
+            buyer: request.buyer_email.clone(),
             approved,
             key: license.map(|(_, key, _)| key),
         },
@@ -199,21 +215,40 @@ pub async fn approve(
         request,
         Some((license.id, license.key.clone(), order.id)),
         now,
+        None,
     )
     .await?;
     txn.commit().await?;
     Ok(decided)
 }
 
+/// The buyer declines a request; an administrator may decline any on the
+/// buyer's behalf, giving a `reason` (1 to 500 characters, required then),
+/// recorded in the event's `changes.reason`. The requester's email names
+/// the buyer either way.
 pub async fn decline(
     ctx: &Ctx,
     viewer: &Viewer,
     request_id: i64,
+    reason: Option<&str>,
 ) -> ApiResult<license_request::Model> {
     let now = ctx.clock.now();
     let txn = ctx.begin_write().await?;
-    let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
-    let decided = decide(&txn, viewer, request, None, now).await?;
+    let (request, reason) = if viewer.is_admin {
+        let request = license_request::Entity::find_by_id(request_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or(AppError::NotFound("request"))?;
+        let on_behalf = !(viewer.email_verified && request.buyer_email == viewer.email);
+        let reason = super::support::reason_on_behalf(reason, on_behalf)?;
+        (ensure_pending(request, now)?, reason)
+    } else {
+        let reason = super::support::reason_on_behalf(reason, false)?;
+        let request = lock_pending_for_buyer(&txn, viewer, request_id, now).await?;
+        (request, reason)
+    };
+    let decided = decide(&txn, viewer, request, None, now, reason).await?;
     txn.commit().await?;
     Ok(decided)
 }

@@ -204,6 +204,18 @@ async fn managers_among(
         .collect())
 }
 
+/// Administrators' support actions on an account: the account receives the
+/// event, but the administrator's reason is for administrators only.
+fn support_action(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::AccountDisabled
+            | EventKind::AccountEnabled
+            | EventKind::SessionsRevoked
+            | EventKind::EmailResent
+    )
+}
+
 /// Event kinds whose `changes` are snapshots of a key's assignee
 /// (`assigneeEmail`, organization) before and after.
 fn snapshots_assignee(kind: EventKind) -> bool {
@@ -242,6 +254,12 @@ fn hidden_assignees<'a>(kind: EventKind, changes: &'a Value, viewer: &Viewer) ->
 /// that the key left them, not who got it, nor their organization.
 pub fn event_changes_for(kind: EventKind, changes: &Value, viewer: &Viewer, full: bool) -> Value {
     let mut visible = changes.clone();
+    if !viewer.is_admin
+        && support_action(kind)
+        && let Some(map) = visible.as_object_mut()
+    {
+        map.remove("reason");
+    }
     if full || hidden_assignees(kind, changes, viewer).is_empty() {
         return visible;
     }

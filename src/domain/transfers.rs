@@ -209,11 +209,14 @@ pub async fn accept(
     Ok(accepted)
 }
 
-/// The owner cancels a pending transfer.
+/// The owner cancels a pending transfer; an administrator may cancel any
+/// on the owner's behalf, giving a `reason` (1 to 500 characters, required
+/// then), recorded in the event's `changes.reason`.
 pub async fn cancel(
     ctx: &Ctx,
     viewer: &Viewer,
     transfer_id: i64,
+    reason: Option<&str>,
 ) -> ApiResult<order_transfer::Model> {
     let now = ctx.clock.now();
     let txn = ctx.begin_write().await?;
@@ -222,7 +225,10 @@ pub async fn cancel(
         .await?
         .ok_or(AppError::NotFound("transfer"))?;
     let order = orders::lock(&txn, found.order_id).await?;
-    let manages = rights::can_manage(&txn, viewer, &order).await?;
+    let owner_manages = rights::can_manage(&txn, viewer, &order).await?;
+    let on_behalf = !owner_manages && viewer.is_admin;
+    let reason = super::support::reason_on_behalf(reason, on_behalf)?;
+    let manages = owner_manages || on_behalf;
     if !manages && found.from_account_id != viewer.account_id {
         return Err(AppError::NotFound("transfer"));
     }
@@ -235,7 +241,7 @@ pub async fn cancel(
     if !manages {
         return Err(AppError::Forbidden("you no longer hold this order"));
     }
-    let cancelled = mark_cancelled(&txn, &order, transfer, viewer.account_id, now).await?;
+    let cancelled = mark_cancelled(&txn, &order, transfer, viewer.account_id, now, reason).await?;
     txn.commit().await?;
     Ok(cancelled)
 }
@@ -248,6 +254,7 @@ async fn mark_cancelled(
     transfer: order_transfer::Model,
     actor_id: i64,
     now: DateTime<Utc>,
+    reason: Option<String>,
 ) -> ApiResult<order_transfer::Model> {
     let mut cancelled: order_transfer::ActiveModel = transfer.clone().into();
     cancelled.status = Set(TransferStatus::Cancelled);
@@ -257,6 +264,9 @@ async fn mark_cancelled(
     event.order_id = Some(order.id);
     event.transfer_id = Some(transfer.id);
     event.changes = json!({"before": {"status": TransferStatus::Pending}, "after": {"status": TransferStatus::Cancelled}});
+    if let Some(reason) = reason {
+        event.changes["reason"] = json!(reason);
+    }
     event.recipients = rights::order_managers(txn, order).await?;
     event
         .recipients
@@ -303,7 +313,7 @@ pub async fn cancel_orphaned(
         if let Some(transfer) =
             transfer.filter(|t| effective_status(t, now) == TransferStatus::Pending)
         {
-            mark_cancelled(txn, &order, transfer, actor_id, now).await?;
+            mark_cancelled(txn, &order, transfer, actor_id, now, None).await?;
         }
     }
     Ok(())

@@ -27,24 +27,36 @@ pub struct Account(pub account::Model);
 
 #[Object]
 impl Account {
+    /// The account's id.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
 
+    /// The sign-in address, trimmed and lower-cased.
     async fn email(&self) -> &str {
         &self.0.email
     }
 
+    /// True once the account proved it receives mail at `email`.
     async fn email_verified(&self) -> bool {
         self.0.email_verified_at.is_some()
     }
 
+    /// `USER`, or `ADMIN` (granted by `keyledger grant-admin`).
     async fn role(&self) -> Role {
         self.0.role.into()
     }
 
+    /// When the account signed up.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+
+    /// True while an administrator has the account disabled (it cannot
+    /// sign in); null unless the caller is an administrator or the account.
+    async fn disabled(&self, ctx: &Context<'_>) -> Option<bool> {
+        let viewer = ctx.viewer().ok()?;
+        (viewer.is_admin || viewer.account_id == self.0.id).then_some(self.0.disabled_at.is_some())
     }
 
     /// The caller's organizations and roles (empty for other accounts).

@@ -53,6 +53,11 @@ pub enum EventKind {
     PasswordChanged,
     EmailChanged,
     OrderRefunded,
+    // Administration (support actions).
+    AccountDisabled,
+    AccountEnabled,
+    SessionsRevoked,
+    EmailResent,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

@@ -56,6 +56,7 @@ pub struct MutationRoot(
     organizations::OrganizationMutation,
     devices::DeviceMutation,
     payments::PaymentMutation,
+    admin::AdminMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -246,15 +246,22 @@ impl RequestMutation {
         ))
     }
 
+    /// The buyer declines a request; an administrator may decline any
+    /// request on the buyer's behalf (with a `reason`), recorded with the
+    /// administrator as actor.
     async fn decline_license_request(
         &self,
         ctx: &Context<'_>,
         request_id: ID,
+        #[graphql(
+            desc = "Administrators declining for the buyer: why (1 to 500 characters, required then; kept in the event's `changes.reason`)."
+        )]
+        reason: Option<String>,
     ) -> ApiResult<LicenseRequest> {
         let viewer = ctx.viewer()?;
         let request = parse_id(&request_id, "request")?;
         Ok(LicenseRequest(
-            requests::decline(&ctx.state().ctx, viewer, request).await?,
+            requests::decline(&ctx.state().ctx, viewer, request, reason.as_deref()).await?,
         ))
     }
 
@@ -288,16 +295,22 @@ impl RequestMutation {
         ))
     }
 
-    /// The owner cancels a pending transfer.
+    /// The owner cancels a pending transfer; an administrator may cancel
+    /// any on the owner's behalf (with a `reason`), recorded with the
+    /// administrator as actor.
     async fn cancel_order_transfer(
         &self,
         ctx: &Context<'_>,
         transfer_id: ID,
+        #[graphql(
+            desc = "Administrators cancelling for the owner: why (1 to 500 characters, required then; kept in the event's `changes.reason`)."
+        )]
+        reason: Option<String>,
     ) -> ApiResult<OrderTransfer> {
         let viewer = ctx.viewer()?;
         let transfer = parse_id(&transfer_id, "transfer")?;
         Ok(OrderTransfer(
-            transfers::cancel(&ctx.state().ctx, viewer, transfer).await?,
+            transfers::cancel(&ctx.state().ctx, viewer, transfer, reason.as_deref()).await?,
         ))
     }
 }

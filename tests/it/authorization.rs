@@ -337,6 +337,32 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "mutation{ revokeApiToken(id:\"999999999\") }",
         "UNAUTHENTICATED NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND",
     ),
+    // Administration: support actions (on an address without an account,
+    // so that no later row loses its caller).
+    (
+        "Mutation",
+        "disableAccount",
+        "mutation($fresh:String!){ disableAccount(email:$fresh, reason:\"matrix\"){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "enableAccount",
+        "mutation($owner:String!){ enableAccount(email:$owner, reason:\"matrix\"){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN CONFLICT",
+    ),
+    (
+        "Mutation",
+        "revokeSessions",
+        "mutation($fresh:String!){ revokeSessions(email:$fresh, reason:\"matrix\") }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "resendEmail",
+        "mutation($owner:String!){ resendEmail(kind:VERIFICATION, email:$owner) }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN CONFLICT",
+    ),
 ];
 
 /// What the owner's API token with only `orders:read` may call: these

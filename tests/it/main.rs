@@ -7,6 +7,7 @@ mod harness;
 mod account_recovery;
 mod accounts;
 mod api_tokens;
+mod admin;
 mod authorization;
 mod browser;
 mod browsers;
