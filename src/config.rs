@@ -27,6 +27,8 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     PrintSchema,
+    /// Print a new Ed25519 private key (PKCS#8 PEM) for `LICENSE_SIGNING_KEY`.
+    Keygen,
 }
 
 impl Default for Command {
@@ -152,6 +154,12 @@ pub struct Config {
     /// of keyledger's own origin only. Checked at start.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: crate::origins::AllowedOrigins,
+    /// Ed25519 private key (PKCS#8 PEM file) offline license certificates
+    /// are signed with; required on PostgreSQL. Unset on SQLite: one is made
+    /// beside the database file (`keyledger-signing.pem`) and reused.
+    /// `keyledger keygen` prints a new one.
+    #[arg(long, env = "LICENSE_SIGNING_KEY")]
+    pub license_signing_key: Option<PathBuf>,
 }
 
 impl Config {

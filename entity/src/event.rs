@@ -86,4 +86,13 @@ pub enum EventKind {
     /// An account's email address changed, once the new one was verified.
     #[sea_orm(string_value = "EMAIL_CHANGED")]
     EmailChanged,
+    /// The owner suspended a key (`suspendLicense`).
+    #[sea_orm(string_value = "LICENSE_SUSPENDED")]
+    LicenseSuspended,
+    /// The owner resumed a suspended key (`resumeLicense`).
+    #[sea_orm(string_value = "LICENSE_RESUMED")]
+    LicenseResumed,
+    /// A device of a heartbeat order stopped reporting and lost its seat.
+    #[sea_orm(string_value = "DEVICE_EXPIRED")]
+    DeviceExpired,
 }

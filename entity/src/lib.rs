@@ -17,3 +17,4 @@ pub mod password_reset;
 pub mod product;
 pub mod retired_key;
 pub mod session;
+pub mod signing_key;

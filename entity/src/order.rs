@@ -15,6 +15,8 @@ pub struct Model {
     pub device_limit: i32,
     pub created_at: DateTimeUtc,
     pub paid_at: Option<DateTimeUtc>,
+    /// Devices must report this often (seconds), else their seat is freed.
+    pub heartbeat_seconds: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -52,6 +52,9 @@ pub enum EventKind {
     ProductUpdated,
     PasswordChanged,
     EmailChanged,
+    LicenseSuspended,
+    LicenseResumed,
+    DeviceExpired,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

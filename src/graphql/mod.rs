@@ -9,6 +9,7 @@ mod devices;
 mod events;
 pub mod limits;
 mod loaders;
+mod offline;
 mod orders;
 mod organizations;
 mod pagination;
@@ -49,6 +50,7 @@ pub struct MutationRoot(
     requests::RequestMutation,
     organizations::OrganizationMutation,
     devices::DeviceMutation,
+    offline::LicensingMutation,
 );
 
 #[derive(MergedSubscription, Default)]
