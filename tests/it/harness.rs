@@ -234,6 +234,11 @@ pub fn signing_key_in(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// True when the suite runs on PostgreSQL (`TEST_DATABASE_URL`).
+pub fn test_database_is_postgres() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
