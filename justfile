@@ -47,6 +47,10 @@ bench: bench-events bench-load
 bench-load:
     TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load
 
+# Only the licensed software beyond validation: checkOutLicense throughput, heartbeatLicense from 10,000 devices and the server's CPU
+bench-licensing:
+    TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- licensing
+
 # Only the key-generation timing: markOrderPaid of 100,000 keys on PostgreSQL and SQLite
 bench-keys:
     TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- keys

@@ -89,6 +89,11 @@ impl Server {
             .env("REDIS_CHANNEL", channel)
             .env("BIND_ADDR", addr.to_string())
             .env("MAIL_DIR", dir.path().join("mail"))
+            .env("LICENSE_SIGNING_KEY", {
+                let path = dir.path().join("license-signing.pem");
+                std::fs::write(&path, keyledger::signing::generate_pem()?)?;
+                path
+            })
             .env("RUST_LOG", "warn")
             // Every subscriber connects from 127.0.0.1: lift the
             // per-client connection cap out of the way.

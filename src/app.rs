@@ -39,6 +39,8 @@ pub enum StartError {
     Bus(#[from] BusError),
     #[error("mail: {0}")]
     Mail(#[from] TransportError),
+    #[error("{0}")]
+    SigningKey(#[from] crate::signing::SigningKeyError),
     #[error("bind {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -92,6 +94,15 @@ impl App {
             Some(transport) => transport,
             None => Transport::from_config(config.smtp_url.as_deref(), config.mail_dir.clone())?,
         };
+        let signer = Arc::new(
+            crate::signing::Signer::load(
+                &db,
+                &config.db.database_url,
+                config.license_signing_key.as_deref(),
+                clock.now(),
+            )
+            .await?,
+        );
         let validities = Arc::new(crate::domain::validity_cache::ValidityCache::default());
         let sessions = Arc::new(SessionCache::default());
         let hub = Hub::new(
@@ -153,6 +164,7 @@ impl App {
         let limits = Arc::new(RateLimits::new(&config));
         tasks.push(tokio::spawn(forget_idle_limits(limits.clone())));
         let state = AppState {
+            signer,
             limits,
             ctx,
             hub,
@@ -245,6 +257,7 @@ fn router(state: AppState, schema: AppSchema, documents: graphql::ParseCache) ->
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
+        .route("/.well-known/jwks.json", get(http::jwks))
         .route(
             "/verify-email",
             get(http::email_links::verify_email_page).post(http::email_links::verify_email_submit),

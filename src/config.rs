@@ -27,6 +27,8 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` is this output.
     PrintSchema,
+    /// Print a new Ed25519 private key (PKCS#8 PEM) for `LICENSE_SIGNING_KEY`.
+    Keygen,
 }
 
 impl Default for Command {
@@ -156,6 +158,12 @@ pub struct Config {
     /// posts to `/webhooks/stripe`; unset: that endpoint does not exist (404).
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<Secret>,
+    /// Ed25519 private key (PKCS#8 PEM file) offline license certificates
+    /// are signed with; required on PostgreSQL. Unset on SQLite: one is made
+    /// beside the database file (`keyledger-signing.pem`) and reused.
+    /// `keyledger keygen` prints a new one.
+    #[arg(long, env = "LICENSE_SIGNING_KEY")]
+    pub license_signing_key: Option<PathBuf>,
 }
 
 /// A secret setting: never shown by `Debug` (configuration may be logged).

@@ -42,6 +42,8 @@ pub mod origins;
 pub mod pages;
 /// Rate limits on guessing and on email, per account, client and recipient.
 pub mod rate_limits;
+/// The key offline license certificates are signed with, and the JWKS.
+pub mod signing;
 /// The state every request handler and resolver shares.
 pub mod state;
 /// Logging setup.

@@ -25,6 +25,9 @@ async fn main() -> std::process::ExitCode {
             .map(|_| tracing::info!("migrations applied"))
             .map_err(Into::into),
         Command::GrantAdmin { db, email } => keyledger::cli::grant_admin(&db, &email).await,
+        Command::Keygen => keyledger::signing::generate_pem()
+            .map(|pem| print!("{pem}"))
+            .map_err(Into::into),
         Command::PrintSchema => {
             print!("{}", keyledger::graphql::sdl());
             Ok(())

@@ -28,6 +28,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Recently resolved session tokens.
     pub sessions: Arc<SessionCache>,
+    /// Signs offline license certificates (`checkOutLicense`).
+    pub signer: Arc<crate::signing::Signer>,
 }
 
 impl AppState {

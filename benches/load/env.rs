@@ -96,6 +96,14 @@ impl Drop for PgDatabase {
     }
 }
 
+/// A new license signing key in `dir` (PostgreSQL requires one).
+pub fn signing_key_in(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let path = dir.join("license-signing.pem");
+    let pem = keyledger::signing::generate_pem().map_err(|e| e.to_string())?;
+    std::fs::write(&path, pem).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
 /// The `keyledger` binary cargo built for this bench, in the same (release) profile.
 pub fn server_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_keyledger"))
@@ -129,9 +137,12 @@ impl Server {
             .env("DATABASE_URL", config.database_url)
             .env("BIND_ADDR", &bind)
             .env("MAIL_DIR", dir.path().join("mail"))
+            .env("LICENSE_SIGNING_KEY", signing_key_in(dir.path())?)
             // All load comes from 127.0.0.1 and a few accounts: lift the
             // per-account and per-address claim limit out of the way.
             .env("CLAIM_RATE_PER_MINUTE", "1000000000")
+            // Check-outs are counted per address like device changes.
+            .env("DEVICE_RATE_PER_MINUTE", "1000000000")
             // The same for connections: the claims alone keep 256 open.
             .env("MAX_CONNECTIONS_PER_CLIENT", "1000000")
             // Connections opened beforehand sit idle while other rounds run

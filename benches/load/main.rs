@@ -5,7 +5,8 @@
 //! `bench/results/`). `cargo bench --bench load -- keys` (`just bench-keys`)
 //! runs only the key-generation timing, on PostgreSQL and SQLite; `-- claims`
 //! only the claims and their ceiling; `-- validate` only `validateLicense`
-//! and its floor.
+//! and its floor; `-- licensing` only `checkOutLicense` and
+//! `heartbeatLicense`.
 //!
 //! Settings: `BENCH_WARMUP` and `BENCH_SECONDS` (seconds of warm-up and of
 //! measurement per run, default 1 and 3); `BENCH_FIXED_SECONDS` (measurement
@@ -92,6 +93,8 @@ struct Options {
     idempotency_only: bool,
     /// Only the admin filters on a 1,000,000-key store (not part of a full run).
     admin_only: bool,
+    /// Only `checkOutLicense` and `heartbeatLicense`.
+    licensing_only: bool,
     window: Window,
     /// The fixed-rate (open-loop) runs' window.
     fixed_window: Window,
@@ -104,6 +107,7 @@ fn options() -> Options {
     let mut signin_only = false;
     let mut idempotency_only = false;
     let mut admin_only = false;
+    let mut licensing_only = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             // cargo passes `--bench` to every bench target.
@@ -114,6 +118,7 @@ fn options() -> Options {
             "signin" | "--signin" => signin_only = true,
             "idempotency" | "--idempotency" => idempotency_only = true,
             "admin" | "--admin" => admin_only = true,
+            "licensing" | "--licensing" => licensing_only = true,
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
@@ -131,6 +136,7 @@ fn options() -> Options {
         signin_only,
         idempotency_only,
         admin_only,
+        licensing_only,
         window: Window {
             warmup,
             measure: Duration::from_secs_f64(seconds("BENCH_SECONDS", 3.0)),
@@ -203,6 +209,22 @@ async fn run(options: Options) -> Result<(), String> {
     // The key generation above bulk-loaded 300,000 rows: vacuum and analyze
     // now rather than let autovacuum do it in the middle of a measurement.
     vacuum(&db).await?;
+
+    if options.licensing_only {
+        step("checkOutLicense and heartbeatLicense");
+        licensing_scenario(
+            &mut report,
+            &client,
+            &db,
+            (&orders, &accounts.claimers[0].email),
+            (server.pid(), &pg.name),
+            options.window,
+            options.fixed_window,
+        )
+        .await?;
+        server.stop().await;
+        return finish(report, "licensing", started);
+    }
 
     if options.validate_only {
         assign_for_validation(&db, orders[0], &accounts.claimers[0].email).await?;
@@ -572,6 +594,7 @@ async fn validate_scenario(
         fingerprint: Set(format!("bench-device-{id}")),
         name: Set("bench".into()),
         activated_at: Set(now),
+        alive_until: Set(None),
     }))
     .exec_without_returning(db)
     .await
@@ -1017,6 +1040,196 @@ async fn assign_for_validation(
     Ok(())
 }
 
+const CHECK_OUT: &str = "mutation($k:String!,$f:String!){ checkOutLicense(key:$k,fingerprint:$f,ttlSeconds:86400){ certificate expiresAt } }";
+const HEARTBEAT: &str =
+    "mutation($k:String!,$f:String!){ heartbeatLicense(key:$k,fingerprint:$f){ valid code } }";
+/// Devices of the heartbeat run: 10,000 reporting every 60 s.
+const HEARTBEAT_DEVICES: u64 = 10_000;
+const HEARTBEAT_SECONDS: i32 = 60;
+
+/// The first `count` keys of `order_id`, assigned to `email` and each
+/// activated on its device `bench-device-{id}` (straight in the database:
+/// activating through the API is rate limited per client address), with
+/// `heartbeat` as the order's interval; every device's deadline is one
+/// interval away, so that each heartbeat writes (the costliest case).
+async fn licensed_devices(
+    db: &DatabaseConnection,
+    order_id: i64,
+    email: &str,
+    count: u64,
+    heartbeat: Option<i32>,
+) -> Result<Vec<Bytes>, String> {
+    let keys: Vec<(i64, String)> = license::Entity::find()
+        .select_only()
+        .column(license::Column::Id)
+        .column(license::Column::Key)
+        .filter(license::Column::OrderId.eq(order_id))
+        .order_by_asc(license::Column::Id)
+        .limit(count)
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(|e| format!("keys to license: {e}"))?;
+    let ids: Vec<i64> = keys.iter().map(|(id, _)| *id).collect();
+    let now = Utc::now();
+    for chunk in ids.chunks(5_000) {
+        license::Entity::update_many()
+            .col_expr(license::Column::AssigneeEmail, Expr::value(email))
+            .col_expr(license::Column::AssignedAt, Expr::value(now))
+            .filter(license::Column::Id.is_in(chunk.to_vec()))
+            .exec(db)
+            .await
+            .map_err(|e| format!("assign keys: {e}"))?;
+    }
+    order::Entity::update_many()
+        .col_expr(order::Column::HeartbeatSeconds, Expr::value(heartbeat))
+        .filter(order::Column::Id.eq(order_id))
+        .exec(db)
+        .await
+        .map_err(|e| format!("heartbeat: {e}"))?;
+    let alive_until = heartbeat.map(|s| now + chrono::Duration::seconds(s.into()));
+    for chunk in ids.chunks(5_000) {
+        activation::Entity::insert_many(chunk.iter().map(|id| activation::ActiveModel {
+            id: NotSet,
+            license_id: Set(*id),
+            fingerprint: Set(format!("bench-device-{id}")),
+            name: Set("bench".into()),
+            activated_at: Set(now),
+            alive_until: Set(alive_until),
+        }))
+        .exec_without_returning(db)
+        .await
+        .map_err(|e| format!("activations: {e}"))?;
+    }
+    Ok(keys
+        .iter()
+        .map(|(id, key)| {
+            let variables = json!({"k": key, "f": format!("bench-device-{id}")});
+            let query = if heartbeat.is_some() {
+                HEARTBEAT
+            } else {
+                CHECK_OUT
+            };
+            Bytes::from(json!({"query": query, "variables": variables}).to_string())
+        })
+        .collect())
+}
+
+/// The licensed software beyond validation. `checkOutLicense` closed loop
+/// at concurrency 32 over 1,000 activated devices (goal ≥ 5,000/s); then
+/// `heartbeatLicense` from 10,000 devices of a 60 s heartbeat order, each
+/// once a minute (≈ 167/s, at fixed rate), with the server's CPU over the
+/// run (goal: the machine under 10% busy).
+async fn licensing_scenario(
+    report: &mut Report,
+    client: &Client,
+    db: &DatabaseConnection,
+    (orders, email): (&[i64], &str),
+    (server_pid, database): (Option<u32>, &str),
+    window: Window,
+    fixed_window: Window,
+) -> Result<(), String> {
+    let check_outs = Arc::new(licensed_devices(db, orders[0], email, VALIDATED_KEYS, None).await?);
+    let heartbeats = Arc::new(
+        licensed_devices(
+            db,
+            orders[1],
+            email,
+            HEARTBEAT_DEVICES,
+            Some(HEARTBEAT_SECONDS),
+        )
+        .await?,
+    );
+    analyze(db).await?;
+    let connections = Connections::open(client.base(), VALIDATE_IN_FLIGHT).await?;
+    settle(client).await?;
+    let op = |bodies: Arc<Vec<Bytes>>, expected: &'static [u8], what: &'static str| {
+        let connections = connections.clone();
+        let done = Arc::new(AtomicU64::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
+        let counter = done.clone();
+        let op = move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let connections = connections.clone();
+            let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
+            async move {
+                let answer = connections.post_json("/graphql", body, None).await?;
+                if answer.starts_with(expected) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{what} answered {}",
+                        String::from_utf8_lossy(&answer)
+                    ))
+                }
+            }
+        };
+        (op, done)
+    };
+
+    let (check_out, done) = op(
+        check_outs.clone(),
+        br#"{"data":{"checkOutLicense":{"certificate":""#,
+        "checkOutLicense",
+    );
+    let statements_before = client.metric(SQL_STATEMENTS).await?;
+    let cpu_before = Cpu::now(server_pid, database);
+    let stats = closed_loop(32, window, move |_, _| check_out()).await;
+    if stats.ok == 0 {
+        return Err(format!(
+            "no check-out succeeded: {}",
+            stats.first_error.as_deref().unwrap_or("no answer")
+        ));
+    }
+    let count = done.load(Ordering::Relaxed);
+    let cpu = cpu_before
+        .delta(&Cpu::now(server_pid, database))
+        .per_op_ms(count);
+    let statements =
+        (client.metric(SQL_STATEMENTS).await? - statements_before) / count.max(1) as f64;
+    let mut row = Row::new("checkOutLicense (no sign-in, Ed25519 JWS)", 32).with_stats(&stats);
+    row.note(format!(
+        "{} keys, each active on one device; {statements:.3} SQL statements per check-out; CPU ms per check-out: server {:.3}, PostgreSQL {:.3}, client {:.3}; goal ≥ 5,000/s",
+        check_outs.len(),
+        cpu.server,
+        cpu.postgres,
+        cpu.client,
+    ));
+    report.rows.push(row);
+
+    settle(client).await?;
+    let (heartbeat, done) = op(
+        heartbeats.clone(),
+        br#"{"data":{"heartbeatLicense":{"valid":true,"code":"VALID"}}}"#,
+        "heartbeatLicense",
+    );
+    let rate = HEARTBEAT_DEVICES as f64 / f64::from(HEARTBEAT_SECONDS);
+    let statements_before = client.metric(SQL_STATEMENTS).await?;
+    let cpu_before = Cpu::now(server_pid, database);
+    let started = std::time::Instant::now();
+    let stats = open_loop(rate, VALIDATE_IN_FLIGHT, fixed_window, move |_| heartbeat()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = done.load(Ordering::Relaxed);
+    let used = cpu_before.delta(&Cpu::now(server_pid, database));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let statements =
+        (client.metric(SQL_STATEMENTS).await? - statements_before) / count.max(1) as f64;
+    let mut row = fixed_rate_row(
+        "heartbeatLicense, 10,000 devices every 60 s",
+        "167/s",
+        rate,
+        &stats,
+    );
+    row.note(format!(
+        "{statements:.2} SQL statements per heartbeat (every one moves its device's deadline); CPU over the run, share of the machine's {cores:.0} cores: server {:.1}%, PostgreSQL {:.1}%, client {:.1}%; goal: machine < 10% busy",
+        used.server / elapsed / cores * 100.0,
+        used.postgres / elapsed / cores * 100.0,
+        used.client / elapsed / cores * 100.0,
+    ));
+    report.rows.push(row);
+    Ok(())
+}
+
 /// Connections the claims go over: enough for the largest concurrency, and
 /// for a fixed-rate run's backlog after a stall.
 const CLAIM_CONNECTIONS: usize = 256;
@@ -1093,8 +1306,6 @@ struct Ceiling {
     claimers: Arc<Vec<(i64, String)>>,
     /// Claims answered (inside or outside a measurement window).
     done: Arc<AtomicU64>,
-    /// Send each claim with an `Idempotency-Key` of its own.
-    keyed: bool,
 }
 
 impl Ceiling {

@@ -9,6 +9,8 @@ pub struct Model {
     pub fingerprint: String,
     pub name: String,
     pub activated_at: DateTimeUtc,
+    /// Deactivated past this unless a heartbeat moves it on (heartbeat orders only).
+    pub alive_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

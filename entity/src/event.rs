@@ -103,4 +103,13 @@ pub enum EventKind {
     /// An administrator sent an account's verification or transfer email again.
     #[sea_orm(string_value = "EMAIL_RESENT")]
     EmailResent,
+    /// The owner suspended a key (`suspendLicense`).
+    #[sea_orm(string_value = "LICENSE_SUSPENDED")]
+    LicenseSuspended,
+    /// The owner resumed a suspended key (`resumeLicense`).
+    #[sea_orm(string_value = "LICENSE_RESUMED")]
+    LicenseResumed,
+    /// A device of a heartbeat order stopped reporting and lost its seat.
+    #[sea_orm(string_value = "DEVICE_EXPIRED")]
+    DeviceExpired,
 }

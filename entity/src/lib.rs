@@ -19,3 +19,4 @@ pub mod payment_event;
 pub mod product;
 pub mod retired_key;
 pub mod session;
+pub mod signing_key;

@@ -13,6 +13,8 @@ pub struct Model {
     pub organization_name: Option<String>,
     pub organization_siret: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The owner stopped the key (`suspendLicense`).
+    pub suspended: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

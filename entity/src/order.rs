@@ -23,6 +23,8 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub payment_problem: Option<String>,
     pub refunded_at: Option<DateTimeUtc>,
+    /// Devices must report this often (seconds), else their seat is freed.
+    pub heartbeat_seconds: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

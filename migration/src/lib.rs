@@ -19,6 +19,7 @@ mod m20261203_000010_payments;
 mod m20261204_000101_api_tokens;
 mod m20261204_000102_idempotency_keys;
 mod m20261203_000020_admin_support;
+mod m20261204_000041_licensed_software;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000101_api_tokens::Migration),
             Box::new(m20261204_000102_idempotency_keys::Migration),
             Box::new(m20261203_000020_admin_support::Migration),
+            Box::new(m20261204_000041_licensed_software::Migration),
         ]
     }
 }

@@ -9,7 +9,7 @@ use sea_orm::{
 use serde_json::json;
 
 use super::{
-    Ctx, keys, licenses, rights,
+    Ctx, heartbeats, keys, licenses, rights,
     validity_cache::{Lookup, Validation},
 };
 use crate::{
@@ -68,7 +68,7 @@ pub async fn ensure_none_active_on_order(
 /// Longest fingerprint or device name accepted.
 const MAX_FIELD: usize = 200;
 
-fn check_field(value: &str, field: &'static str) -> ApiResult<String> {
+pub(super) fn check_field(value: &str, field: &'static str) -> ApiResult<String> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > MAX_FIELD {
         return Err(AppError::validation(
@@ -122,7 +122,7 @@ async fn lock_by_key(
     Ok((license, order))
 }
 
-async fn record_device_event(
+pub(super) async fn record_device_event(
     conn: &impl ConnectionTrait,
     kind: EventKind,
     actor_id: Option<i64>,
@@ -167,14 +167,32 @@ pub async fn activate(
     if license.assignee_email.is_none() {
         return Err(AppError::conflict("this key is not assigned to anyone yet"));
     }
-    let active = activation::Entity::find()
+    if license.suspended {
+        return Err(AppError::conflict("this key is suspended by its owner"));
+    }
+    let mut active = activation::Entity::find()
         .filter(activation::Column::LicenseId.eq(license.id))
         .all(&txn)
         .await?;
+    // Devices that stopped reporting lose their seat now, not at the
+    // sweeper's next turn (the key's row is locked: no one else expires
+    // them meanwhile).
+    let mut expired = false;
+    for dead in active.iter().filter(|a| heartbeats::is_dead(a, now)) {
+        heartbeats::expire(&txn, &license, &order, dead, now).await?;
+        expired = true;
+    }
+    active.retain(|a| !heartbeats::is_dead(a, now));
     if let Some(existing) = active.iter().find(|a| a.fingerprint == fingerprint) {
+        if expired {
+            txn.commit().await?;
+        }
         return Ok(existing.clone());
     }
     if active.len() >= order.device_limit as usize {
+        if expired {
+            txn.commit().await?;
+        }
         return Err(AppError::conflict(format!(
             "this key is already active on {} device(s), its limit is {}: deactivate one first",
             active.len(),
@@ -186,6 +204,9 @@ pub async fn activate(
         fingerprint: Set(fingerprint),
         name: Set(name),
         activated_at: Set(now),
+        alive_until: Set(order
+            .heartbeat_seconds
+            .map(|s| heartbeats::alive_until(now, s))),
         ..Default::default()
     }
     .insert(&txn)
@@ -264,6 +285,8 @@ pub enum Validity {
     OrderUnpaid,
     /// The key's order was refunded.
     OrderRefunded,
+    /// The owner suspended the key (`suspendLicense`).
+    Suspended,
 }
 
 #[derive(FromQueryResult)]
@@ -273,6 +296,7 @@ struct ValidationRow {
     paid: bool,
     refunded: bool,
     activated: bool,
+    suspended: bool,
     /// Found by a retired string still in its grace.
     retired: bool,
 }
@@ -342,8 +366,9 @@ async fn read_validity(
     };
     let columns = format!(
         "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, o.status = 'PAID' AS paid, \
-         o.status = 'REFUNDED' AS refunded, \
-         EXISTS (SELECT 1 FROM activations a WHERE a.license_id = l.id AND a.fingerprint = {fp_param}) AS activated"
+         o.status = 'REFUNDED' AS refunded, l.suspended AS suspended, \
+         EXISTS (SELECT 1 FROM activations a WHERE a.license_id = l.id AND a.fingerprint = {fp_param} \
+         AND (a.alive_until IS NULL OR a.alive_until > {now_param})) AS activated"
     );
     let sql = format!(
         "SELECT {columns}, FALSE AS retired \
@@ -371,6 +396,8 @@ async fn read_validity(
         Validity::OrderRefunded
     } else if !row.paid {
         Validity::OrderUnpaid
+    } else if row.suspended {
+        Validity::Suspended
     } else if !row.assigned {
         Validity::NotAssigned
     } else if fingerprint.is_some() && !row.activated {

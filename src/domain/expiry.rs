@@ -73,6 +73,9 @@ pub async fn run(ctx: Ctx, interval: Duration) {
         if let Err(error) = sweep(&ctx).await {
             tracing::warn!(error = %error.detail(), "expiry sweeper failed, will retry");
         }
+        if let Err(error) = super::heartbeats::expire_due(&ctx).await {
+            tracing::warn!(error = %error.detail(), "device expiry failed, will retry");
+        }
         tokio::time::sleep(interval).await;
     }
 }

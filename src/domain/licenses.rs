@@ -327,6 +327,47 @@ pub async fn reissue(
     Ok(updated)
 }
 
+/// The owner's suspension of a key (`suspended`), or its end: while
+/// suspended, `validateLicense` answers `SUSPENDED` and activations,
+/// heartbeats and check-outs are refused; devices stay. The managers and
+/// the assignee get `LICENSE_SUSPENDED` or `LICENSE_RESUMED`; asking for
+/// the state the key is already in changes and records nothing. Anyone but
+/// the order's managers gets `NOT_FOUND`, as for reissuing.
+pub async fn set_suspended(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    license_id: i64,
+    suspended: bool,
+) -> ApiResult<license::Model> {
+    let now = ctx.clock.now();
+    let txn = ctx.begin_write().await?;
+    let (license, order) = lock_for_manager(&txn, viewer, license_id).await?;
+    if license.suspended == suspended {
+        return Ok(license);
+    }
+    let mut changed: license::ActiveModel = license.into();
+    changed.suspended = Set(suspended);
+    let updated = changed.update(&txn).await?;
+    let kind = if suspended {
+        EventKind::LicenseSuspended
+    } else {
+        EventKind::LicenseResumed
+    };
+    let mut event = NewEvent::new(kind, Some(viewer.account_id));
+    event.order_id = Some(order.id);
+    event.license_id = Some(updated.id);
+    event.changes = json!({"before": {"suspended": !suspended}, "after": {"suspended": suspended}});
+    event.recipients = rights::order_managers(&txn, &order).await?;
+    if let Some(assignee) = &updated.assignee_email {
+        event
+            .recipients
+            .extend(rights::verified_account_id(&txn, assignee).await?);
+    }
+    events::record(&txn, now, event).await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
 /// Keys assigned to `viewer`'s verified email, after the id `after`.
 /// An unverified account gets `EMAIL_NOT_VERIFIED`: an address is trusted
 /// only once proven.

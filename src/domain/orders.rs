@@ -26,6 +26,8 @@ pub struct NewOrder {
     pub product: String,
     pub quantity: i32,
     pub device_limit: Option<i32>,
+    /// Devices must report this often (seconds, at least 60); `None`: never.
+    pub heartbeat_seconds: Option<i32>,
     /// Buy for this organization (the caller must be a member).
     pub organization_id: Option<i64>,
 }
@@ -49,6 +51,8 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
             "device limit must be between 1 and 1000",
         ));
     }
+    let heartbeat_seconds =
+        super::heartbeats::check_seconds(new.heartbeat_seconds, "heartbeatSeconds")?;
     if let Some(organization_id) = new.organization_id
         && super::organizations::membership(&ctx.db, viewer, organization_id)
             .await?
@@ -66,6 +70,7 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
         device_limit: Set(device_limit),
         created_at: Set(ctx.clock.now()),
         paid_at: Set(None),
+        heartbeat_seconds: Set(heartbeat_seconds),
         ..Default::default()
     }
     .insert(&ctx.db)

@@ -69,6 +69,17 @@ pub struct ValidityCache {
     generation: Generation,
     answers: Cache<String, Answer>,
     refreshing: Arc<Semaphore>,
+    /// What `checkOutLicense` signs besides the validity, by license id:
+    /// kept and forgotten like the answers (same generation, [`MAX_AGE`]).
+    facts: Cache<i64, (LicenseFacts, u64, Instant)>,
+}
+
+/// The order facts an offline certificate states, of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseFacts {
+    pub order_id: i64,
+    pub product: String,
+    pub heartbeat_seconds: Option<i32>,
 }
 
 impl Default for ValidityCache {
@@ -77,6 +88,7 @@ impl Default for ValidityCache {
             generation: Generation::default(),
             answers: Cache::new(CAPACITY),
             refreshing: Arc::new(Semaphore::new(MAX_REFRESHING)),
+            facts: Cache::new(CAPACITY),
         }
     }
 }
@@ -145,6 +157,21 @@ impl ValidityCache {
         self.refreshing.clone().try_acquire_owned().ok()
     }
 
+    /// The facts of license `id`, when read in the current generation
+    /// less than [`MAX_AGE`] ago.
+    pub fn facts(&self, id: i64) -> Option<LicenseFacts> {
+        let (facts, generation, expires_at) = self.facts.get(&id)?;
+        (self.generation.is_current(generation) && Instant::now() < expires_at).then_some(facts)
+    }
+
+    /// Keep the facts of license `id`, read after `read` was taken.
+    pub fn put_facts(&self, id: i64, read: BeforeRead, facts: LicenseFacts) {
+        if self.generation.is_current(read.generation) {
+            self.facts
+                .insert(id, (facts, read.generation, read.at + MAX_AGE));
+        }
+    }
+
     fn insert(&self, slot: String, read: BeforeRead, validation: Validation) {
         if !self.generation.is_current(read.generation) {
             return; // read across a change: do not keep it
@@ -211,6 +238,24 @@ mod tests {
         };
         cache.insert(slot.clone(), reread, VALID);
         assert_eq!(cache.lookup(&slot, read_at + MAX_AGE), Lookup::Hit(VALID));
+    }
+
+    #[test]
+    fn facts_are_forgotten_on_a_change() {
+        let cache = ValidityCache::default();
+        let facts = LicenseFacts {
+            order_id: 1,
+            product: "p".into(),
+            heartbeat_seconds: None,
+        };
+        cache.put_facts(7, cache.before_read(), facts.clone());
+        assert_eq!(cache.facts(7), Some(facts.clone()));
+        cache.invalidate();
+        assert_eq!(cache.facts(7), None);
+        let read = cache.before_read();
+        cache.invalidate();
+        cache.put_facts(7, read, facts);
+        assert_eq!(cache.facts(7), None, "read across a change");
     }
 
     #[test]

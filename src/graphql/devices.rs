@@ -41,6 +41,8 @@ pub enum ValidationCode {
     OrderUnpaid,
     /// The key's order was refunded.
     OrderRefunded,
+    /// The owner suspended the key.
+    Suspended,
 }
 
 /// The answer of `validateLicense`; the license is read only when asked for
@@ -48,6 +50,15 @@ pub enum ValidationCode {
 pub struct LicenseValidation {
     validity: Validity,
     license_id: Option<i64>,
+}
+
+impl LicenseValidation {
+    pub(super) fn new((validity, license_id): crate::domain::validity_cache::Validation) -> Self {
+        LicenseValidation {
+            validity,
+            license_id,
+        }
+    }
 }
 
 #[Object]
@@ -69,7 +80,7 @@ impl LicenseValidation {
     }
 }
 
-async fn limit_devices(ctx: &Context<'_>) -> ApiResult<()> {
+pub(super) async fn limit_devices(ctx: &Context<'_>) -> ApiResult<()> {
     let keys: Vec<LimitKey> = ctx
         .data_opt::<ClientAddr>()
         .map(|ClientAddr(ip)| LimitKey::Client(*ip))

@@ -58,6 +58,9 @@ pub enum EventKind {
     AccountEnabled,
     SessionsRevoked,
     EmailResent,
+    LicenseSuspended,
+    LicenseResumed,
+    DeviceExpired,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

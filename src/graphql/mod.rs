@@ -11,6 +11,7 @@ mod events;
 pub mod limits;
 mod loaders;
 pub mod operation;
+mod offline;
 mod orders;
 mod organizations;
 mod pagination;
@@ -57,6 +58,7 @@ pub struct MutationRoot(
     devices::DeviceMutation,
     payments::PaymentMutation,
     admin::AdminMutation,
+    offline::LicensingMutation,
 );
 
 #[derive(MergedSubscription, Default)]

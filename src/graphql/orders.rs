@@ -147,6 +147,12 @@ impl Order {
         self.0.device_limit
     }
 
+    /// Devices must call `heartbeatLicense` this often (seconds), else they
+    /// are deactivated and their seat freed; null: no heartbeat needed.
+    async fn heartbeat_seconds(&self) -> Option<i32> {
+        self.0.heartbeat_seconds
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -415,6 +421,12 @@ impl License {
         self.model.assignee_email.as_deref()
     }
 
+    /// The owner suspended the key (`suspendLicense`): it does not validate,
+    /// activate, report or check out until resumed.
+    async fn suspended(&self) -> bool {
+        self.model.suspended
+    }
+
     /// The account that verified the assignee email, once there is one.
     async fn assignee(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         let Some(email) = &self.model.assignee_email else {
@@ -502,6 +514,9 @@ pub struct CreateOrderInput {
     pub quantity: i32,
     /// Devices each key may be activated on (default 1).
     pub device_limit: Option<i32>,
+    /// Devices must report (`heartbeatLicense`) this often, in seconds (at
+    /// least 60), else their seat is freed; null (default): never.
+    pub heartbeat_seconds: Option<i32>,
     /// Buy for this organization (you must be a member): its admins share the owner's rights.
     pub organization_id: Option<ID>,
 }
@@ -587,6 +602,7 @@ impl OrderMutation {
             product: input.product,
             quantity: input.quantity,
             device_limit: input.device_limit,
+            heartbeat_seconds: input.heartbeat_seconds,
             organization_id,
         };
         Ok(Order(orders::create(&ctx.state().ctx, viewer, new).await?))

@@ -237,6 +237,30 @@ pub async fn readyz(State(server): State<Server>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// How long clients and caches may keep the JWKS: a new key is published
+/// when an instance starts with it, before it signs anything, so a verifier
+/// that meets an unknown `kid` fetches the set again.
+const JWKS_MAX_AGE: &str = "public, max-age=300";
+
+/// `GET /.well-known/jwks.json`: the public keys offline certificates are
+/// verified with, retired ones included.
+pub async fn jwks(State(server): State<Server>) -> Response {
+    match crate::signing::jwks(&server.state.ctx.db).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/jwk-set+json"),
+                (header::CACHE_CONTROL, JWKS_MAX_AGE),
+            ],
+            body.to_string(),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(error = %error, "reading the JWKS failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
 pub async fn metrics(State(server): State<Server>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -316,6 +316,36 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "mutation($k0:ID!){ reissueLicense(licenseId:$k0, graceHours:1){ id } }",
         "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
     ),
+    (
+        "Mutation",
+        "checkOutLicense",
+        "mutation{ checkOutLicense(key:\"AAAA-AAAA-AAAA-AAAA\", fingerprint:\"fp\"){ expiresAt } }",
+        "NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "heartbeatLicense",
+        "mutation{ heartbeatLicense(key:\"AAAA-AAAA-AAAA-AAAA\", fingerprint:\"fp\"){ code } }",
+        "OK OK OK OK OK OK OK OK OK",
+    ),
+    (
+        "Mutation",
+        "setOrderHeartbeat",
+        "mutation($o:ID!){ setOrderHeartbeat(orderId:$o, seconds:null){ id } }",
+        "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "suspendLicense",
+        "mutation($k0:ID!){ suspendLicense(licenseId:$k0){ id } }",
+        "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
+    ),
+    (
+        "Mutation",
+        "resumeLicense",
+        "mutation($k0:ID!){ resumeLicense(licenseId:$k0){ id } }",
+        "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
+    ),
     // Payments and refunds: the site admin's refund would end the order
     // the other rows use (tests/it/payments.rs refunds as an admin).
     (

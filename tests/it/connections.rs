@@ -17,7 +17,7 @@ use tokio::{
 };
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
-use crate::harness::{Options, TestApp, TestDb, test_redis_url, unique};
+use crate::harness::{Options, TestApp, TestDb, signing_key_in, test_redis_url, unique};
 
 /// How long a test waits for something that should happen.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -119,6 +119,7 @@ impl ServerProcess {
             .env("DATABASE_URL", &db.url)
             .env("BIND_ADDR", addr.to_string())
             .env("MAIL_DIR", db.mail.path())
+            .env("LICENSE_SIGNING_KEY", signing_key_in(db.mail.path()))
             .env("RUST_LOG", "warn")
             .env_remove("SMTP_URL")
             .env_remove("REDIS_URL")

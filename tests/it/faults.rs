@@ -617,6 +617,12 @@ async fn outages_lose_nothing_and_duplicate_nothing() {
     let workdir = tempfile::tempdir().expect("work directory");
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", database_url.clone()),
+        (
+            "LICENSE_SIGNING_KEY",
+            crate::harness::signing_key_in(workdir.path())
+                .display()
+                .to_string(),
+        ),
         ("DATABASE_POOL_SIZE", "8".into()),
         ("REDIS_URL", redis.url()),
         ("SMTP_URL", format!("smtp://{}", smtp.addr)),

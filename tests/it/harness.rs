@@ -220,6 +220,25 @@ pub fn require_redis() -> String {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked).
+/// A new license signing key written in `dir` (what `LICENSE_SIGNING_KEY`
+/// names; PostgreSQL requires one). Returns its path.
+pub fn signing_key_in(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("license-signing.pem");
+    if !path.exists() {
+        std::fs::write(
+            &path,
+            keyledger::signing::generate_pem().expect("a new key"),
+        )
+        .expect("write the signing key");
+    }
+    path
+}
+
+/// True when the suite runs on PostgreSQL (`TEST_DATABASE_URL`).
+pub fn test_database_is_postgres() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -342,6 +361,11 @@ impl TestApp {
         let mut config = Config::with_database(db.url.clone());
         config.bind_addr = addr;
         config.mail_dir = db.mail.path().to_path_buf();
+        // PostgreSQL requires a signing key: one per database, so that
+        // instances sharing it sign alike (SQLite makes its own beside the file).
+        if db.url.starts_with("postgres") {
+            config.license_signing_key = Some(signing_key_in(db.mail.path()));
+        }
         config.redis_url = options.redis_url;
         config.redis_channel = options.redis_channel.unwrap_or_else(|| unique("kl_events"));
         // Workers are woken by commits; a long poll keeps test timing deterministic.

@@ -1,0 +1,264 @@
+//! Floating licenses (product.md "Licensed software"): on an order with
+//! `heartbeat_seconds`, each device reports at least that often
+//! (`heartbeatLicense`); one that stops is deactivated (`DEVICE_EXPIRED`)
+//! and its seat freed for another device.
+//!
+//! Each activation of such an order carries `alive_until`. A heartbeat
+//! moves it to `now + 5/4 × interval`, but only when less than one interval
+//! is left (so a device that reports every few seconds writes at most once
+//! per quarter interval, and a device that reports once an interval writes
+//! once each time). So a device is never dropped sooner than one interval
+//! after its last heartbeat, and at most a quarter interval later. Past
+//! `alive_until` the device no longer counts as activated: validation and
+//! heartbeats say `NOT_ACTIVATED` at once, an activation on the same key
+//! takes the seat (expiring it), and the sweeper deletes the rest.
+use chrono::{DateTime, Duration, Utc};
+use entity::{activation, license, order};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+    Statement,
+    sea_query::{Expr, Query},
+};
+
+use super::{Ctx, devices, devices::Validity, keys, orders, rights, validity_cache::Validation};
+use crate::{
+    auth::Viewer,
+    error::{ApiResult, AppError},
+    events::EventKind,
+};
+
+/// Shortest heartbeat interval an order may ask for.
+pub const MIN_SECONDS: i32 = 60;
+/// Longest (90 days, the longest offline certificate).
+pub const MAX_SECONDS: i32 = 7_776_000;
+
+/// `VALIDATION` on `field` unless `seconds` is a valid interval.
+pub fn check_seconds(seconds: Option<i32>, field: &'static str) -> ApiResult<Option<i32>> {
+    match seconds {
+        Some(s) if !(MIN_SECONDS..=MAX_SECONDS).contains(&s) => Err(AppError::validation(
+            field,
+            format!("{field} must be null or {MIN_SECONDS} to {MAX_SECONDS}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The deadline a heartbeat at `now` gives a device: 5/4 of the interval.
+pub fn alive_until(now: DateTime<Utc>, seconds: i32) -> DateTime<Utc> {
+    now + Duration::milliseconds(i64::from(seconds) * 1250)
+}
+
+/// A device whose deadline has passed: it holds no seat any more.
+pub fn is_dead(activation: &activation::Model, now: DateTime<Utc>) -> bool {
+    activation.alive_until.is_some_and(|until| until <= now)
+}
+
+/// Delete a dead device (of `license`, locked by the caller) and record
+/// `DEVICE_EXPIRED`; false when it was gone or alive again meanwhile.
+pub async fn expire(
+    txn: &impl ConnectionTrait,
+    license: &license::Model,
+    order: &order::Model,
+    dead: &activation::Model,
+    now: DateTime<Utc>,
+) -> ApiResult<bool> {
+    let deleted = activation::Entity::delete_many()
+        .filter(activation::Column::Id.eq(dead.id))
+        .filter(activation::Column::AliveUntil.lte(now))
+        .exec(txn)
+        .await?;
+    if deleted.rows_affected != 1 {
+        return Ok(false);
+    }
+    devices::record_device_event(
+        txn,
+        EventKind::DeviceExpired,
+        None,
+        license,
+        order,
+        dead,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Devices expired per sweep.
+const BATCH: u64 = 200;
+
+/// The sweeper's part: deactivate devices past their deadline, each in its
+/// own transaction under its key's lock (safe with many instances: the
+/// delete is conditional, and only the instance whose delete took effect
+/// records the event). Returns how many expired.
+pub async fn expire_due(ctx: &Ctx) -> ApiResult<usize> {
+    let now = ctx.clock.now();
+    let due = activation::Entity::find()
+        .filter(activation::Column::AliveUntil.lte(now))
+        .limit(BATCH)
+        .all(&ctx.db)
+        .await?;
+    let mut expired = 0;
+    for dead in due {
+        let txn = ctx.begin_write().await?;
+        let Some(license) = license::Entity::find_by_id(dead.license_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            continue;
+        };
+        let Some(order) = order::Entity::find_by_id(license.order_id)
+            .one(&txn)
+            .await?
+        else {
+            continue;
+        };
+        if expire(&txn, &license, &order, &dead, now).await? {
+            expired += 1;
+            txn.commit().await?;
+        }
+    }
+    Ok(expired)
+}
+
+#[derive(FromQueryResult)]
+struct HeartbeatRow {
+    license_id: i64,
+    assigned: bool,
+    paid: bool,
+    refunded: bool,
+    suspended: bool,
+    heartbeat_seconds: Option<i32>,
+    activation_id: Option<i64>,
+    alive_until: Option<DateTime<Utc>>,
+}
+
+/// `heartbeatLicense`: the key's validity on the device, like
+/// `validateLicense`, and on a heartbeat order the device kept alive. One
+/// read, and a write only when the deadline needs moving (see the module
+/// comment). A suspended key is `CONFLICT`.
+pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult<Validation> {
+    let fingerprint = devices::check_field(fingerprint, "fingerprint")?;
+    let Some(key) = keys::normalize(raw_key) else {
+        return Ok((Validity::NotFound, None));
+    };
+    let now = ctx.clock.now();
+    let backend = ctx.db.get_database_backend();
+    let (key_param, fp_param, now_param) = match backend {
+        sea_orm::DatabaseBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?1", "?2", "?3"),
+    };
+    let columns = "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, \
+         o.status = 'PAID' AS paid, o.status = 'REFUNDED' AS refunded, \
+         l.suspended AS suspended, o.heartbeat_seconds AS heartbeat_seconds, \
+         a.id AS activation_id, a.alive_until AS alive_until";
+    let device =
+        format!("LEFT JOIN activations a ON a.license_id = l.id AND a.fingerprint = {fp_param}");
+    let sql = format!(
+        "SELECT {columns} FROM licenses l JOIN orders o ON o.id = l.order_id {device} \
+         WHERE l.key = {key_param} \
+         UNION ALL \
+         SELECT {columns} FROM retired_keys r JOIN licenses l ON l.id = r.license_id \
+         JOIN orders o ON o.id = l.order_id {device} \
+         WHERE r.key = {key_param} AND r.valid_until > {now_param}"
+    );
+    let row = HeartbeatRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [key.into(), fingerprint.into(), now.into()],
+    ))
+    .one(&ctx.db)
+    .await?;
+    let Some(row) = row else {
+        return Ok((Validity::NotFound, None));
+    };
+    let license = Some(row.license_id);
+    if row.refunded {
+        return Ok((Validity::OrderRefunded, license));
+    }
+    if !row.paid {
+        return Ok((Validity::OrderUnpaid, license));
+    }
+    if row.suspended {
+        return Err(AppError::conflict("this key is suspended by its owner"));
+    }
+    if !row.assigned {
+        return Ok((Validity::NotAssigned, license));
+    }
+    let Some(activation_id) = row.activation_id else {
+        return Ok((Validity::NotActivated, license));
+    };
+    if row.alive_until.is_some_and(|until| until <= now) {
+        return Ok((Validity::NotActivated, license));
+    }
+    if let Some(seconds) = row.heartbeat_seconds
+        && row
+            .alive_until
+            .is_none_or(|until| until < now + Duration::seconds(seconds.into()))
+    {
+        // Not a change anyone reads a cached answer of: no write
+        // transaction, no cache to forget. Conditional, so that a device
+        // the sweeper has just expired is not brought back.
+        let moved = activation::Entity::update_many()
+            .col_expr(
+                activation::Column::AliveUntil,
+                Expr::value(alive_until(now, seconds)),
+            )
+            .filter(activation::Column::Id.eq(activation_id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(activation::Column::AliveUntil.is_null())
+                    .add(activation::Column::AliveUntil.gt(now)),
+            )
+            .exec(&ctx.db)
+            .await?;
+        if moved.rows_affected == 0 {
+            return Ok((Validity::NotActivated, license));
+        }
+    }
+    Ok((Validity::Valid, license))
+}
+
+/// `setOrderHeartbeat`: the order's managers require heartbeats every
+/// `seconds` (60 s to 90 days) or none (`None`). Devices active now get a
+/// full interval from now to report.
+pub async fn set_order_heartbeat(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    order_id: i64,
+    seconds: Option<i32>,
+) -> ApiResult<order::Model> {
+    let seconds = check_seconds(seconds, "seconds")?;
+    let now = ctx.clock.now();
+    let txn = ctx.begin_write().await?;
+    let order = orders::lock(&txn, order_id).await?;
+    rights::require_manage(&txn, viewer, &order).await?;
+    if order.heartbeat_seconds == seconds {
+        return Ok(order);
+    }
+    let updated = order::Entity::update(order::ActiveModel {
+        id: sea_orm::ActiveValue::Unchanged(order.id),
+        heartbeat_seconds: sea_orm::ActiveValue::Set(seconds),
+        ..Default::default()
+    })
+    .exec(&txn)
+    .await?;
+    activation::Entity::update_many()
+        .col_expr(
+            activation::Column::AliveUntil,
+            Expr::value(seconds.map(|s| alive_until(now, s))),
+        )
+        .filter(
+            activation::Column::LicenseId.in_subquery(
+                Query::select()
+                    .column(license::Column::Id)
+                    .from(license::Entity)
+                    .and_where(license::Column::OrderId.eq(order.id))
+                    .to_owned(),
+            ),
+        )
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(updated)
+}
