@@ -174,8 +174,8 @@ async fn over_deep_over_complex_and_alias_heavy_queries_are_refused() {
     let app = TestApp::spawn().await;
     let deep = format!(
         "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
-        "ofType { ".repeat(10),
-        "} ".repeat(10)
+        "ofType { ".repeat(12),
+        "} ".repeat(12)
     );
     let body = app.gql(None, &deep, json!({})).await;
     assert_eq!(body["errors"][0]["extensions"]["limit"], "depth", "{body}");

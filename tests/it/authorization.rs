@@ -408,6 +408,8 @@ const ORDERS_READ_TOKEN_MAY: &[(&str, &str)] = &[
     ("Query", "claimRequests"),
     ("Query", "licenseRequests"),
     ("Query", "validateLicense"),
+    ("Mutation", "checkOutLicense"),
+    ("Mutation", "heartbeatLicense"),
 ];
 
 /// `OK`, or the error code of the first error.
