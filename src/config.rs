@@ -152,6 +152,17 @@ pub struct Config {
     /// of keyledger's own origin only. Checked at start.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: crate::origins::AllowedOrigins,
+    /// Seconds between the attempts of an outbound webhook, comma-separated
+    /// (each ±10%): a delivery that failed every one of them is marked
+    /// failed, and the endpoint's next delivery goes out. The default
+    /// retries for about 27.6 hours.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = crate::webhooks::DEFAULT_RETRY_SCHEDULE)]
+    pub webhook_retry_schedule: crate::webhooks::RetrySchedule,
+    /// Let webhook endpoints be on loopback, private (RFC 1918, ULA),
+    /// link-local, CGNAT or metadata addresses. Off: such URLs are refused
+    /// when written and when sent (a name that later resolves to one too).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
 }
 
 impl Config {

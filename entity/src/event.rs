@@ -86,4 +86,16 @@ pub enum EventKind {
     /// An account's email address changed, once the new one was verified.
     #[sea_orm(string_value = "EMAIL_CHANGED")]
     EmailChanged,
+    /// An administrator registered an outbound webhook endpoint.
+    #[sea_orm(string_value = "WEBHOOK_ENDPOINT_CREATED")]
+    WebhookEndpointCreated,
+    /// An endpoint's URL, kinds, description or state changed (by an
+    /// administrator, or by keyledger after 5 days of failures).
+    #[sea_orm(string_value = "WEBHOOK_ENDPOINT_UPDATED")]
+    WebhookEndpointUpdated,
+    #[sea_orm(string_value = "WEBHOOK_ENDPOINT_DELETED")]
+    WebhookEndpointDeleted,
+    /// An endpoint got a new signing secret (the event carries neither).
+    #[sea_orm(string_value = "WEBHOOK_SECRET_ROTATED")]
+    WebhookSecretRotated,
 }

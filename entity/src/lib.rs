@@ -17,3 +17,5 @@ pub mod password_reset;
 pub mod product;
 pub mod retired_key;
 pub mod session;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;

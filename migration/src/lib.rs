@@ -15,6 +15,7 @@ mod m20261127_000008_order_events_by_transaction;
 mod m20261202_000001_create_products;
 mod m20261203_000001_account_recovery;
 mod m20261203_000002_key_reissue;
+mod m20261204_000021_create_webhooks;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_create_products::Migration),
             Box::new(m20261203_000001_account_recovery::Migration),
             Box::new(m20261203_000002_key_reissue::Migration),
+            Box::new(m20261204_000021_create_webhooks::Migration),
         ]
     }
 }

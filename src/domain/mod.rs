@@ -19,6 +19,7 @@ pub mod settings;
 pub mod siret;
 pub mod transfers;
 pub mod validity_cache;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,6 +59,8 @@ pub struct Ctx {
 pub struct Wake {
     pub mail: Arc<Notify>,
     pub relay: Arc<Notify>,
+    /// The webhook worker (a commit may have queued deliveries).
+    pub webhooks: Arc<Notify>,
 }
 
 impl Ctx {
@@ -81,6 +84,7 @@ impl Ctx {
         self.validities.invalidate();
         self.wake.mail.notify_one();
         self.wake.relay.notify_one();
+        self.wake.webhooks.notify_one();
     }
 }
 

@@ -7,6 +7,7 @@ use super::{
     events::{Event, event_page},
     orders::{License, Order},
     pagination::Page,
+    webhooks::WebhookEndpoint,
 };
 use crate::{
     domain::{admin, licenses::Access},
@@ -75,6 +76,12 @@ impl Admin {
         after: Option<String>,
     ) -> ApiResult<Connection<String, Event>> {
         event_page(ctx, admin::audit_log(), first, after).await
+    }
+
+    /// Outbound webhook endpoints, oldest first (at most 100).
+    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> ApiResult<Vec<WebhookEndpoint>> {
+        let rows = crate::domain::webhooks::list(&ctx.state().ctx.db).await?;
+        Ok(rows.into_iter().map(WebhookEndpoint).collect())
     }
 }
 

@@ -52,6 +52,10 @@ pub enum EventKind {
     ProductUpdated,
     PasswordChanged,
     EmailChanged,
+    WebhookEndpointCreated,
+    WebhookEndpointUpdated,
+    WebhookEndpointDeleted,
+    WebhookSecretRotated,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

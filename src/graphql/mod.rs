@@ -16,6 +16,7 @@ mod parse_cache;
 mod products;
 mod requests;
 pub mod transport;
+mod webhooks;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
@@ -49,6 +50,7 @@ pub struct MutationRoot(
     requests::RequestMutation,
     organizations::OrganizationMutation,
     devices::DeviceMutation,
+    webhooks::WebhookMutation,
 );
 
 #[derive(MergedSubscription, Default)]

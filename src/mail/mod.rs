@@ -98,6 +98,11 @@ pub enum Email {
     EmailChanged {
         new_email: String,
     },
+    /// To every administrator: an endpoint failed for 5 days and was disabled.
+    WebhookEndpointDisabled {
+        url: String,
+        failing_since: String,
+    },
 }
 
 /// A rendered email.
@@ -134,6 +139,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "password_reset",
     "confirm_email_change",
     "email_changed",
+    "webhook_endpoint_disabled",
 );
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -284,6 +290,7 @@ mod tests {
                 old_email,
             } => vec![link, token, old_email],
             Email::EmailChanged { new_email } => vec![new_email],
+            Email::WebhookEndpointDisabled { url, failing_since } => vec![url, failing_since],
         }
     }
 
@@ -303,6 +310,10 @@ mod tests {
         let product = || "Keyledger Pro".to_owned();
         let key = || "KL-ABCD-EFGH-JKLM-NPQR".to_owned();
         vec![
+            Email::WebhookEndpointDisabled {
+                url: "https://hooks.example.com/kl".into(),
+                failing_since: "2026-12-01 10:00 UTC".into(),
+            },
             Email::VerifyEmail {
                 link: format!("http://kl.test/verify-email?token={token}"),
                 token: token.clone(),

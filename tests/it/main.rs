@@ -35,3 +35,4 @@ mod schema;
 mod smtp;
 mod startup;
 mod transfers;
+mod webhooks;
