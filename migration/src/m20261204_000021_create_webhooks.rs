@@ -39,7 +39,9 @@ impl MigrationTrait for Migration {
                     ))
                     // Since when every attempt failed (NULL after a success):
                     // 5 days of it disable the endpoint.
-                    .col(timestamp_with_time_zone_null(WebhookEndpoints::FailingSince))
+                    .col(timestamp_with_time_zone_null(
+                        WebhookEndpoints::FailingSince,
+                    ))
                     .col(timestamp_with_time_zone(WebhookEndpoints::CreatedAt))
                     .col(timestamp_with_time_zone(WebhookEndpoints::UpdatedAt))
                     .to_owned(),
@@ -62,7 +64,9 @@ impl MigrationTrait for Migration {
                     .col(integer(WebhookDeliveries::Attempt).default(0))
                     .col(timestamp_with_time_zone(WebhookDeliveries::NextAttemptAt))
                     // Reserved by an instance sending it until then.
-                    .col(timestamp_with_time_zone_null(WebhookDeliveries::LeasedUntil))
+                    .col(timestamp_with_time_zone_null(
+                        WebhookDeliveries::LeasedUntil,
+                    ))
                     // The last attempt's HTTP status (NULL: no answer) and
                     // at most 1 KiB of its body or of the error.
                     .col(integer_null(WebhookDeliveries::ResponseStatus))

@@ -179,10 +179,7 @@ pub async fn create(
     Ok((created, secret))
 }
 
-async fn find_locked(
-    conn: &impl ConnectionTrait,
-    id: i64,
-) -> ApiResult<webhook_endpoint::Model> {
+async fn find_locked(conn: &impl ConnectionTrait, id: i64) -> ApiResult<webhook_endpoint::Model> {
     use sea_orm::QuerySelect;
     let mut query = webhook_endpoint::Entity::find_by_id(id);
     if conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {

@@ -1,7 +1,5 @@
 //! Outbound webhook endpoints and their delivery log (administrators only).
-use async_graphql::{
-    Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection,
-};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use entity::{webhook_delivery::DeliveryStatus, webhook_endpoint};
 
@@ -201,9 +199,14 @@ impl WebhookMutation {
             enabled: input.enabled,
         };
         let id = parse_id(&id, "webhook endpoint")?;
-        let endpoint =
-            webhooks::update(&state.ctx, viewer, id, change, state.config.webhook_allow_private)
-                .await?;
+        let endpoint = webhooks::update(
+            &state.ctx,
+            viewer,
+            id,
+            change,
+            state.config.webhook_allow_private,
+        )
+        .await?;
         Ok(WebhookEndpoint(endpoint))
     }
 

@@ -61,10 +61,10 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     const BLOCKED: &[&str] = &[
-        "::/128",        // unspecified
-        "::1/128",       // loopback
-        "::/96",         // IPv4-compatible (deprecated)
-        "64:ff9b::/96",  // NAT64: would reach an IPv4 address unchecked
+        "::/128",       // unspecified
+        "::1/128",      // loopback
+        "::/96",        // IPv4-compatible (deprecated)
+        "64:ff9b::/96", // NAT64: would reach an IPv4 address unchecked
         "64:ff9b:1::/48",
         "100::/64",      // discard
         "2001:db8::/32", // documentation

@@ -92,7 +92,9 @@ pub struct RetrySchedule(pub Vec<u64>);
 
 impl Default for RetrySchedule {
     fn default() -> Self {
-        DEFAULT_RETRY_SCHEDULE.parse().expect("the default schedule")
+        DEFAULT_RETRY_SCHEDULE
+            .parse()
+            .expect("the default schedule")
     }
 }
 

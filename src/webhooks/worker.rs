@@ -347,7 +347,9 @@ impl WebhookWorker {
                 [(now + LEASE).into(), now.into()],
             ))
             .await?;
-        rows.iter().map(|row| row.try_get::<i64>("", "id")).collect()
+        rows.iter()
+            .map(|row| row.try_get::<i64>("", "id"))
+            .collect()
     }
 
     /// Write a round's results in one transaction; the endpoints that had
@@ -576,11 +578,7 @@ impl Sender {
             && let Some(ip) = literal_host(&self.url)
             && !guard::is_public(ip)
         {
-            return (
-                false,
-                None,
-                guard::Refused::Private(ip).to_string(),
-            );
+            return (false, None, guard::Refused::Private(ip).to_string());
         }
         let timestamp = self.clock.now().timestamp();
         let signatures: Vec<String> = self

@@ -209,7 +209,10 @@ async fn a_claim_is_delivered_signed_with_ids_and_no_key() {
     let got = receiver.wait_for(1).await;
     let delivery = &got[0];
     assert!(verifies(&secret, delivery), "the signature verifies");
-    assert!(!verifies(&keyledger::webhooks::signature::new_secret(), delivery));
+    assert!(!verifies(
+        &keyledger::webhooks::signature::new_secret(),
+        delivery
+    ));
     let now = chrono::Utc::now().timestamp();
     assert!((now - delivery.timestamp).abs() < 60);
     let body = delivery.json();
@@ -254,7 +257,10 @@ async fn failures_are_retried_in_order_then_given_up() {
     let ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids[0], ids[1], "a retry keeps its webhook-id: {ids:?}");
     let events = app.event_ids(&buyer).await;
-    let created: Vec<&String> = events.iter().filter(|id| ids.contains(&id.as_str())).collect();
+    let created: Vec<&String> = events
+        .iter()
+        .filter(|id| ids.contains(&id.as_str()))
+        .collect();
     assert_eq!(
         ids[1..].to_vec(),
         created.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
@@ -414,7 +420,12 @@ async fn a_rotated_secret_signs_beside_the_new_one_for_a_day() {
     let (buyer, _) = app.verified_user("hook-rotate@example.com").await;
     paid(&app, &admin, &buyer).await;
     let got = receiver.wait_for(1).await;
-    assert_eq!(got[0].signature.split(' ').count(), 2, "{}", got[0].signature);
+    assert_eq!(
+        got[0].signature.split(' ').count(),
+        2,
+        "{}",
+        got[0].signature
+    );
     assert!(verifies(&old, &got[0]) && verifies(new, &got[0]));
 
     app.clock.advance(chrono::Duration::hours(25));
@@ -466,7 +477,8 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_admins_told() {
     let (buyer, _) = app.verified_user("hook-down@example.com").await;
     paid(&app, &admin, &buyer).await;
     receiver.wait_for(1).await;
-    app.clock.advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
+    app.clock
+        .advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let data = app
@@ -530,10 +542,22 @@ async fn hostile_webhook_inputs_are_refused() {
         .await;
     assert_eq!(error["extensions"]["code"], "VALIDATION", "{error}");
     for (query, id) in [
-        ("mutation($i:ID!){ updateWebhookEndpoint(id:$i, input:{enabled:false}){ id } }", "x"),
-        ("mutation($i:ID!){ deleteWebhookEndpoint(id:$i) }", "99999999"),
-        ("mutation($i:ID!){ rotateWebhookSecret(id:$i){ secret } }", "-1"),
-        ("mutation($i:ID!){ redeliverWebhook(deliveryId:$i){ id } }", "1e99"),
+        (
+            "mutation($i:ID!){ updateWebhookEndpoint(id:$i, input:{enabled:false}){ id } }",
+            "x",
+        ),
+        (
+            "mutation($i:ID!){ deleteWebhookEndpoint(id:$i) }",
+            "99999999",
+        ),
+        (
+            "mutation($i:ID!){ rotateWebhookSecret(id:$i){ secret } }",
+            "-1",
+        ),
+        (
+            "mutation($i:ID!){ redeliverWebhook(deliveryId:$i){ id } }",
+            "1e99",
+        ),
     ] {
         assert_eq!(
             app.err(Some(&admin), query, json!({"i": id})).await,
