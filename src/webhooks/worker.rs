@@ -153,6 +153,8 @@ enum Round {
     Busy,
     /// Nothing due: sleep at most this long.
     Idle(Duration),
+    /// No enabled endpoint.
+    NoEndpoints,
 }
 
 impl WebhookWorker {
@@ -160,6 +162,13 @@ impl WebhookWorker {
         loop {
             let wait = match self.round(&client).await {
                 Ok(Round::Busy) => continue,
+                // No endpoint, so no delivery can be queued: commits need
+                // not wake the worker (a new endpoint is seen within the
+                // interval), and most deployments pay one read per interval.
+                Ok(Round::NoEndpoints) => {
+                    tokio::time::sleep(self.interval).await;
+                    continue;
+                }
                 Ok(Round::Idle(wait)) => wait.min(self.interval),
                 Err(error) => {
                     tracing::warn!(%error, "webhooks: could not read or record deliveries");
@@ -179,7 +188,7 @@ impl WebhookWorker {
         let now = self.ctx.clock.now();
         let endpoints = self.endpoints(now).await?;
         if endpoints.is_empty() {
-            return Ok(Round::Idle(self.interval));
+            return Ok(Round::NoEndpoints);
         }
         let horizon = cursor::horizon(db).await?;
         let queued = self.queued(&endpoints, horizon).await?;
