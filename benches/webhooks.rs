@@ -102,9 +102,14 @@ async fn main() -> Result<(), Error> {
     }
     let (rate, wall, out_of_order, duplicates) = result?;
     let deliveries = events_count * endpoints_count;
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     println!();
     println!(
-        "## Webhook deliveries ({backend}, release build, {} cores)",
+        "## Webhook deliveries ({backend}, {profile} build, {} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();
@@ -122,6 +127,7 @@ async fn main() -> Result<(), Error> {
         results.join(format!("webhooks-{backend}.json")),
         serde_json::to_string_pretty(&json!({
             "backend": backend,
+            "profile": profile,
             "endpoints": endpoints_count,
             "events": events_count,
             "deliveries": deliveries,
