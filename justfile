@@ -50,6 +50,10 @@ bench-load:
 # Only the licensed software beyond validation: checkOutLicense throughput, heartbeatLicense from 10,000 devices and the server's CPU
 bench-licensing:
     TEST_DATABASE_URL={{pg}} TEST_REDIS_URL={{redis}} cargo bench --bench load -- licensing
+# Outbound webhooks: deliveries/s to 20 local endpoints with 1,000 events queued, SQLite then PostgreSQL
+bench-webhooks:
+    cargo bench --bench webhooks
+    BENCH_DATABASE_URL={{pg}} cargo bench --bench webhooks
 
 # Only the key-generation timing: markOrderPaid of 100,000 keys on PostgreSQL and SQLite
 bench-keys:

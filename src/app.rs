@@ -41,6 +41,8 @@ pub enum StartError {
     Mail(#[from] TransportError),
     #[error("{0}")]
     SigningKey(#[from] crate::signing::SigningKeyError),
+    #[error("{0}")]
+    Webhooks(#[from] crate::webhooks::worker::ClientError),
     #[error("bind {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -156,6 +158,16 @@ impl App {
                 interval,
             }
             .run(),
+        ));
+        let webhook_client = crate::webhooks::worker::client(config.webhook_allow_private)?;
+        tasks.push(tokio::spawn(
+            crate::webhooks::worker::WebhookWorker {
+                ctx: ctx.clone(),
+                schedule: config.webhook_retry_schedule.clone(),
+                allow_private: config.webhook_allow_private,
+                interval,
+            }
+            .run(webhook_client),
         ));
         tasks.push(tokio::spawn(crate::domain::expiry::run(
             ctx.clone(),

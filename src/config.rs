@@ -164,6 +164,17 @@ pub struct Config {
     /// `keyledger keygen` prints a new one.
     #[arg(long, env = "LICENSE_SIGNING_KEY")]
     pub license_signing_key: Option<PathBuf>,
+    /// Seconds between the attempts of an outbound webhook, comma-separated
+    /// (each ±10%): a delivery that failed every one of them is marked
+    /// failed, and the endpoint's next delivery goes out. The default
+    /// retries for about 27.6 hours.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = crate::webhooks::DEFAULT_RETRY_SCHEDULE)]
+    pub webhook_retry_schedule: crate::webhooks::RetrySchedule,
+    /// Let webhook endpoints be on loopback, private (RFC 1918, ULA),
+    /// link-local, CGNAT or metadata addresses. Off: such URLs are refused
+    /// when written and when sent (a name that later resolves to one too).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
 }
 
 /// A secret setting: never shown by `Debug` (configuration may be logged).

@@ -5,6 +5,7 @@
 //! - [`graphql`]: thin resolvers that authenticate, call the domain and map types.
 //! - [`events`]: outbox relay and fan-out of live events (in-process or Redis).
 //! - [`mail`]: email templates, the persisted send queue and its transports.
+//! - [`webhooks`]: signed outbound webhooks, their delivery worker and SSRF guard.
 
 /// Server wiring: shared state, router, start-up and graceful shutdown.
 pub mod app;
@@ -48,3 +49,5 @@ pub mod signing;
 pub mod state;
 /// Logging setup.
 pub mod telemetry;
+/// Outbound webhooks (Standard Webhooks): signing, delivery, SSRF guard.
+pub mod webhooks;

@@ -112,4 +112,16 @@ pub enum EventKind {
     /// A device of a heartbeat order stopped reporting and lost its seat.
     #[sea_orm(string_value = "DEVICE_EXPIRED")]
     DeviceExpired,
+    /// An administrator registered an outbound webhook endpoint.
+    #[sea_orm(string_value = "WEBHOOK_ENDPOINT_CREATED")]
+    WebhookEndpointCreated,
+    /// An endpoint's URL, kinds, description or state changed (by an
+    /// administrator, or by keyledger after 5 days of failures).
+    #[sea_orm(string_value = "WEBHOOK_ENDPOINT_UPDATED")]
+    WebhookEndpointUpdated,
+    #[sea_orm(string_value = "WEBHOOK_ENDPOINT_DELETED")]
+    WebhookEndpointDeleted,
+    /// An endpoint got a new signing secret (the event carries neither).
+    #[sea_orm(string_value = "WEBHOOK_SECRET_ROTATED")]
+    WebhookSecretRotated,
 }

@@ -20,3 +20,5 @@ pub mod product;
 pub mod retired_key;
 pub mod session;
 pub mod signing_key;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;

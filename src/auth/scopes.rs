@@ -201,6 +201,11 @@ pub const OPERATIONS: &[(&str, &str, Need)] = &[
     ("Mutation", "enableAccount", scope(Admin)),
     ("Mutation", "revokeSessions", scope(Admin)),
     ("Mutation", "resendEmail", scope(Admin)),
+    ("Mutation", "createWebhookEndpoint", scope(Admin)),
+    ("Mutation", "updateWebhookEndpoint", scope(Admin)),
+    ("Mutation", "deleteWebhookEndpoint", scope(Admin)),
+    ("Mutation", "rotateWebhookSecret", scope(Admin)),
+    ("Mutation", "redeliverWebhook", scope(Admin)),
 ];
 
 /// What a token needs for `root.field`; `None` for a field without a row.

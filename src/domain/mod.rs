@@ -25,6 +25,7 @@ pub mod siret;
 pub mod support;
 pub mod transfers;
 pub mod validity_cache;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -64,6 +65,8 @@ pub struct Ctx {
 pub struct Wake {
     pub mail: Arc<Notify>,
     pub relay: Arc<Notify>,
+    /// The webhook worker (a commit may have queued deliveries).
+    pub webhooks: Arc<Notify>,
 }
 
 impl Ctx {
@@ -87,6 +90,7 @@ impl Ctx {
         self.validities.invalidate();
         self.wake.mail.notify_one();
         self.wake.relay.notify_one();
+        self.wake.webhooks.notify_one();
     }
 }
 

@@ -83,6 +83,7 @@ pub async fn record(
     }
     .insert(conn)
     .await?;
+    queue_webhooks_sqlite(conn, &row).await?;
     if !recipients.is_empty() {
         event_recipient::Entity::insert_many(recipients.into_iter().map(|account_id| {
             event_recipient::ActiveModel {
@@ -132,6 +133,13 @@ async fn record_postgres(
         ));
         values.extend(recipients.iter().map(|&id| sea_orm::Value::from(id)));
     }
+    // The webhook outbox (see [`queue_webhooks_sqlite`]).
+    sql.push_str(
+        ", w AS (INSERT INTO webhook_deliveries (tx, endpoint_id, event_id, status, attempt, \
+         next_attempt_at, created_at) \
+         SELECT e.tx, p.id, e.id, 'PENDING', 0, $9, $9 FROM e, webhook_endpoints p \
+         WHERE p.enabled AND (p.event_kinds = '' OR strpos(p.event_kinds, ',' || e.kind || ',') > 0))",
+    );
     sql.push_str(" SELECT * FROM e");
     event::Model::find_by_statement(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
@@ -141,6 +149,30 @@ async fn record_postgres(
     .one(conn)
     .await?
     .ok_or_else(|| crate::error::AppError::internal("INSERT … RETURNING gave no event row"))
+}
+
+/// The webhook outbox: one `webhook_deliveries` row per enabled endpoint
+/// that asked for `event`'s kind, in the event's transaction, so a delivery
+/// exists exactly when its event does. One `INSERT … SELECT` over the
+/// endpoints (at most 100): no cache to keep in step between instances,
+/// and on PostgreSQL it rides in the event's own statement.
+async fn queue_webhooks_sqlite(conn: &impl ConnectionTrait, event: &event::Model) -> ApiResult<()> {
+    conn.execute_raw(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        "INSERT INTO webhook_deliveries (tx, endpoint_id, event_id, status, attempt, \
+         next_attempt_at, created_at) \
+         SELECT ?, p.id, ?, 'PENDING', 0, ?, ? FROM webhook_endpoints p \
+         WHERE p.enabled AND (p.event_kinds = '' OR instr(p.event_kinds, ?) > 0)",
+        [
+            event.tx.into(),
+            event.id.into(),
+            event.occurred_at.into(),
+            event.occurred_at.into(),
+            format!(",{},", event.kind.to_value()).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// An event as published on the bus and delivered to subscribers.

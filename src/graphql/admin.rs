@@ -9,6 +9,7 @@ use super::{
     events::{Event, EventKind, event_page},
     orders::{License, LicenseStatus, Order, OrderStatus},
     pagination::{Page, parse_id},
+    webhooks::WebhookEndpoint,
 };
 use crate::{
     domain::{
@@ -248,6 +249,12 @@ impl Admin {
         Page::<crate::events::cursor::Cursor>::parse(first, after.clone())?;
         let condition = admin::event_condition(&ctx.state().ctx.db, &filter).await?;
         event_page(ctx, condition.add(admin::audit_log()), first, after).await
+    }
+
+    /// Outbound webhook endpoints, oldest first (at most 100).
+    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> ApiResult<Vec<WebhookEndpoint>> {
+        let rows = crate::domain::webhooks::list(&ctx.state().ctx.db).await?;
+        Ok(rows.into_iter().map(WebhookEndpoint).collect())
     }
 }
 

@@ -61,6 +61,10 @@ pub enum EventKind {
     LicenseSuspended,
     LicenseResumed,
     DeviceExpired,
+    WebhookEndpointCreated,
+    WebhookEndpointUpdated,
+    WebhookEndpointDeleted,
+    WebhookSecretRotated,
 }
 
 /// Something that happened to an order, a key, a claim, a request or a transfer.

@@ -22,6 +22,7 @@ mod products;
 mod requests;
 mod scopes;
 pub mod transport;
+mod webhooks;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
@@ -59,6 +60,7 @@ pub struct MutationRoot(
     payments::PaymentMutation,
     admin::AdminMutation,
     offline::LicensingMutation,
+    webhooks::WebhookMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -104,6 +104,11 @@ pub enum Email {
         order_number: Option<String>,
         product: String,
     },
+    /// To every administrator: an endpoint failed for 5 days and was disabled.
+    WebhookEndpointDisabled {
+        url: String,
+        failing_since: String,
+    },
 }
 
 /// A rendered email.
@@ -141,6 +146,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "confirm_email_change",
     "email_changed",
     "order_refunded",
+    "webhook_endpoint_disabled",
 );
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -330,6 +336,7 @@ mod tests {
                 shown.extend(order_number.as_deref());
                 shown
             }
+            Email::WebhookEndpointDisabled { url, failing_since } => vec![url, failing_since],
         }
     }
 
@@ -349,6 +356,10 @@ mod tests {
         let product = || "Keyledger Pro".to_owned();
         let key = || "KL-ABCD-EFGH-JKLM-NPQR".to_owned();
         vec![
+            Email::WebhookEndpointDisabled {
+                url: "https://hooks.example.com/kl".into(),
+                failing_since: "2026-12-01 10:00 UTC".into(),
+            },
             Email::VerifyEmail {
                 link: format!("http://kl.test/verify-email?token={token}"),
                 token: token.clone(),

@@ -312,6 +312,36 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "Mutation",
+        "createWebhookEndpoint",
+        "mutation{ createWebhookEndpoint(input:{url:\"https://93.184.215.14/matrix\", eventKinds:[ORDER_PAID]}){ secret } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Mutation",
+        "updateWebhookEndpoint",
+        "mutation($hook:ID!){ updateWebhookEndpoint(id:$hook, input:{description:\"matrix\"}){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Mutation",
+        "rotateWebhookSecret",
+        "mutation($hook:ID!){ rotateWebhookSecret(id:$hook){ secret } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Mutation",
+        "redeliverWebhook",
+        "mutation($hookDelivery:ID!){ redeliverWebhook(deliveryId:$hookDelivery){ id } }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Mutation",
+        "deleteWebhookEndpoint",
+        "mutation($hook:ID!){ deleteWebhookEndpoint(id:$hook) }",
+        "UNAUTHENTICATED FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN FORBIDDEN OK",
+    ),
+    (
+        "Mutation",
         "reissueLicense",
         "mutation($k0:ID!){ reissueLicense(licenseId:$k0, graceHours:1){ id } }",
         "UNAUTHENTICATED NOT_FOUND NOT_FOUND OK NOT_FOUND NOT_FOUND NOT_FOUND OK NOT_FOUND",
@@ -461,6 +491,15 @@ async fn every_operation_has_its_outcome_for_every_kind_of_caller() {
         app.ok(Some(&owner), assign, json!({"l": ids[0], "e": to}))
             .await;
     }
+    // An outbound webhook endpoint (it gets its own creation event: a delivery).
+    let hook = app
+        .ok(
+            Some(&site_admin),
+            "mutation{ createWebhookEndpoint(input:{url:\"https://93.184.215.14/matrix\", eventKinds:[]}){ endpoint { id deliveries { edges { node { id } } } } } }",
+            json!({}),
+        )
+        .await["createWebhookEndpoint"]["endpoint"]
+        .clone();
     let tokens: [Option<&str>; 9] = [
         None,
         Some(&unverified),
@@ -518,6 +557,11 @@ async fn every_operation_has_its_outcome_for_every_kind_of_caller() {
                 ("org", json!(org_id)),
                 ("owner", json!(owner_email)),
                 ("fresh", json!(address("fresh"))),
+                ("hook", hook["id"].clone()),
+                (
+                    "hookDelivery",
+                    hook["deliveries"]["edges"][0]["node"]["id"].clone(),
+                ),
             ]);
             // Only the variables the request declares.
             let variables: serde_json::Map<String, Value> = variables

@@ -41,3 +41,4 @@ mod schema;
 mod smtp;
 mod startup;
 mod transfers;
+mod webhooks;
