@@ -73,6 +73,9 @@ pub async fn readable(
     Ok((license, order, access))
 }
 
+/// A key the viewer may read, with its order and their access to it.
+pub type Readable = (license::Model, Arc<order::Model>, Access);
+
 /// [`readable`] for many keys at once (a page of claims or requests, each
 /// pointing at a key): two statements for the keys and their orders, and
 /// one membership read per organization among those orders, rather than
@@ -82,7 +85,7 @@ pub async fn readable_many(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
     license_ids: impl IntoIterator<Item = i64>,
-) -> ApiResult<HashMap<i64, (license::Model, Arc<order::Model>, Access)>> {
+) -> ApiResult<HashMap<i64, Readable>> {
     let mut ids: Vec<i64> = license_ids.into_iter().collect();
     ids.sort_unstable();
     ids.dedup();

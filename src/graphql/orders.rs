@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     domain::{
-        licenses::{self, Access, AssignmentFilter},
+        licenses::{self, Access, AssignmentFilter, Readable},
         orders, rights,
     },
     error::{ApiResult, AppError},
@@ -297,9 +297,6 @@ pub struct License {
     pub access: Access,
     pub prefetched: Prefetched,
 }
-
-/// A key the viewer may read, with its order and their access to it.
-pub type Readable = (license::Model, Arc<order::Model>, Access);
 
 /// What the items of a page of claims or license requests point at, read
 /// once for the whole page when the query selects it: their keys, as the

@@ -695,5 +695,8 @@ async fn a_page_of_claims_costs_the_same_statements_whatever_its_length() {
         .await;
     let mine = edges(&mine, "myClaims");
     assert_eq!(mine.len(), 3);
-    assert!(mine.iter().all(|c| c["license"].is_null() && c["claimer"]["email"] == claimers[0]));
+    assert!(
+        mine.iter()
+            .all(|c| c["license"].is_null() && c["claimer"]["email"] == claimers[0])
+    );
 }
