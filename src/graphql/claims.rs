@@ -43,8 +43,8 @@ pub enum ClaimOutcome {
     AlreadyYours,
 }
 
-/// A claim of a key by its string, with what the page it was listed in
-/// read for all its claims at once.
+/// A claim of a key by its string.
+// With what the page it was listed in read for all its claims at once.
 pub struct Claim(pub claim::Model, Option<Arc<PageRefs>>);
 
 impl Claim {

@@ -27,7 +27,7 @@ pub enum Direction {
 }
 
 /// A request for a license, from a person without a key to a buyer.
-/// With what the page it was listed in read for all its requests at once.
+// With what the page it was listed in read for all its requests at once.
 pub struct LicenseRequest(pub license_request::Model, Option<Arc<PageRefs>>);
 
 impl LicenseRequest {
