@@ -104,9 +104,13 @@ pub fn signing_key_in(dir: &std::path::Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// The `keyledger` binary cargo built for this bench, in the same (release) profile.
+/// The `keyledger` binary cargo built for this bench, in the same (release)
+/// profile, or `BENCH_SERVER` when set: another build to measure with the
+/// same generator (the build before a change, say).
 pub fn server_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_keyledger"))
+    std::env::var_os("BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyledger")))
 }
 
 /// A `keyledger serve` child process; killed when dropped.

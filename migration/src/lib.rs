@@ -16,11 +16,11 @@ mod m20261202_000001_create_products;
 mod m20261203_000001_account_recovery;
 mod m20261203_000002_key_reissue;
 mod m20261203_000010_payments;
+mod m20261203_000020_admin_support;
+mod m20261204_000021_create_webhooks;
+mod m20261204_000041_licensed_software;
 mod m20261204_000101_api_tokens;
 mod m20261204_000102_idempotency_keys;
-mod m20261203_000020_admin_support;
-mod m20261204_000041_licensed_software;
-mod m20261204_000021_create_webhooks;
 
 pub struct Migrator;
 

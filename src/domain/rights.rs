@@ -27,16 +27,25 @@ pub async fn can_manage(
     order: &order::Model,
 ) -> ApiResult<bool> {
     let Some(organization_id) = order.organization_id else {
-        return Ok(order.owner_id == viewer.account_id);
+        return Ok(manages(viewer, order, None));
     };
-    Ok(
-        match organizations::membership(conn, viewer, organization_id).await? {
-            Some(member) => {
-                member.role == OrganizationRole::Admin || order.owner_id == viewer.account_id
-            }
-            None => false,
-        },
-    )
+    let role = organizations::membership(conn, viewer, organization_id)
+        .await?
+        .map(|member| member.role);
+    Ok(manages(viewer, order, role))
+}
+
+/// [`can_manage`] once `viewer`'s role in the order's organization is known
+/// (`None` for no membership, or an order of no organization), for a check
+/// of many orders that reads each membership once.
+pub fn manages(viewer: &Viewer, order: &order::Model, role: Option<OrganizationRole>) -> bool {
+    match (order.organization_id, role) {
+        (None, _) => order.owner_id == viewer.account_id,
+        (Some(_), Some(role)) => {
+            role == OrganizationRole::Admin || order.owner_id == viewer.account_id
+        }
+        (Some(_), None) => false,
+    }
 }
 
 /// True when `viewer` may transfer `order` to another owner: the owner of

@@ -1,4 +1,6 @@
 //! Claims, their approval, and the claim settings.
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use entity::claim;
@@ -6,7 +8,7 @@ use entity::claim;
 use super::{
     ContextExt,
     accounts::Account,
-    orders::{License, Order, OrganizationInput},
+    orders::{License, Order, OrganizationInput, PageRefs},
     pagination::{Page, parse_id},
 };
 use crate::{
@@ -42,7 +44,30 @@ pub enum ClaimOutcome {
 }
 
 /// A claim of a key by its string.
-pub struct Claim(pub claim::Model);
+// With what the page it was listed in read for all its claims at once.
+pub struct Claim(pub claim::Model, Option<Arc<PageRefs>>);
+
+impl Claim {
+    pub fn new(model: claim::Model) -> Self {
+        Claim(model, None)
+    }
+
+    /// A page of claims, whose keys and claimers are read in one go.
+    async fn page(
+        ctx: &Context<'_>,
+        page: &Page,
+        rows: Vec<claim::Model>,
+    ) -> ApiResult<Connection<String, Claim>> {
+        let listed = &rows[..rows.len().min(page.first as usize)];
+        let refs = PageRefs::load(
+            ctx,
+            ("license", listed.iter().map(|c| c.license_id)),
+            ("claimer", listed.iter().map(|c| c.claimer_id)),
+        )
+        .await?;
+        Ok(page.connection(rows, |c| c.id, |c| Claim(c, Some(refs.clone()))))
+    }
+}
 
 #[Object]
 impl Claim {
@@ -59,17 +84,12 @@ impl Claim {
     }
 
     async fn claimer(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
-        let loaders = ctx.data_unchecked::<super::Loaders>();
-        Ok(loaders
-            .accounts()
-            .load_one(self.0.claimer_id)
-            .await?
-            .map(Account))
+        PageRefs::account(self.1.as_deref(), ctx, self.0.claimer_id).await
     }
 
     /// The key, when the caller may see it (its order's managers; the claimer once it is theirs).
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
-        License::visible(ctx, self.0.license_id).await
+        PageRefs::key(self.1.as_deref(), ctx, self.0.license_id).await
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -131,7 +151,7 @@ impl ClaimQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |c| c.id, Claim))
+        Claim::page(ctx, &page, rows).await
     }
 
     /// The caller's own claims, oldest first.
@@ -155,7 +175,7 @@ impl ClaimQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |c| c.id, Claim))
+        Claim::page(ctx, &page, rows).await
     }
 }
 
@@ -191,7 +211,7 @@ impl ClaimMutation {
             .then(|| License::new(result.license, None, Access::Assignee));
         Ok(ClaimPayload {
             outcome,
-            claim: result.claim.map(Claim),
+            claim: result.claim.map(Claim::new),
             license,
         })
     }
@@ -200,13 +220,17 @@ impl ClaimMutation {
     async fn approve_claim(&self, ctx: &Context<'_>, claim_id: ID) -> ApiResult<Claim> {
         let viewer = ctx.viewer()?;
         let id = parse_id(&claim_id, "claim")?;
-        Ok(Claim(claims::approve(&ctx.state().ctx, viewer, id).await?))
+        Ok(Claim::new(
+            claims::approve(&ctx.state().ctx, viewer, id).await?,
+        ))
     }
 
     async fn decline_claim(&self, ctx: &Context<'_>, claim_id: ID) -> ApiResult<Claim> {
         let viewer = ctx.viewer()?;
         let id = parse_id(&claim_id, "claim")?;
-        Ok(Claim(claims::decline(&ctx.state().ctx, viewer, id).await?))
+        Ok(Claim::new(
+            claims::decline(&ctx.state().ctx, viewer, id).await?,
+        ))
     }
 
     /// Change any subset of the caller's claim settings.

@@ -151,7 +151,7 @@ impl Event {
         };
         Ok(claims::readable(&ctx.state().ctx.db, viewer, id)
             .await?
-            .map(Claim))
+            .map(Claim::new))
     }
 
     /// The license request concerned, when the caller is one of its parties.
@@ -161,7 +161,7 @@ impl Event {
         };
         Ok(requests::readable(&ctx.state().ctx.db, viewer, id)
             .await?
-            .map(LicenseRequest))
+            .map(LicenseRequest::new))
     }
 
     /// The order transfer concerned, when the caller is one of its parties.

@@ -1,12 +1,12 @@
 //! Orders and their keys: buying, paying, listing, assigning.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
     Context, Enum, ID, InputObject, Object, SelectionField, SimpleObject, Value,
-    connection::Connection,
+    connection::Connection, dataloader::Loader,
 };
 use chrono::{DateTime, Utc};
-use entity::{activation, license, order};
+use entity::{account, activation, license, order};
 
 use super::{
     ContextExt,
@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     domain::{
-        licenses::{self, Access, AssignmentFilter},
+        licenses::{self, Access, AssignmentFilter, Readable},
         orders, rights,
     },
     error::{ApiResult, AppError},
@@ -211,10 +211,10 @@ impl Order {
             .await?
             .unwrap_or_default();
         // The page's assignees in one load, when they are asked for: each
-        // key's `assignee` then reads the request's loader cache, rather than
-        // a hundred loads having to land in one batching window (under load
-        // they did not, and one page cost dozens of statements).
-        if ctx
+        // key then reads its own, rather than a hundred loads having to land
+        // in one batching window (under load they did not, and one page cost
+        // dozens of statements), or a hundred lookups in the loader's cache.
+        let mut assignees = if ctx
             .look_ahead()
             .field("edges")
             .field("node")
@@ -225,8 +225,12 @@ impl Order {
                 .iter()
                 .filter_map(|l| l.assignee_email.clone())
                 .collect();
-            loaders(ctx).verified_accounts().load_many(emails).await?;
-        }
+            // Through the loader's batch: the pages of several orders
+            // (`orders { licenses }`) then share one statement.
+            Some(loaders(ctx).verified_accounts().load_many(emails).await?)
+        } else {
+            None
+        };
         // An administrator reaches any order, but holds no owner's rights on it.
         let access = if rights::can_manage(&ctx.state().ctx.db, ctx.viewer()?, &self.0).await? {
             Access::Manager
@@ -234,13 +238,23 @@ impl Order {
             Access::Admin
         };
         let mut prefetched = prefetch(ctx, &rows).await?;
-        let order = self.0.clone();
+        // One copy of the order for the whole page, shared by its keys.
+        let order = Arc::new(self.0.clone());
         Ok(page.connection(
             rows,
             |l| l.id,
             |l| {
-                let mut license = License::new(l, Some(order.clone()), access);
-                license.prefetched = prefetched.remove(&license.model.id).unwrap_or_default();
+                let mut license = License::shared(l, order.clone(), access);
+                if let Some(p) = prefetched.remove(&license.model.id) {
+                    license.prefetched = p;
+                }
+                if let Some(assignees) = &mut assignees {
+                    let found = match &license.model.assignee_email {
+                        Some(email) => assignees.get(email).cloned().flatten(),
+                        None => None,
+                    };
+                    license.prefetched.assignee = Some(found);
+                }
                 license
             },
         ))
@@ -262,6 +276,8 @@ impl Order {
 pub struct Prefetched {
     activations: Option<Vec<activation::Model>>,
     history: Vec<(Page<Cursor>, Vec<LiveEvent>)>,
+    /// The assignee's verified account (`Some(None)`: none), when loaded.
+    assignee: Option<Option<account::Model>>,
 }
 
 /// The `activations` and `history` a page of keys selects, in one load each
@@ -336,16 +352,97 @@ pub struct LicenseOrganization {
 /// `access` is how the path reached it; `key` asks the rule itself.
 pub struct License {
     pub model: license::Model,
-    pub order: Option<order::Model>,
+    /// The key's order, when the path that reached the key read it (shared
+    /// by a page's keys).
+    pub order: Option<Arc<order::Model>>,
     pub access: Access,
     pub prefetched: Prefetched,
+}
+
+/// What the items of a page of claims or license requests point at, read
+/// once for the whole page when the query selects it: their keys, as the
+/// caller may see them, and their accounts (claimer, requester). Each item
+/// then takes its own, rather than costing statements of its own or a
+/// hundred loads having to land in one batching window.
+#[derive(Default)]
+pub struct PageRefs {
+    keys: Option<HashMap<i64, Readable>>,
+    accounts: Option<HashMap<i64, account::Model>>,
+}
+
+impl PageRefs {
+    /// Read the keys and accounts of a page's items, each only when the
+    /// page's `edges { node { … } }` selects `key_field` / `account_field`.
+    pub async fn load(
+        ctx: &Context<'_>,
+        (key_field, key_ids): (&str, impl IntoIterator<Item = i64>),
+        (account_field, account_ids): (&str, impl IntoIterator<Item = i64>),
+    ) -> ApiResult<Arc<PageRefs>> {
+        let node = ctx.look_ahead().field("edges").field("node");
+        let mut refs = PageRefs::default();
+        if node.field(key_field).exists() {
+            refs.keys = Some(match ctx.viewer() {
+                Ok(viewer) => licenses::readable_many(&ctx.state().ctx.db, viewer, key_ids).await?,
+                Err(_) => HashMap::new(),
+            });
+        }
+        if node.field(account_field).exists() {
+            let mut ids: Vec<i64> = account_ids.into_iter().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            // Straight to the loader: the page is a root field, and every
+            // id is known, so waiting for a batch to gather would only add
+            // its delay.
+            refs.accounts = Some(loaders(ctx).accounts().loader().load(&ids).await?);
+        }
+        Ok(Arc::new(refs))
+    }
+
+    /// The key `license_id` as the caller may see it, from the page when it
+    /// read its keys, else by itself.
+    pub async fn key(
+        refs: Option<&PageRefs>,
+        ctx: &Context<'_>,
+        license_id: i64,
+    ) -> ApiResult<Option<License>> {
+        match refs.and_then(|r| r.keys.as_ref()) {
+            Some(keys) => Ok(keys.get(&license_id).map(|(model, order, access)| {
+                License::shared(model.clone(), order.clone(), *access)
+            })),
+            None => License::visible(ctx, license_id).await,
+        }
+    }
+
+    /// The account `account_id`, from the page when it read its accounts,
+    /// else through the request's loader.
+    pub async fn account(
+        refs: Option<&PageRefs>,
+        ctx: &Context<'_>,
+        account_id: i64,
+    ) -> ApiResult<Option<Account>> {
+        let account = match refs.and_then(|r| r.accounts.as_ref()) {
+            Some(accounts) => accounts.get(&account_id).cloned(),
+            None => loaders(ctx).accounts().load_one(account_id).await?,
+        };
+        Ok(account.map(Account))
+    }
 }
 
 impl License {
     pub fn new(model: license::Model, order: Option<order::Model>, access: Access) -> Self {
         License {
             model,
-            order,
+            order: order.map(Arc::new),
+            access,
+            prefetched: Prefetched::default(),
+        }
+    }
+
+    /// A key of a page whose keys share one order.
+    pub fn shared(model: license::Model, order: Arc<order::Model>, access: Access) -> Self {
+        License {
+            model,
+            order: Some(order),
             access,
             prefetched: Prefetched::default(),
         }
@@ -393,7 +490,7 @@ impl License {
 
     /// The catalog code of the key's product.
     async fn product(&self, ctx: &Context<'_>) -> ApiResult<String> {
-        Ok(self.order_model(ctx).await?.product)
+        Ok(self.order_model(ctx).await?.product.clone())
     }
 
     /// The product's name in the catalog.
@@ -406,7 +503,9 @@ impl License {
         if self.access == Access::Assignee {
             return Ok(None);
         }
-        Ok(Some(Order(self.order_model(ctx).await?)))
+        Ok(Some(Order(Arc::unwrap_or_clone(
+            self.order_model(ctx).await?,
+        ))))
     }
 
     async fn status(&self) -> LicenseStatus {
@@ -432,6 +531,9 @@ impl License {
         let Some(email) = &self.model.assignee_email else {
             return Ok(None);
         };
+        if let Some(found) = &self.prefetched.assignee {
+            return Ok(found.clone().map(Account));
+        }
         Ok(loaders(ctx)
             .verified_accounts()
             .load_one(email.clone())
@@ -494,7 +596,7 @@ impl License {
 }
 
 impl License {
-    async fn order_model(&self, ctx: &Context<'_>) -> ApiResult<order::Model> {
+    async fn order_model(&self, ctx: &Context<'_>) -> ApiResult<Arc<order::Model>> {
         if let Some(order) = &self.order {
             return Ok(order.clone());
         }
@@ -502,6 +604,7 @@ impl License {
             .orders()
             .load_one(self.model.order_id)
             .await?
+            .map(Arc::new)
             .ok_or_else(|| AppError::internal("license without order"))
     }
 }

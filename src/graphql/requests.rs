@@ -1,4 +1,6 @@
 //! License requests (asking a buyer for a key) and order transfers.
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use entity::{license_request, order_transfer};
@@ -7,7 +9,7 @@ use super::{
     ContextExt,
     accounts::Account,
     claims::ApprovalStatus,
-    orders::{License, Order},
+    orders::{License, Order, PageRefs},
     pagination::{Page, parse_id},
 };
 use crate::{
@@ -25,7 +27,14 @@ pub enum Direction {
 }
 
 /// A request for a license, from a person without a key to a buyer.
-pub struct LicenseRequest(pub license_request::Model);
+// With what the page it was listed in read for all its requests at once.
+pub struct LicenseRequest(pub license_request::Model, Option<Arc<PageRefs>>);
+
+impl LicenseRequest {
+    pub fn new(model: license_request::Model) -> Self {
+        LicenseRequest(model, None)
+    }
+}
 
 #[Object]
 impl LicenseRequest {
@@ -42,12 +51,7 @@ impl LicenseRequest {
     }
 
     async fn requester(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
-        let loaders = ctx.data_unchecked::<super::Loaders>();
-        Ok(loaders
-            .accounts()
-            .load_one(self.0.requester_id)
-            .await?
-            .map(Account))
+        PageRefs::account(self.1.as_deref(), ctx, self.0.requester_id).await
     }
 
     async fn buyer_email(&self) -> &str {
@@ -62,7 +66,7 @@ impl LicenseRequest {
     /// The key given on approval, when the caller may see it.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
         match self.0.license_id {
-            Some(id) => License::visible(ctx, id).await,
+            Some(id) => PageRefs::key(self.1.as_deref(), ctx, id).await,
             None => Ok(None),
         }
     }
@@ -178,7 +182,14 @@ impl RequestQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |r| r.id, LicenseRequest))
+        let listed = &rows[..rows.len().min(page.first as usize)];
+        let refs = PageRefs::load(
+            ctx,
+            ("license", listed.iter().filter_map(|r| r.license_id)),
+            ("requester", listed.iter().map(|r| r.requester_id)),
+        )
+        .await?;
+        Ok(page.connection(rows, |r| r.id, |r| LicenseRequest(r, Some(refs.clone()))))
     }
 
     /// Transfers from you (OUTGOING) or to your verified email (INCOMING), newest first (at most 100).
@@ -226,7 +237,7 @@ impl RequestMutation {
         )
         .await?;
         Ok(RequestLicensePayload {
-            request: LicenseRequest(request),
+            request: LicenseRequest::new(request),
         })
     }
 
@@ -241,7 +252,7 @@ impl RequestMutation {
         let request = parse_id(&request_id, "request")?;
         let license = parse_id(&license_id, "license")
             .map_err(|_| AppError::conflict("this key is not one of yours"))?;
-        Ok(LicenseRequest(
+        Ok(LicenseRequest::new(
             requests::approve(&ctx.state().ctx, viewer, request, license).await?,
         ))
     }
@@ -260,7 +271,7 @@ impl RequestMutation {
     ) -> ApiResult<LicenseRequest> {
         let viewer = ctx.viewer()?;
         let request = parse_id(&request_id, "request")?;
-        Ok(LicenseRequest(
+        Ok(LicenseRequest::new(
             requests::decline(&ctx.state().ctx, viewer, request, reason.as_deref()).await?,
         ))
     }

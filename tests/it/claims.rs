@@ -632,3 +632,71 @@ async fn competing_approvals_at_once_make_exactly_one_winner() {
             .is_string()
     );
 }
+
+#[tokio::test]
+async fn a_page_of_claims_costs_the_same_statements_whatever_its_length() {
+    // Background workers only run when woken, so they do not add to the count.
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|c| {
+            c.claim_rate_per_minute = 10_000;
+            c.job_interval_ms = 3_600_000;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let (_, buyer_email, _, _, keys) = buyer_with_keys(&app, 6).await;
+    let (buyer, _) = app.sign_in(&buyer_email).await;
+    app.ok(
+        Some(&buyer),
+        SETTINGS,
+        json!({"i": {"requireManualApproval": true}}),
+    )
+    .await;
+    let claimers = [email("p"), email("q")];
+    let mut tokens = Vec::new();
+    for claimer in &claimers {
+        tokens.push(app.verified_user(claimer).await.0);
+    }
+    for (n, key) in keys.iter().enumerate() {
+        let data = app.ok(Some(&tokens[n % 2]), CLAIM, json!({"k": key})).await;
+        assert_eq!(data["claimLicense"]["outcome"], "PENDING");
+    }
+    // Let background mail sending settle so it does not count.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let page = "query($n:Int!){ claimRequests(status: PENDING, first: $n){ edges { node { id claimer { email } license { id key order { number } } } } } }";
+    let mut counts = Vec::new();
+    for n in [2, 6] {
+        // The fewest of a few tries is the request's own.
+        let mut fewest = f64::MAX;
+        let mut data = Value::Null;
+        for _ in 0..3 {
+            let before = app.metric("keyledger_sql_statements_total").await;
+            data = app.ok(Some(&buyer), page, json!({"n": n})).await;
+            let after = app.metric("keyledger_sql_statements_total").await;
+            fewest = fewest.min(after - before);
+        }
+        counts.push(fewest);
+        let claims = edges(&data, "claimRequests");
+        assert_eq!(claims.len(), n, "{data}");
+        for (i, claim) in claims.iter().enumerate() {
+            assert_eq!(claim["claimer"]["email"], claimers[i % 2], "{data}");
+            assert_eq!(claim["license"]["key"], keys[i], "{data}");
+            assert!(claim["license"]["order"]["number"].is_string(), "{data}");
+        }
+    }
+    assert_eq!(counts[0], counts[1], "statements per request: {counts:?}");
+    // The claimers see their pending claims, not the keys (not theirs yet).
+    let mine = app
+        .ok(
+            Some(&tokens[0]),
+            "{ myClaims { edges { node { claimer { email } license { key } } } } }",
+            json!({}),
+        )
+        .await;
+    let mine = edges(&mine, "myClaims");
+    assert_eq!(mine.len(), 3);
+    assert!(
+        mine.iter()
+            .all(|c| c["license"].is_null() && c["claimer"]["email"] == claimers[0])
+    );
+}

@@ -6,8 +6,8 @@ mod harness;
 
 mod account_recovery;
 mod accounts;
-mod api_tokens;
 mod admin;
+mod api_tokens;
 mod authorization;
 mod browser;
 mod browsers;
