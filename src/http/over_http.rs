@@ -7,7 +7,6 @@
 #![allow(clippy::result_large_err)]
 use async_graphql::{ServerError, Variables};
 use axum::{
-    body::{Body, Bytes},
     extract::{FromRequest, Request},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -55,45 +54,15 @@ impl<S: Send + Sync> FromRequest<S> for GraphQLPost {
                 ),
             ));
         }
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-            return Err(too_large());
-        }
+        let declared = super::refusal::declared_length(headers);
         let keyed = headers.contains_key(super::idempotency::HEADER);
-        let body = read_body(request.into_body()).await?;
+        let body = super::refusal::read_body(request.into_body(), declared, MAX_BODY_BYTES).await?;
         let hash = keyed.then(|| {
             use sha2::Digest as _;
             hex::encode(sha2::Sha256::digest(&body))
         });
         from_json(&body).map(|request| GraphQLPost(request, hash))
     }
-}
-
-/// The body, or 413 as soon as it passes the limit (a body without a
-/// `Content-Length` is counted as it arrives).
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|error| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(cause) = source {
-                if cause.is::<http_body_util::LengthLimitError>() {
-                    return too_large();
-                }
-                source = cause.source();
-            }
-            refuse(
-                StatusCode::BAD_REQUEST,
-                limits::coded_error("the body could not be read".into(), "body", None),
-            )
-        })
-}
-
-fn too_large() -> Response {
-    refuse(StatusCode::PAYLOAD_TOO_LARGE, Limit::Body.error())
 }
 
 /// The two media types of a GraphQL response.

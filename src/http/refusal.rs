@@ -2,8 +2,9 @@
 //! shape so that every 4xx carries an `extensions.code` (api.md "Errors").
 use async_graphql::ServerError;
 use axum::{
+    body::{Body, Bytes},
     extract::Request,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -78,4 +79,36 @@ pub async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         coded("no such endpoint".into(), "NOT_FOUND"),
     )
+}
+
+/// The length a request declares (`Content-Length`), if it is readable.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// A body of at most `limit` bytes: 413 when its declared length is larger,
+/// before anything is read, or as soon as what arrives passes the limit (a
+/// body without a `Content-Length` is counted as it comes); 400 when it
+/// cannot be read.
+pub async fn read_body(body: Body, declared: Option<u64>, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || refuse(StatusCode::PAYLOAD_TOO_LARGE, Limit::Body.error());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = source {
+            if cause.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = cause.source();
+        }
+        refuse(
+            StatusCode::BAD_REQUEST,
+            limits::coded_error("the body could not be read".into(), "body", None),
+        )
+    })
 }

@@ -10,17 +10,20 @@
 //! included (Stripe retries non-2xx answers for days, and no retry would
 //! change those); 500 when the database fails, so that Stripe retries.
 use axum::{
-    body::{Body, Bytes},
+    body::Body,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 
-use super::{Server, refusal::refuse};
+use super::{
+    Server,
+    refusal::{declared_length, read_body, refuse},
+};
 use crate::{
     client_ip::ClientAddr,
     domain::payments::{self, Outcome},
-    graphql::limits::{self, Limit},
+    graphql::limits,
 };
 
 /// Largest body read: Stripe's events are a few KiB; 256 KiB leaves room
@@ -34,34 +37,6 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
-fn too_large() -> Response {
-    refuse(StatusCode::PAYLOAD_TOO_LARGE, Limit::Body.error())
-}
-
-/// The body, at most [`MAX_BODY_BYTES`] (a declared larger length is
-/// refused before anything is read).
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|error| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(cause) = source {
-                if cause.is::<http_body_util::LengthLimitError>() {
-                    return too_large();
-                }
-                source = cause.source();
-            }
-            bad_request("the body could not be read")
-        })
-}
-
 pub async fn webhook(
     State(server): State<Server>,
     client: ClientAddr,
@@ -71,7 +46,7 @@ pub async fn webhook(
     let Some(secret) = server.state.config.stripe_webhook_secret.as_ref() else {
         return super::refusal::not_found().await;
     };
-    let body = match read_body(&headers, body).await {
+    let body = match read_body(body, declared_length(&headers), MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
