@@ -1032,7 +1032,12 @@ impl ClaimLoad {
         let idempotency_key = self.keyed.then(|| format!("claim-{index}"));
         let result = self
             .connections
-            .post_json_keyed("/graphql", body.into(), Some(token), idempotency_key.as_deref())
+            .post_json_keyed(
+                "/graphql",
+                body.into(),
+                Some(token),
+                idempotency_key.as_deref(),
+            )
             .await;
         self.done.fetch_add(1, Ordering::Relaxed);
         // The answer expected begins so (the claim's id follows); anything
@@ -1082,8 +1087,6 @@ struct Ceiling {
     claimers: Arc<Vec<(i64, String)>>,
     /// Claims answered (inside or outside a measurement window).
     done: Arc<AtomicU64>,
-    /// Send each claim with an `Idempotency-Key` of its own.
-    keyed: bool,
 }
 
 impl Ceiling {
