@@ -11,8 +11,9 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::idempotency_key;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, Set, sea_query::OnConflict,
+    ActiveModelTrait as _, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, Set, Statement,
+    sea_query::OnConflict,
 };
 
 use crate::error::ApiResult;
@@ -45,9 +46,41 @@ pub enum Begin {
     InFlight,
 }
 
+/// A transaction whose commit does not wait for its WAL flush on
+/// PostgreSQL (`synchronous_commit` off, as the relay does): a key's rows
+/// then cost no disk wait of their own. The insert is made durable by the
+/// mutation's own commit, which flushes the WAL before it; only the
+/// answer's update can be lost, and only when PostgreSQL itself crashes
+/// within a fraction of a second, and then the row stays `running` until
+/// [`RUNNING_LEASE`].
+async fn relaxed(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let txn = crate::db::begin_write(db).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT set_config('synchronous_commit', 'off', true)",
+        ))
+        .await?;
+    }
+    Ok(txn)
+}
+
 /// Take `key` for `caller`'s request whose body hashes to `body_hash`, or
 /// tell what became of it.
 pub async fn begin(
+    db: &DatabaseConnection,
+    caller: &str,
+    key: &str,
+    body_hash: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<Begin> {
+    let txn = relaxed(db).await?;
+    let begun = begin_in(&txn, caller, key, body_hash, now).await?;
+    txn.commit().await?;
+    Ok(begun)
+}
+
+async fn begin_in(
     db: &impl ConnectionTrait,
     caller: &str,
     key: &str,
@@ -124,7 +157,14 @@ pub async fn begin(
 }
 
 /// Keep the answer of the first attempt.
-pub async fn finish(db: &impl ConnectionTrait, id: i64, response: String) -> ApiResult<()> {
+pub async fn finish(db: &DatabaseConnection, id: i64, response: String) -> ApiResult<()> {
+    let txn = relaxed(db).await?;
+    finish_in(&txn, id, response).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn finish_in(db: &impl ConnectionTrait, id: i64, response: String) -> ApiResult<()> {
     idempotency_key::ActiveModel {
         id: Set(id),
         state: Set(DONE.to_owned()),
