@@ -90,10 +90,11 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Resolve a session token to its viewer: `UNAUTHENTICATED` for an unknown,
-/// expired or revoked token, or one of a disabled account (one answer, so tokens cannot be probed). Every
-/// authenticated request starts here: a session used in the last moments is
-/// taken from `sessions` (see [`session_cache`] for why that is safe), else
-/// the session and its account are read in one statement.
+/// expired or revoked token, or one of a disabled account (one answer, so
+/// tokens cannot be probed). Every authenticated request starts here: a
+/// session used in the last moments is taken from `sessions` (see
+/// [`session_cache`] for why that is safe), else the session and its
+/// account are read in one statement.
 pub async fn authenticate(
     db: &impl ConnectionTrait,
     sessions: &SessionCache,
