@@ -402,6 +402,9 @@ async fn an_activation_racing_a_transfer_acceptance_has_a_serial_outcome() {
             json!({"o": order, "e": new_owner_email}),
         )
         .await;
+        // This round's transfer email is written, so the newest one is it
+        // (not the previous round's).
+        app.wait_mail_drained().await;
         let token = app.transfer_token(&new_owner_email).await;
         let fingerprint = format!("device-{round}");
         let (activated, accepted) = tokio::join!(
