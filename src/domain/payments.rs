@@ -34,8 +34,6 @@ use crate::{
 pub const STRIPE: &str = "stripe";
 /// How far a signature's timestamp may be from now (Stripe's own default).
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
-/// Longest `refundOrder` reason, in characters.
-pub const REASON_MAX: usize = 500;
 /// Longest id (event, order reference, PaymentIntent) taken from an event.
 const ID_MAX: usize = 255;
 /// Most `v1` signatures looked at in one header (Stripe sends two while a
@@ -558,8 +556,8 @@ async fn charge_refunded(
     Ok(outcome)
 }
 
-/// Administrators: refund a paid order (`reason`: 1 to [`REASON_MAX`]
-/// characters, recorded in the `ORDER_REFUNDED` event). `CONFLICT` for an
+/// Administrators: refund a paid order (`reason`: as every support action's,
+/// [`super::support::reason`]; recorded in the `ORDER_REFUNDED` event). `CONFLICT` for an
 /// order not paid, or already refunded.
 pub async fn refund_order(
     ctx: &Ctx,
@@ -568,13 +566,8 @@ pub async fn refund_order(
     reason: &str,
 ) -> ApiResult<order::Model> {
     viewer.require_admin()?;
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > REASON_MAX {
-        return Err(AppError::validation(
-            "reason",
-            format!("a reason is 1 to {REASON_MAX} characters"),
-        ));
-    }
+    let reason = super::support::reason(reason)?;
+    let reason = reason.as_str();
     let now = ctx.clock.now();
     let txn = ctx.begin_write().await?;
     let order = orders::lock(&txn, order_id).await?;
