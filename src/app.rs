@@ -125,6 +125,9 @@ impl App {
             Some(url) => {
                 let redis = RedisBus::new(url, &config.redis_channel, hub.clone())?;
                 tasks.push(tokio::spawn(redis.clone().run_subscriber(hub.clone())));
+                // Reads what other instances announce, once for all of this
+                // instance's subscriptions.
+                tasks.push(tokio::spawn(hub.clone().run_reader(db.clone())));
                 Bus::Redis(redis)
             }
             None => Bus::Local(hub.clone()),

@@ -2,7 +2,7 @@
 //! `REDIS_URL`, through one Redis pub/sub channel with it.
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -11,10 +11,7 @@ use std::{
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
-use super::{
-    cursor::Cursor,
-    hub::{BusMessage, Hub},
-};
+use super::hub::{BusMessage, Hub};
 
 #[derive(Clone)]
 pub enum Bus {
@@ -38,9 +35,6 @@ pub struct RedisBus {
 
 #[derive(Default)]
 struct Shared {
-    /// Newest cursor handed to `local` directly while Redis was failing, so
-    /// a batch retried many times is not handed over many times.
-    local_through: Mutex<Cursor>,
     /// True while this instance's subscriber is subscribed: set by its run
     /// loop once subscribed, cleared as soon as the subscription is lost.
     /// Messages published meanwhile do not reach this instance's live
@@ -74,16 +68,25 @@ impl Bus {
     pub async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
         match self {
             Bus::Local(hub) => {
-                hub.dispatch(message);
+                hub.deliver(message);
                 Ok(())
             }
-            Bus::Redis(redis) => match redis.publish(&message).await {
-                Ok(()) => Ok(()),
-                Err(error) => {
-                    redis.dispatch_locally(message);
-                    Err(error)
+            Bus::Redis(redis) => {
+                if let BusMessage::Events { .. } = &message {
+                    // This instance's subscriptions get the relay's rows at
+                    // once; the copy Redis brings back is then known here
+                    // and not read again. Published again after a failure,
+                    // the batch is not handed over twice.
+                    redis.local.deliver(message.clone());
                 }
-            },
+                match redis.publish(&message).await {
+                    Ok(()) => Ok(()),
+                    Err(error) => {
+                        redis.revoke_locally(message);
+                        Err(error)
+                    }
+                }
+            }
         }
     }
 
@@ -117,28 +120,13 @@ impl RedisBus {
         })
     }
 
-    /// Redis did not take `message`: hand it to this instance's own
-    /// subscriptions now (the relay will publish the events again for the
-    /// other instances; a sign-out reaches them through their resync, which
-    /// re-checks the session).
-    fn dispatch_locally(&self, message: BusMessage) {
-        let message = match message {
-            BusMessage::Events { prev, mut events } => {
-                let mut through = self
-                    .shared
-                    .local_through
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                events.retain(|e| e.cursor() > *through);
-                let Some(last) = events.last() else { return };
-                *through = last.cursor();
-                drop(through);
-                BusMessage::Events { prev, events }
-            }
-            revoked @ (BusMessage::SessionRevoked { .. }
-            | BusMessage::AccountSessionsRevoked { .. }) => revoked,
-        };
-        self.local.dispatch(message);
+    /// Redis did not take `message`: a sign-out still reaches this
+    /// instance's own subscriptions now (the others get it through their
+    /// resync, which re-checks the session).
+    fn revoke_locally(&self, message: BusMessage) {
+        if !matches!(message, BusMessage::Events { .. }) {
+            self.local.deliver(message);
+        }
     }
 
     async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
@@ -243,7 +231,7 @@ impl RedisBus {
                         }
                     };
                     match serde_json::from_str::<BusMessage>(&payload) {
-                        Ok(message) => hub.dispatch(message),
+                        Ok(message) => hub.receive(message),
                         Err(error) => tracing::warn!(%error, "event bus: bad message"),
                     }
                 }

@@ -1,11 +1,22 @@
 //! Per-process registry of live subscriptions, keyed by account: a published
-//! event wakes only the subscriptions of its recipients.
+//! batch of events wakes only the subscriptions of its recipients, and every
+//! one of them reads the same batch, read once per instance.
+//!
+//! Batches come two ways. This process's own relay hands its batches over
+//! directly ([`Hub::deliver`]): they are rows it just read from the
+//! database. What arrives from other instances through Redis
+//! ([`Hub::receive`]) is only an announcement: the hub's reader
+//! ([`Hub::run_reader`]) reads the announced range from the database once,
+//! whatever the number of local subscribers, so a message forged on the bus
+//! cannot put words in a subscription's mouth, nor make it skip real events.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio::sync::broadcast;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, broadcast};
 
 use super::{LiveEvent, cursor::Cursor};
 use crate::metrics::Metrics;
@@ -35,20 +46,45 @@ impl Default for Hooks {
 
 /// How many undelivered signals one account's subscriptions may fall behind
 /// before they are told they lagged (and catch up from the database). Kept
-/// small: the buffer is allocated per connected account (about 35 bytes a
+/// small: the buffer is allocated per connected account (a few bytes a
 /// slot), and a subscription that lags loses nothing, it re-reads.
 const PER_ACCOUNT_BUFFER: usize = 16;
+
+/// Most events the reader reads in one statement; a longer announced range
+/// is read in several batches.
+const READ_LIMIT: u64 = 1000;
+
+/// Wait before the reader tries a failed read again (the announcement is
+/// kept, so nothing is lost).
+const READ_RETRY: Duration = Duration::from_millis(200);
+
+/// Every event committed in `(from, to]`, in delivery order, each with its
+/// recipients (sorted). A subscription whose events are complete up to
+/// `from` takes its own from `events` and is then complete up to `to`.
+#[derive(Debug)]
+pub struct Batch {
+    pub from: Cursor,
+    pub to: Cursor,
+    pub events: Vec<LiveEvent>,
+}
+
+impl Batch {
+    /// The events of `batch` that `account_id` receives.
+    pub fn for_account(&self, account_id: i64) -> impl Iterator<Item = &LiveEvent> {
+        self.events
+            .iter()
+            .filter(move |e| e.recipients.binary_search(&account_id).is_ok())
+    }
+}
 
 /// What a subscription is told.
 #[derive(Debug, Clone)]
 pub enum Signal {
-    /// Events for this account were committed. A hint only: what a
-    /// subscription delivers, and how far its cursor moves, it reads from
-    /// the database, so a message forged on the bus cannot put words in
-    /// its mouth or skip real events.
-    Events,
-    /// Events may have been missed (bus reconnected, gap in the relay's
-    /// sequence): read the database after your cursor.
+    /// Events for this account were committed: here they are, as read from
+    /// the database, with the range they cover.
+    Events(Arc<Batch>),
+    /// Events may have been missed (the bus reconnected): read the database
+    /// after your cursor.
     Resync,
     /// This session (`None`: maybe any of the account's sessions) was
     /// revoked: check it, and end the stream if so.
@@ -56,7 +92,7 @@ pub enum Signal {
 }
 
 /// A batch published by the relay. `prev` is the cursor published just
-/// before it, so a hub that did not see `prev` knows it missed something.
+/// before it: the batch holds every event after `prev` up to its last.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BusMessage {
@@ -78,6 +114,8 @@ pub enum BusMessage {
 #[derive(Clone, Default)]
 pub struct Hub {
     inner: Arc<Mutex<HubState>>,
+    /// Wakes the reader when an announcement waits.
+    announced: Arc<Notify>,
     metrics: Metrics,
     hooks: Hooks,
 }
@@ -85,23 +123,43 @@ pub struct Hub {
 #[derive(Default)]
 struct HubState {
     accounts: HashMap<i64, broadcast::Sender<Signal>>,
-    /// Last cursor this process received, to detect a gap.
-    last: Option<Cursor>,
+    /// Every event up to here was handed to this process's subscriptions,
+    /// in batches each starting where the one before ended. `None` when that
+    /// chain is broken (at start, or after events were let pass unread):
+    /// subscriptions then catch up from the database on the next batch.
+    position: Option<Cursor>,
+    /// An announced range still to read.
+    unread: Option<Unread>,
+    /// The reader is reading; announcements meanwhile extend `unread`.
+    reading: bool,
+}
+
+/// Announced events not read yet: up to `newest`, from the hub's position
+/// or, when it has none, from `start`.
+#[derive(Clone, Copy)]
+struct Unread {
+    start: Cursor,
+    newest: Cursor,
 }
 
 impl Hub {
     pub fn new(metrics: Metrics, hooks: Hooks) -> Self {
         Hub {
             inner: Default::default(),
+            announced: Default::default(),
             metrics,
             hooks,
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Register a subscription of `account_id`; signals published from now on
     /// reach it. Dropping the registration unregisters it.
     pub fn subscribe(&self, account_id: i64) -> Registration {
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
         let rx = state
             .accounts
             .entry(account_id)
@@ -114,60 +172,178 @@ impl Hub {
         }
     }
 
-    /// Hand a bus message to the subscriptions it concerns.
-    pub fn dispatch(&self, message: BusMessage) {
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match message {
-            BusMessage::Events { prev, events } => {
-                (self.hooks.changes)();
-                let gap = state.last.is_some_and(|last| prev > last);
-                if let Some(newest) = events.last() {
-                    state.last = Some(state.last.unwrap_or_default().max(newest.cursor()));
-                }
-                if gap {
-                    tracing::info!(
-                        %prev,
-                        "event hub: gap in the relay sequence, subscribers resync"
-                    );
-                    Self::broadcast(&mut state, Signal::Resync);
-                }
-                let mut per_account: HashMap<i64, u64> = HashMap::new();
-                for event in &events {
-                    for account_id in &event.recipients {
-                        *per_account.entry(*account_id).or_default() += 1;
-                    }
-                }
-                for (account_id, count) in per_account {
-                    if let Some(sender) = state.accounts.get(&account_id) {
-                        let delivered = sender.send(Signal::Events).unwrap_or(0);
-                        if delivered == 0 {
-                            state.accounts.remove(&account_id);
-                        } else {
-                            self.metrics.events_delivered(delivered as u64 * count);
-                        }
-                    }
-                }
-            }
+    /// Where the chain of batches stands: a subscription that reads the
+    /// database *after* asking is complete up to here, and takes the
+    /// batches that start here.
+    pub fn position(&self) -> Option<Cursor> {
+        self.state().position
+    }
+
+    /// A message of this process's own relay (or of this process): its
+    /// events are rows just read from the database, handed on as they are.
+    pub fn deliver(&self, message: BusMessage) {
+        let BusMessage::Events { prev, mut events } = message else {
+            return self.revoked(message);
+        };
+        (self.hooks.changes)();
+        let Some(last) = events.last().map(LiveEvent::cursor) else {
+            return;
+        };
+        let mut state = self.state();
+        if state.position.is_some_and(|position| last <= position) {
+            return; // Handed over already (a batch the relay published again).
+        }
+        for event in &mut events {
+            event.recipients.sort_unstable();
+        }
+        state.position = Some(last);
+        let batch = Batch {
+            from: prev,
+            to: last,
+            events,
+        };
+        self.hand_over(&mut state, batch);
+    }
+
+    /// A message from the bus (another instance, or this one through
+    /// Redis). Events are only announced: the reader reads them from the
+    /// database, unless none of their recipients is subscribed here.
+    pub fn receive(&self, message: BusMessage) {
+        let BusMessage::Events { prev, events } = message else {
+            return self.revoked(message);
+        };
+        (self.hooks.changes)();
+        let Some(newest) = events.iter().map(LiveEvent::cursor).max() else {
+            return;
+        };
+        let mut state = self.state();
+        if state.position.is_some_and(|position| newest <= position) {
+            return;
+        }
+        let wanted = state.reading
+            || state.unread.is_some()
+            || events
+                .iter()
+                .flat_map(|e| &e.recipients)
+                .any(|account_id| state.accounts.contains_key(account_id));
+        if !wanted {
+            // Nobody here receives these: skip the read, and with it the
+            // chain. The next batch's recipients catch up from the database.
+            state.position = None;
+            return;
+        }
+        let unread = state.unread.get_or_insert(Unread {
+            start: prev,
+            newest,
+        });
+        unread.newest = unread.newest.max(newest);
+        drop(state);
+        self.announced.notify_one();
+    }
+
+    fn revoked(&self, message: BusMessage) {
+        // Before the streams hear of it: once a stream has ended, no request
+        // on this instance is let in with that session.
+        (self.hooks.sign_outs)();
+        let (account_id, session_id) = match message {
             BusMessage::SessionRevoked {
                 account_id,
                 session_id,
-            } => {
-                // Before the streams hear of it: once a stream has ended,
-                // no request on this instance is let in with that session.
-                (self.hooks.sign_outs)();
-                if let Some(sender) = state.accounts.get(&account_id) {
-                    let _ = sender.send(Signal::SessionRevoked {
-                        session_id: Some(session_id),
-                    });
-                }
-            }
-            BusMessage::AccountSessionsRevoked { account_id } => {
-                (self.hooks.sign_outs)();
-                if let Some(sender) = state.accounts.get(&account_id) {
-                    let _ = sender.send(Signal::SessionRevoked { session_id: None });
+            } => (account_id, Some(session_id)),
+            BusMessage::AccountSessionsRevoked { account_id } => (account_id, None),
+            BusMessage::Events { .. } => return,
+        };
+        if let Some(sender) = self.state().accounts.get(&account_id) {
+            let _ = sender.send(Signal::SessionRevoked { session_id });
+        }
+    }
+
+    /// Read what [`Hub::receive`] announced, once per wake, and hand it to
+    /// the subscriptions. Runs as long as the process.
+    pub async fn run_reader(self, db: DatabaseConnection) {
+        loop {
+            self.announced.notified().await;
+            while let Some((from, newest, position)) = self.take_unread() {
+                let read = super::read_range(&db, from, newest, READ_LIMIT).await;
+                if let Err(error) = self.hand_over_read(from, newest, position, read) {
+                    tracing::warn!(%error, "event hub: reading announced events failed, will retry");
+                    tokio::time::sleep(READ_RETRY).await;
                 }
             }
         }
+    }
+
+    /// Hand over what the reader read of `(from, newest]`, which it began
+    /// at `position`; a failed read is announced again.
+    fn hand_over_read(
+        &self,
+        from: Cursor,
+        newest: Cursor,
+        position: Option<Cursor>,
+        read: Result<Vec<LiveEvent>, sea_orm::DbErr>,
+    ) -> Result<(), sea_orm::DbErr> {
+        let mut state = self.state();
+        state.reading = false;
+        let again = |state: &mut HubState, start: Cursor| {
+            let unread = state.unread.get_or_insert(Unread { start, newest });
+            unread.newest = unread.newest.max(newest);
+        };
+        let events = match read {
+            Ok(events) => events,
+            Err(error) => {
+                again(&mut state, from);
+                return Err(error);
+            }
+        };
+        let Some(last) = events.last().map(LiveEvent::cursor) else {
+            return Ok(());
+        };
+        if events.len() as u64 == READ_LIMIT {
+            // More in the range: read on from here.
+            again(&mut state, last);
+        }
+        // The chain goes on from `last` only if nothing else moved it while
+        // this read was under way.
+        state.position = (state.position == position).then_some(last);
+        let batch = Batch {
+            from,
+            to: last,
+            events,
+        };
+        self.hand_over(&mut state, batch);
+        Ok(())
+    }
+
+    /// The next range to read, and the position it starts from.
+    fn take_unread(&self) -> Option<(Cursor, Cursor, Option<Cursor>)> {
+        let mut state = self.state();
+        let unread = state.unread.take()?;
+        let from = state.position.unwrap_or(unread.start);
+        state.reading = true;
+        Some((from, unread.newest, state.position))
+    }
+
+    /// Signal `batch` to the subscriptions of its recipients.
+    fn hand_over(&self, state: &mut HubState, batch: Batch) {
+        let mut per_account: HashMap<i64, u64> = HashMap::new();
+        for event in &batch.events {
+            for account_id in &event.recipients {
+                *per_account.entry(*account_id).or_default() += 1;
+            }
+        }
+        let batch = Arc::new(batch);
+        let mut gone = HashSet::new();
+        for (account_id, count) in per_account {
+            if let Some(sender) = state.accounts.get(&account_id) {
+                let delivered = sender.send(Signal::Events(batch.clone())).unwrap_or(0);
+                if delivered == 0 {
+                    gone.insert(account_id);
+                } else {
+                    self.metrics.events_delivered(delivered as u64 * count);
+                }
+            }
+        }
+        state.accounts.retain(|id, _| !gone.contains(id));
     }
 
     /// Tell every subscription to catch up from the database, and forget
@@ -176,17 +352,12 @@ impl Hub {
     pub fn resync_all(&self) {
         // A sign-out may have been among the lost messages.
         (self.hooks.sign_outs)();
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        // Everything up to now is re-read from the database: the next batch
-        // starts a new chain rather than reporting the outage as a gap.
-        state.last = None;
-        Self::broadcast(&mut state, Signal::Resync);
-    }
-
-    fn broadcast(state: &mut HubState, signal: Signal) {
+        let mut state = self.state();
+        // Everything up to now is re-read by the subscriptions themselves.
+        state.position = None;
         state
             .accounts
-            .retain(|_, sender| sender.send(signal.clone()).is_ok());
+            .retain(|_, sender| sender.send(Signal::Resync).is_ok());
     }
 }
 
@@ -203,12 +374,17 @@ impl Registration {
     pub async fn recv(&mut self) -> Result<Signal, broadcast::error::RecvError> {
         self.rx.recv().await
     }
+
+    /// [`Hub::position`].
+    pub fn position(&self) -> Option<Cursor> {
+        self.hub.position()
+    }
 }
 
 impl Drop for Registration {
     /// Forget the account's channel (and its buffer) with its last subscription.
     fn drop(&mut self) {
-        let mut state = self.hub.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.hub.state();
         // `self.rx` is still alive here: one receiver left means only us.
         if state
             .accounts
@@ -244,7 +420,7 @@ mod tests {
         let (changes, forgotten_changes) = counting();
         let hub = Hub::new(Metrics::default(), Hooks { changes, sign_outs });
 
-        hub.dispatch(BusMessage::SessionRevoked {
+        hub.receive(BusMessage::SessionRevoked {
             account_id: 99,
             session_id: 99,
         });
@@ -260,10 +436,118 @@ mod tests {
             "after a resync"
         );
         assert_eq!(forgotten_changes.load(Ordering::SeqCst), 0);
-        hub.dispatch(BusMessage::Events {
+        hub.receive(BusMessage::Events {
             prev: Cursor::default(),
             events: Vec::new(),
         });
         assert_eq!(forgotten_changes.load(Ordering::SeqCst), 1, "after events");
+        hub.deliver(BusMessage::Events {
+            prev: Cursor::default(),
+            events: Vec::new(),
+        });
+        assert_eq!(forgotten_changes.load(Ordering::SeqCst), 2, "after events");
+    }
+
+    fn event(id: i64, recipients: &[i64]) -> LiveEvent {
+        LiveEvent {
+            tx: 0,
+            id,
+            kind: super::super::EventKind::LicenseAssigned,
+            actor_id: None,
+            order_id: None,
+            license_id: None,
+            claim_id: None,
+            request_id: None,
+            transfer_id: None,
+            changes: String::new(),
+            occurred_at: chrono::Utc::now(),
+            recipients: recipients.to_vec(),
+        }
+    }
+
+    fn at(id: i64) -> Cursor {
+        Cursor { tx: 0, id }
+    }
+
+    /// The relay's own batches chain: each is handed once, with the range
+    /// it covers, to the recipients' subscriptions only, and one published
+    /// again changes nothing.
+    #[tokio::test]
+    async fn delivered_batches_chain_and_reach_only_recipients() {
+        let hub = Hub::new(Metrics::default(), Hooks::default());
+        let mut seven = hub.subscribe(7);
+        let mut eight = hub.subscribe(8);
+        assert_eq!(hub.position(), None);
+
+        let first = BusMessage::Events {
+            prev: at(0),
+            events: vec![event(1, &[9, 7]), event(2, &[9])],
+        };
+        hub.deliver(first.clone());
+        hub.deliver(first);
+        hub.deliver(BusMessage::Events {
+            prev: at(2),
+            events: vec![event(3, &[7, 8])],
+        });
+        assert_eq!(hub.position(), Some(at(3)));
+
+        let Ok(Signal::Events(batch)) = seven.recv().await else {
+            panic!("seven hears of the first batch")
+        };
+        assert_eq!((batch.from, batch.to), (at(0), at(2)));
+        let mine: Vec<i64> = batch.for_account(7).map(|e| e.id).collect();
+        assert_eq!(mine, [1]);
+        let Ok(Signal::Events(batch)) = seven.recv().await else {
+            panic!("seven hears of the second batch")
+        };
+        assert_eq!((batch.from, batch.to), (at(2), at(3)));
+        assert!(seven.rx.is_empty(), "the batch published twice came once");
+
+        let Ok(Signal::Events(batch)) = eight.recv().await else {
+            panic!("eight hears of the second batch")
+        };
+        assert_eq!(batch.for_account(8).count(), 1);
+        assert!(eight.rx.is_empty(), "eight was no recipient of the first");
+    }
+
+    /// An announcement from the bus whose recipients are not subscribed
+    /// here is not read, and breaks the chain (so subscriptions catch up
+    /// from the database rather than trust a range nobody read); one for a
+    /// subscriber here waits for the reader, from the hub's position.
+    #[test]
+    fn announcements_for_nobody_here_break_the_chain() {
+        let hub = Hub::new(Metrics::default(), Hooks::default());
+        let _seven = hub.subscribe(7);
+        hub.deliver(BusMessage::Events {
+            prev: at(0),
+            events: vec![event(1, &[7])],
+        });
+        assert_eq!(hub.position(), Some(at(1)));
+
+        hub.receive(BusMessage::Events {
+            prev: at(0),
+            events: vec![event(1, &[7])],
+        });
+        assert!(hub.take_unread().is_none(), "already handed over");
+
+        hub.receive(BusMessage::Events {
+            prev: at(1),
+            events: vec![event(2, &[5])],
+        });
+        assert_eq!(hub.position(), None, "nobody here receives event 2");
+
+        hub.receive(BusMessage::Events {
+            prev: at(2),
+            events: vec![event(3, &[7])],
+        });
+        hub.receive(BusMessage::Events {
+            prev: at(3),
+            events: vec![event(4, &[5])],
+        });
+        assert_eq!(
+            hub.take_unread(),
+            Some((at(2), at(4), None)),
+            "one read, from the first unread announcement to the newest"
+        );
     }
 }

@@ -9,10 +9,15 @@ pub mod relay;
 pub mod stream;
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
 use entity::{event, event_recipient};
 use sea_orm::{
-    ActiveEnum, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseBackend, EntityTrait,
-    FromQueryResult, Statement,
+    ActiveEnum, ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QuerySelect, Statement,
+    sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
 
@@ -211,6 +216,15 @@ impl LiveEvent {
         }
     }
 
+    /// A copy for one subscriber, who needs not know who else received it.
+    pub fn without_recipients(&self) -> Self {
+        LiveEvent {
+            changes: self.changes.clone(),
+            recipients: Vec::new(),
+            ..*self
+        }
+    }
+
     /// Its place in the delivery order, and a subscriber's cursor.
     pub fn cursor(&self) -> cursor::Cursor {
         cursor::Cursor {
@@ -218,4 +232,51 @@ impl LiveEvent {
             id: self.id,
         }
     }
+}
+
+/// `rows` as live events, each with its recipients (sorted): one statement
+/// for all of them.
+pub async fn with_recipients(
+    conn: &impl ConnectionTrait,
+    rows: Vec<event::Model>,
+) -> Result<Vec<LiveEvent>, DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut recipients: HashMap<i64, Vec<i64>> = HashMap::new();
+    for r in event_recipient::Entity::find()
+        .filter(event_recipient::Column::EventId.is_in(ids))
+        .all(conn)
+        .await?
+    {
+        recipients.entry(r.event_id).or_default().push(r.account_id);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut to = recipients.remove(&row.id).unwrap_or_default();
+            to.sort_unstable();
+            LiveEvent::from_row(row, to)
+        })
+        .collect())
+}
+
+/// Every deliverable event in `(from, to]`, in delivery order, with its
+/// recipients: at most `limit`, the first ones.
+pub async fn read_range(
+    conn: &impl ConnectionTrait,
+    from: cursor::Cursor,
+    to: cursor::Cursor,
+    limit: u64,
+) -> Result<Vec<LiveEvent>, DbErr> {
+    let rows = cursor::deliverable_after(event::Entity::find(), from, conn.get_database_backend())
+        .filter(
+            Expr::tuple([Expr::col(event::Column::Tx), Expr::col(event::Column::Id)])
+                .lte(Expr::tuple([to.tx.into(), to.id.into()])),
+        )
+        .limit(limit)
+        .all(conn)
+        .await?;
+    with_recipients(conn, rows).await
 }

@@ -7,18 +7,17 @@
 //! would stop every writer while Redis is slow), and the cursor only moves
 //! once the bus took the batch: while Redis is down, mutations go on and the
 //! backlog waits in the table.
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use entity::{event, event_recipient};
+use entity::event;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, Statement, TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QuerySelect, Statement,
+    TransactionTrait,
 };
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    LiveEvent,
     bus::{Bus, BusError},
     cursor::{self, Cursor},
     hub::BusMessage,
@@ -188,27 +187,12 @@ impl Relay {
         let Some(last) = rows.last().map(|r| Cursor { tx: r.tx, id: r.id }) else {
             return Ok(Step { published: 0, held });
         };
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let mut recipients: HashMap<i64, Vec<i64>> = HashMap::new();
-        for r in event_recipient::Entity::find()
-            .filter(event_recipient::Column::EventId.is_in(ids))
-            .all(conn)
-            .await?
-        {
-            recipients.entry(r.event_id).or_default().push(r.account_id);
-        }
         let count = rows.len();
         let lag = rows
             .first()
             .map(|r| (Utc::now() - r.occurred_at).num_milliseconds())
             .unwrap_or(0);
-        let events: Vec<LiveEvent> = rows
-            .into_iter()
-            .map(|row| {
-                let to = recipients.remove(&row.id).unwrap_or_default();
-                LiveEvent::from_row(row, to)
-            })
-            .collect();
+        let events = super::with_recipients(conn, rows).await?;
         self.bus
             .publish(BusMessage::Events { prev, events })
             .await?;

@@ -1,11 +1,14 @@
 //! One subscriber's stream: replay from the database after its cursor, then
-//! read again each time the hub signals new events, with no gap and no
-//! duplicate. The hub registration happens *before* the first read, and
+//! take its events from the batches the hub hands every subscription of the
+//! instance (read once from the database for all of them), with no gap and
+//! no duplicate. The hub registration happens *before* the first read, and
 //! every event carries its cursor (cursors only grow; anything at or below
-//! the cursor is dropped). Signals are hints: events and the cursor always
-//! come from the database, and the session is read again at most every
-//! [`SESSION_RECHECK`] while events flow, so a sign-out whose announcement
-//! was lost (the bus down) ends the stream a few seconds late at worst.
+//! the cursor is dropped). A batch covers a range of the event order; the
+//! stream takes it only when it starts where the stream is known complete
+//! (`through`), and otherwise reads the database itself. The session is read
+//! again at most every [`SESSION_RECHECK`] while events flow, so a sign-out
+//! whose announcement was lost (the bus down) ends the stream a few seconds
+//! late at worst.
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +23,7 @@ use tokio::sync::{broadcast::error::RecvError, watch};
 use super::{
     LiveEvent,
     cursor::{self, Cursor},
-    hub::{Hub, Registration, Signal},
+    hub::{Batch, Hub, Registration, Signal},
 };
 use crate::{clock::Clock, error::AppError, metrics::Metrics};
 
@@ -103,6 +106,7 @@ pub fn subscribe(
         clock,
         subscriber,
         cursor: after,
+        through: None,
         pending: VecDeque::new(),
         needs_replay: true,
         // The connection may have been authenticated long before this
@@ -127,6 +131,10 @@ struct State {
     subscriber: Subscriber,
     /// The last event delivered.
     cursor: Cursor,
+    /// Every event of the subscriber up to here is delivered or pending:
+    /// the hub's position when the stream last read the database, moved on
+    /// by each batch taken since. `None`: unknown (read the database).
+    through: Option<Cursor>,
     pending: VecDeque<LiveEvent>,
     needs_replay: bool,
     /// Messages may have been lost (a sign-out among them): ask the database
@@ -177,6 +185,9 @@ impl State {
                 continue;
             }
             if self.needs_replay {
+                // Asked before reading: the batches handed over since start
+                // here, and the read covers every one handed over before.
+                self.through = self.rx.position();
                 let replay = for_account(
                     &self.db,
                     self.subscriber.account_id,
@@ -197,8 +208,8 @@ impl State {
                 .unwrap_or_default();
             tokio::select! {
                 signal = self.rx.recv() => match signal {
-                    Ok(Signal::Events) => {
-                        self.needs_replay = true;
+                    Ok(Signal::Events(batch)) => {
+                        self.take(&batch);
                         let checked = self.clock.now() - self.session_checked_at;
                         if checked.to_std().unwrap_or_default() >= SESSION_RECHECK {
                             self.check_session = true;
@@ -221,6 +232,27 @@ impl State {
                 _ = clock_moved(&mut self.clock_moves) => {}
             }
         }
+    }
+
+    /// The subscriber's events of `batch`, if it continues where the
+    /// stream is complete; else read the database.
+    fn take(&mut self, batch: &Batch) {
+        if self.through.is_some_and(|through| batch.to <= through) {
+            return; // Covered by the last read of the database.
+        }
+        if self.through != Some(batch.from) {
+            self.needs_replay = true;
+            return;
+        }
+        let account_id = self.subscriber.account_id;
+        let cursor = self.cursor;
+        self.pending.extend(
+            batch
+                .for_account(account_id)
+                .filter(|event| event.cursor() > cursor)
+                .map(LiveEvent::without_recipients),
+        );
+        self.through = Some(batch.to);
     }
 
     fn end(&mut self, error: AppError) -> Option<Result<LiveEvent, AppError>> {
@@ -253,7 +285,13 @@ async fn session_holds(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
 
     use entity::account;
     use futures_util::StreamExt;
@@ -272,13 +310,20 @@ mod tests {
         relay: Relay,
         account_id: i64,
         session_id: i64,
+        /// SQL statements run through `db` and its clones.
+        statements: Arc<AtomicUsize>,
     }
 
     impl Fixture {
         async fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-            let db = crate::db::connect(&url).await.unwrap();
+            let mut db = crate::db::connect(&url).await.unwrap();
+            let statements = Arc::new(AtomicUsize::new(0));
+            let counter = statements.clone();
+            db.set_metric_callback(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
             let clock = Clock::default();
             let account = account::ActiveModel {
                 email: Set("lag@example.com".into()),
@@ -322,6 +367,7 @@ mod tests {
                 relay,
                 account_id: account.id,
                 session_id: session.id,
+                statements,
             }
         }
 
@@ -394,6 +440,7 @@ mod tests {
     #[tokio::test]
     async fn forged_bus_messages_deliver_nothing_and_skip_nothing() {
         let fixture = Fixture::new().await;
+        tokio::spawn(fixture.hub.clone().run_reader(fixture.db.clone()));
         let mut stream = Box::pin(fixture.subscribe());
         fixture.write(1).await;
         assert_eq!(
@@ -407,15 +454,14 @@ mod tests {
         forged.tx = i64::MAX / 2;
         forged.id = i64::MAX / 2;
         forged.kind = EventKind::OrderPaid;
+        forged.recipients = vec![fixture.account_id];
+        fixture.hub.receive(crate::events::hub::BusMessage::Events {
+            prev: Cursor { tx: 0, id: 1 },
+            events: vec![forged],
+        });
         fixture
             .hub
-            .dispatch(crate::events::hub::BusMessage::Events {
-                prev: Cursor { tx: 0, id: 1 },
-                events: vec![forged],
-            });
-        fixture
-            .hub
-            .dispatch(crate::events::hub::BusMessage::SessionRevoked {
+            .receive(crate::events::hub::BusMessage::SessionRevoked {
                 account_id: fixture.account_id,
                 session_id: fixture.session_id,
             });
@@ -423,6 +469,59 @@ mod tests {
         let real = next_within(&mut stream).await.unwrap().unwrap();
         assert_eq!(real.cursor(), Cursor { tx: 0, id: 2 });
         assert_eq!(real.kind, EventKind::LicenseAssigned);
+    }
+
+    /// Events announced by another instance are read from the database
+    /// once, by the hub's reader, for every subscription of the instance:
+    /// the subscriptions themselves read nothing.
+    #[tokio::test]
+    async fn announced_events_are_read_once_for_every_subscription() {
+        let fixture = Fixture::new().await;
+        tokio::spawn(fixture.hub.clone().run_reader(fixture.db.clone()));
+        let mut streams: Vec<_> = (0..5).map(|_| Box::pin(fixture.subscribe())).collect();
+        fixture.write(1).await;
+        for stream in &mut streams {
+            assert_eq!(
+                next_within(stream).await.unwrap().unwrap().cursor(),
+                Cursor { tx: 0, id: 1 }
+            );
+        }
+
+        // Three events committed by "another instance": written without
+        // this instance's relay, announced as the bus would.
+        let txn = fixture.db.begin().await.unwrap();
+        for _ in 0..3 {
+            let mut event = NewEvent::new(EventKind::LicenseAssigned, None);
+            event.recipients = vec![fixture.account_id];
+            record(&txn, fixture.clock.now(), event).await.unwrap();
+        }
+        txn.commit().await.unwrap();
+        let announced = crate::events::read_range(
+            &fixture.db,
+            Cursor { tx: 0, id: 1 },
+            Cursor { tx: 0, id: 4 },
+            10,
+        )
+        .await
+        .unwrap();
+        fixture.statements.store(0, Ordering::SeqCst);
+        fixture.hub.receive(crate::events::hub::BusMessage::Events {
+            prev: Cursor { tx: 0, id: 1 },
+            events: announced,
+        });
+        for stream in &mut streams {
+            for id in 2..=4 {
+                assert_eq!(
+                    next_within(stream).await.unwrap().unwrap().cursor(),
+                    Cursor { tx: 0, id }
+                );
+            }
+        }
+        assert_eq!(
+            fixture.statements.load(Ordering::SeqCst),
+            2,
+            "the events and their recipients, once for the five subscriptions"
+        );
     }
 
     /// A sign-out whose announcement never arrived (the bus was down) ends
