@@ -1871,7 +1871,7 @@ fn read_goal(report: &mut Report, name: &str, load: &PageLoad) {
 }
 
 /// The server's resident memory in bytes (`VmRSS`), or 0 where `/proc` has none.
-fn resident_bytes(pid: Option<u32>) -> u64 {
+pub fn resident_bytes(pid: Option<u32>) -> u64 {
     let Some(pid) = pid else { return 0 };
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
