@@ -2,7 +2,7 @@
 //! as JSON under `bench/results/`).
 //!
 //! Rows measured elsewhere join the same table: event delivery is measured
-//! by `benches/events.rs` (`just bench-events`), which writes
+//! by `benches/events/` (`just bench-events`), which writes
 //! `bench/results/events.json`; [`external_rows`] turns its latency and
 //! memory figures into rows here, or one row saying they were not measured
 //! (or could not be read). `validateLicense` is measured here, by
@@ -76,7 +76,7 @@ fn results_dir() -> PathBuf {
 }
 
 /// The event-delivery rows, from the last `just bench-events`
-/// (`bench/results/events.json`, written by `benches/events.rs`).
+/// (`bench/results/events.json`, written by `benches/events/`).
 pub fn external_rows() -> Vec<Row> {
     let path = results_dir().join("events.json");
     let unavailable = |why: String| {
@@ -91,6 +91,8 @@ pub fn external_rows() -> Vec<Row> {
     struct Events {
         date: String,
         latency: Vec<Latency>,
+        /// Absent when only other scenarios than `idle` were run.
+        #[serde(default)]
         memory: Vec<Memory>,
     }
     #[derive(Deserialize)]
@@ -100,6 +102,8 @@ pub fn external_rows() -> Vec<Row> {
         idle_subscribers: u64,
         p50_ms: f64,
         p99_ms: f64,
+        /// The row's own run (rows of a scenario run alone); else `date`.
+        date: Option<String>,
     }
     #[derive(Deserialize)]
     struct Memory {
@@ -134,6 +138,11 @@ pub fn external_rows() -> Vec<Row> {
             );
             row.p50_ms = Some(l.p50_ms);
             row.p99_ms = Some(l.p99_ms);
+            let date = l
+                .date
+                .as_deref()
+                .map(|d| d.get(..10).unwrap_or(d))
+                .unwrap_or(&date);
             row.note(format!(
                 "mutation sent → event received, run of {date}{}",
                 if l.instances == 1 {
