@@ -165,6 +165,9 @@ fn options() -> Options {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a crypto provider (the server's choice):
+    // install ring's, as the server does, before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
