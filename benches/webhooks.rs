@@ -215,6 +215,8 @@ async fn run(
         .env("MAIL_DIR", dir.join("mail"))
         .env("RUST_LOG", "warn")
         .env("WEBHOOK_ALLOW_PRIVATE", "true")
+        // PostgreSQL requires a signing key; any will do here.
+        .env("LICENSE_SIGNING_KEY", signing_key_in(dir)?)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -249,4 +251,11 @@ async fn run(
         duplicates += ids.len() - sorted.len();
     }
     Ok((rate, wall, out_of_order, duplicates))
+}
+
+/// A new license signing key in `dir` (PostgreSQL requires one).
+fn signing_key_in(dir: &std::path::Path) -> Result<std::path::PathBuf, Error> {
+    let path = dir.join("license-signing.pem");
+    std::fs::write(&path, keyledger::signing::generate_pem()?)?;
+    Ok(path)
 }
