@@ -326,7 +326,16 @@ async fn a_delivery_pending_when_keyledger_stops_goes_out_after_restart() {
     let second = TestApp::spawn_with(hooks_options(Some(db))).await;
     let got = receiver.wait_for(2).await;
     assert_eq!(got[0].id, got[1].id);
-    let log = deliveries(&second, &admin).await;
+    // The result is written once the receiver has answered: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = deliveries(&second, &admin).await;
+        if log[0]["status"] != "PENDING" {
+            break log;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(log[0]["status"], "SUCCEEDED");
     assert_eq!(log[0]["attempt"], 2);
 }
@@ -477,9 +486,17 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_admins_told() {
     let (buyer, _) = app.verified_user("hook-down@example.com").await;
     paid(&app, &admin, &buyer).await;
     receiver.wait_for(1).await;
+    // The failure is recorded (the endpoint failing since now) before the
+    // clock moves; moved first, the failures would start 5 days later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while deliveries(&app, &admin).await[0]["responseStatus"] != 500 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.clock
         .advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // Generous: only a hang should reach it, on a loaded machine too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let data = app
             .ok(
