@@ -16,7 +16,7 @@ use crate::{
     domain::{Ctx, Wake},
     events::{
         bus::{Bus, BusError, RedisBus},
-        hub::{Hooks, Hub},
+        hub::{Hooks, Hub, SESSION_RECHECK},
         relay::Relay,
     },
     graphql::{self, AppSchema},
@@ -132,6 +132,13 @@ impl App {
             }
             None => Bus::Local(hub.clone()),
         };
+        // Whatever the bus: a session can also end where no announcement
+        // reaches this instance (another process, a lost message).
+        tasks.push(tokio::spawn(hub.clone().run_session_checks(
+            db.clone(),
+            clock.clone(),
+            SESSION_RECHECK,
+        )));
         let wake = Wake::default();
         let interval = Duration::from_millis(config.job_interval_ms);
         let ctx = Ctx {

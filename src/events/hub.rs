@@ -9,17 +9,27 @@
 //! ([`Hub::run_reader`]) reads the announced range from the database once,
 //! whatever the number of local subscribers, so a message forged on the bus
 //! cannot put words in a subscription's mouth, nor make it skip real events.
+//!
+//! The hub also knows the session of every local subscription: while events
+//! flow to them, it asks the database every [`SESSION_RECHECK`] whether
+//! those sessions still hold, in one statement for all of them
+//! ([`Hub::run_session_checks`]), so that a sign-out whose announcement was
+//! lost still ends its streams.
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use sea_orm::DatabaseConnection;
+use chrono::{DateTime, Utc};
+use entity::session;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
 use tokio::sync::{Notify, broadcast};
 
 use super::{LiveEvent, cursor::Cursor};
-use crate::metrics::Metrics;
+use crate::{clock::Clock, metrics::Metrics};
 
 /// Something this instance keeps that may go stale; the hub calls it and
 /// knows nothing of what it forgets.
@@ -57,6 +67,16 @@ const READ_LIMIT: u64 = 1000;
 /// Wait before the reader tries a failed read again (the announcement is
 /// kept, so nothing is lost).
 const READ_RETRY: Duration = Duration::from_millis(200);
+
+/// While events flow to an account's subscriptions here, how often the hub
+/// asks the database whether their sessions still hold. A sign-out is also
+/// announced on the bus (ending its streams at once), but an announcement
+/// lost while the bus was down must not let a signed-out session read on
+/// for long.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(2);
+
+/// Most sessions asked about in one statement (an `IN` list).
+const SESSIONS_PER_CHECK: usize = 1000;
 
 /// Every event committed in `(from, to]`, in delivery order, each with its
 /// recipients (sorted). A subscription whose events are complete up to
@@ -122,7 +142,10 @@ pub struct Hub {
 
 #[derive(Default)]
 struct HubState {
-    accounts: HashMap<i64, broadcast::Sender<Signal>>,
+    accounts: HashMap<i64, Local>,
+    /// Accounts handed a batch since the last session check: their
+    /// sessions are asked about at the next one.
+    touched: HashSet<i64>,
     /// Every event up to here was handed to this process's subscriptions,
     /// in batches each starting where the one before ended. `None` when that
     /// chain is broken (at start, or after events were let pass unread):
@@ -132,6 +155,14 @@ struct HubState {
     unread: Option<Unread>,
     /// The reader is reading; announcements meanwhile extend `unread`.
     reading: bool,
+}
+
+/// One account's subscriptions here.
+struct Local {
+    sender: broadcast::Sender<Signal>,
+    /// The sessions they were opened with, each with how many of them (an
+    /// account has few sessions).
+    sessions: Vec<(i64, usize)>,
 }
 
 /// Announced events not read yet: up to `newest`, from the hub's position
@@ -156,19 +187,24 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a subscription of `account_id`; signals published from now on
-    /// reach it. Dropping the registration unregisters it.
-    pub fn subscribe(&self, account_id: i64) -> Registration {
+    /// Register a subscription of `account_id` opened with `session_id`;
+    /// signals published from now on reach it. Dropping the registration
+    /// unregisters it.
+    pub fn subscribe(&self, account_id: i64, session_id: i64) -> Registration {
         let mut state = self.state();
-        let rx = state
-            .accounts
-            .entry(account_id)
-            .or_insert_with(|| broadcast::channel(PER_ACCOUNT_BUFFER).0)
-            .subscribe();
+        let local = state.accounts.entry(account_id).or_insert_with(|| Local {
+            sender: broadcast::channel(PER_ACCOUNT_BUFFER).0,
+            sessions: Vec::new(),
+        });
+        match local.sessions.iter_mut().find(|(id, _)| *id == session_id) {
+            Some((_, count)) => *count += 1,
+            None => local.sessions.push((session_id, 1)),
+        }
         Registration {
-            rx,
+            rx: local.sender.subscribe(),
             hub: self.clone(),
             account_id,
+            session_id,
         }
     }
 
@@ -253,8 +289,8 @@ impl Hub {
             BusMessage::AccountSessionsRevoked { account_id } => (account_id, None),
             BusMessage::Events { .. } => return,
         };
-        if let Some(sender) = self.state().accounts.get(&account_id) {
-            let _ = sender.send(Signal::SessionRevoked { session_id });
+        if let Some(local) = self.state().accounts.get(&account_id) {
+            let _ = local.sender.send(Signal::SessionRevoked { session_id });
         }
     }
 
@@ -334,16 +370,83 @@ impl Hub {
         let batch = Arc::new(batch);
         let mut gone = HashSet::new();
         for (account_id, count) in per_account {
-            if let Some(sender) = state.accounts.get(&account_id) {
-                let delivered = sender.send(Signal::Events(batch.clone())).unwrap_or(0);
+            if let Some(local) = state.accounts.get(&account_id) {
+                let delivered = local
+                    .sender
+                    .send(Signal::Events(batch.clone()))
+                    .unwrap_or(0);
                 if delivered == 0 {
                     gone.insert(account_id);
                 } else {
                     self.metrics.events_delivered(delivered as u64 * count);
+                    state.touched.insert(account_id);
                 }
             }
         }
         state.accounts.retain(|id, _| !gone.contains(id));
+    }
+
+    /// The sessions, with their accounts, of the subscriptions handed events
+    /// since the last call.
+    fn sessions_to_check(&self) -> Vec<(i64, i64)> {
+        let mut state = self.state();
+        let touched = std::mem::take(&mut state.touched);
+        touched
+            .into_iter()
+            .filter_map(|account_id| Some((account_id, state.accounts.get(&account_id)?)))
+            .flat_map(|(account_id, local)| {
+                local.sessions.iter().map(move |(id, _)| (*id, account_id))
+            })
+            .collect()
+    }
+
+    /// Every `every`, [`Hub::check_sessions`]. Runs as long as the process.
+    pub async fn run_session_checks(self, db: DatabaseConnection, clock: Clock, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = self.check_sessions(&db, clock.now()).await {
+                tracing::warn!(%error, "event hub: checking sessions failed, will retry");
+            }
+        }
+    }
+
+    /// Ask the database whether the sessions of the subscriptions handed
+    /// events since the last check still hold at `now`, in one statement per
+    /// [`SESSIONS_PER_CHECK`] sessions (none while no events flow), and tell
+    /// the subscriptions of those that do not. They confirm it in the
+    /// database before they end, like after an announced sign-out.
+    pub async fn check_sessions(
+        &self,
+        db: &impl ConnectionTrait,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        let sessions = self.sessions_to_check();
+        for (i, chunk) in sessions.chunks(SESSIONS_PER_CHECK).enumerate() {
+            let holding = match holding_sessions(db, chunk.iter().map(|(id, _)| *id), now).await {
+                Ok(holding) => holding,
+                Err(error) => {
+                    // Asked about again at the next check.
+                    let mut state = self.state();
+                    let unasked = &sessions[i * SESSIONS_PER_CHECK..];
+                    state
+                        .touched
+                        .extend(unasked.iter().map(|(_, account)| *account));
+                    return Err(error);
+                }
+            };
+            let state = self.state();
+            for (session_id, account_id) in chunk {
+                if holding.contains(session_id) {
+                    continue;
+                }
+                if let Some(local) = state.accounts.get(account_id) {
+                    let _ = local.sender.send(Signal::SessionRevoked {
+                        session_id: Some(*session_id),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Tell every subscription to catch up from the database, and forget
@@ -357,8 +460,27 @@ impl Hub {
         state.position = None;
         state
             .accounts
-            .retain(|_, sender| sender.send(Signal::Resync).is_ok());
+            .retain(|_, local| local.sender.send(Signal::Resync).is_ok());
     }
+}
+
+/// Which of `ids` are sessions neither signed out nor expired at `now` (a
+/// session no longer in the database does not hold either).
+async fn holding_sessions(
+    db: &impl ConnectionTrait,
+    ids: impl Iterator<Item = i64>,
+    now: DateTime<Utc>,
+) -> Result<HashSet<i64>, DbErr> {
+    let holding: Vec<i64> = session::Entity::find()
+        .select_only()
+        .column(session::Column::Id)
+        .filter(session::Column::Id.is_in(ids))
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(now))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(holding.into_iter().collect())
 }
 
 /// One subscription's place in the hub.
@@ -366,6 +488,7 @@ pub struct Registration {
     rx: broadcast::Receiver<Signal>,
     hub: Hub,
     account_id: i64,
+    session_id: i64,
 }
 
 impl Registration {
@@ -382,15 +505,25 @@ impl Registration {
 }
 
 impl Drop for Registration {
-    /// Forget the account's channel (and its buffer) with its last subscription.
+    /// Forget the session with its last subscription here, and the
+    /// account's channel (and its buffer) with the account's last one.
     fn drop(&mut self) {
         let mut state = self.hub.state();
-        // `self.rx` is still alive here: one receiver left means only us.
-        if state
-            .accounts
-            .get(&self.account_id)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
+        let Some(local) = state.accounts.get_mut(&self.account_id) else {
+            return;
+        };
+        if let Some(at) = local
+            .sessions
+            .iter()
+            .position(|(id, _)| *id == self.session_id)
         {
+            local.sessions[at].1 = local.sessions[at].1.saturating_sub(1);
+            if local.sessions[at].1 == 0 {
+                local.sessions.swap_remove(at);
+            }
+        }
+        // `self.rx` is still alive here: one receiver left means only us.
+        if local.sender.receiver_count() <= 1 {
             state.accounts.remove(&self.account_id);
         }
     }
@@ -475,8 +608,8 @@ mod tests {
     #[tokio::test]
     async fn delivered_batches_chain_and_reach_only_recipients() {
         let hub = Hub::new(Metrics::default(), Hooks::default());
-        let mut seven = hub.subscribe(7);
-        let mut eight = hub.subscribe(8);
+        let mut seven = hub.subscribe(7, 70);
+        let mut eight = hub.subscribe(8, 80);
         assert_eq!(hub.position(), None);
 
         let first = BusMessage::Events {
@@ -510,6 +643,42 @@ mod tests {
         assert!(eight.rx.is_empty(), "eight was no recipient of the first");
     }
 
+    /// The sessions asked about are those of the subscriptions handed
+    /// events since the last check, each once, and only while one of its
+    /// subscriptions is here.
+    #[test]
+    fn sessions_are_checked_while_events_reach_them() {
+        let hub = Hub::new(Metrics::default(), Hooks::default());
+        let first = hub.subscribe(7, 70);
+        let _second = hub.subscribe(7, 70);
+        let other = hub.subscribe(7, 71);
+        let _eight = hub.subscribe(8, 80);
+        let sorted = |mut sessions: Vec<(i64, i64)>| {
+            sessions.sort_unstable();
+            sessions
+        };
+        assert_eq!(hub.sessions_to_check(), [], "no events, no check");
+
+        hub.deliver(BusMessage::Events {
+            prev: at(0),
+            events: vec![event(1, &[7, 9])],
+        });
+        assert_eq!(sorted(hub.sessions_to_check()), [(70, 7), (71, 7)]);
+        assert_eq!(hub.sessions_to_check(), [], "nothing new since");
+
+        drop(first);
+        drop(other);
+        hub.deliver(BusMessage::Events {
+            prev: at(1),
+            events: vec![event(2, &[7]), event(3, &[8])],
+        });
+        assert_eq!(
+            sorted(hub.sessions_to_check()),
+            [(70, 7), (80, 8)],
+            "session 70 has a subscription left, 71 none"
+        );
+    }
+
     /// An announcement from the bus whose recipients are not subscribed
     /// here is not read, and breaks the chain (so subscriptions catch up
     /// from the database rather than trust a range nobody read); one for a
@@ -517,7 +686,7 @@ mod tests {
     #[test]
     fn announcements_for_nobody_here_break_the_chain() {
         let hub = Hub::new(Metrics::default(), Hooks::default());
-        let _seven = hub.subscribe(7);
+        let _seven = hub.subscribe(7, 70);
         hub.deliver(BusMessage::Events {
             prev: at(0),
             events: vec![event(1, &[7])],

@@ -6,9 +6,13 @@
 //! the cursor is dropped). A batch covers a range of the event order; the
 //! stream takes it only when it starts where the stream is known complete
 //! (`through`), and otherwise reads the database itself. The session is read
-//! again at most every [`SESSION_RECHECK`] while events flow, so a sign-out
-//! whose announcement was lost (the bus down) ends the stream a few seconds
-//! late at worst.
+//! at the start, and again when it may have ended: on an announced
+//! sign-out, after a resync or a lag, and when the hub's check (one for all
+//! of the instance's subscriptions, every [`SESSION_RECHECK`] while events
+//! flow) finds it signed out or expired, so a sign-out whose announcement
+//! was lost (the bus down) ends the stream a few seconds late at worst.
+//!
+//! [`SESSION_RECHECK`]: super::hub::SESSION_RECHECK
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
@@ -98,9 +102,8 @@ pub fn subscribe(
     subscriber: Subscriber,
     after: Cursor,
 ) -> impl Stream<Item = Result<LiveEvent, AppError>> + Send + 'static {
-    let now = clock.now();
     let state = State {
-        rx: hub.subscribe(subscriber.account_id),
+        rx: hub.subscribe(subscriber.account_id, subscriber.session_id),
         db,
         clock_moves: Some(clock.moves()),
         clock,
@@ -112,7 +115,6 @@ pub fn subscribe(
         // The connection may have been authenticated long before this
         // subscription started: a sign-out since then is only in the database.
         check_session: true,
-        session_checked_at: now,
         ended: false,
         _connected: metrics.subscriber_connected(),
     };
@@ -140,20 +142,12 @@ struct State {
     /// Messages may have been lost (a sign-out among them): ask the database
     /// whether the session still holds before reading on.
     check_session: bool,
-    /// When the session was last found to hold.
-    session_checked_at: DateTime<Utc>,
     ended: bool,
     _connected: crate::metrics::ConnectedGuard,
 }
 
 /// Events read from the database per query while catching up.
 const REPLAY_PAGE: u64 = 500;
-
-/// While events arrive, the session is read again when its last check is
-/// older than this: a sign-out is also announced on the bus (ending the
-/// stream at once), but an announcement lost while the bus was down must
-/// not let a signed-out session read on for long.
-pub const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl State {
     async fn next(&mut self) -> Option<Result<LiveEvent, AppError>> {
@@ -169,10 +163,7 @@ impl State {
                 // then keeps only its wait, not room for a query, in memory.
                 let check = session_holds(&self.db, self.subscriber.session_id, self.clock.now());
                 match Box::pin(check).await {
-                    Ok(true) => {
-                        self.check_session = false;
-                        self.session_checked_at = self.clock.now();
-                    }
+                    Ok(true) => self.check_session = false,
                     Ok(false) => return self.end(AppError::Unauthenticated),
                     Err(error) => return self.end(error),
                 }
@@ -208,17 +199,12 @@ impl State {
                 .unwrap_or_default();
             tokio::select! {
                 signal = self.rx.recv() => match signal {
-                    Ok(Signal::Events(batch)) => {
-                        self.take(&batch);
-                        let checked = self.clock.now() - self.session_checked_at;
-                        if checked.to_std().unwrap_or_default() >= SESSION_RECHECK {
-                            self.check_session = true;
-                        }
-                    }
+                    Ok(Signal::Events(batch)) => self.take(&batch),
                     Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
                         self.needs_replay = true;
                         self.check_session = true;
                     }
+                    // Announced on the bus, or found by the hub's check.
                     // Confirmed in the database before the stream ends: a
                     // message forged on the bus cannot end it.
                     Ok(Signal::SessionRevoked { session_id }) => {
@@ -312,6 +298,8 @@ mod tests {
         session_id: i64,
         /// SQL statements run through `db` and its clones.
         statements: Arc<AtomicUsize>,
+        /// Those of them on the `sessions` table.
+        session_statements: Arc<AtomicUsize>,
     }
 
     impl Fixture {
@@ -320,9 +308,13 @@ mod tests {
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
             let mut db = crate::db::connect(&url).await.unwrap();
             let statements = Arc::new(AtomicUsize::new(0));
-            let counter = statements.clone();
-            db.set_metric_callback(move |_| {
+            let session_statements = Arc::new(AtomicUsize::new(0));
+            let (counter, session_counter) = (statements.clone(), session_statements.clone());
+            db.set_metric_callback(move |info| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                if info.statement.sql.contains("\"sessions\"") {
+                    session_counter.fetch_add(1, Ordering::SeqCst);
+                }
             });
             let clock = Clock::default();
             let account = account::ActiveModel {
@@ -368,10 +360,19 @@ mod tests {
                 account_id: account.id,
                 session_id: session.id,
                 statements,
+                session_statements,
             }
         }
 
         fn subscribe(&self) -> impl Stream<Item = Result<LiveEvent, AppError>> + '_ {
+            self.subscribe_with(self.session_id)
+        }
+
+        /// A subscription of the account opened with `session_id`.
+        fn subscribe_with(
+            &self,
+            session_id: i64,
+        ) -> impl Stream<Item = Result<LiveEvent, AppError>> + '_ {
             subscribe(
                 self.db.clone(),
                 &self.hub,
@@ -379,11 +380,51 @@ mod tests {
                 Metrics::default(),
                 Subscriber {
                     account_id: self.account_id,
-                    session_id: self.session_id,
+                    session_id,
                     session_expires_at: self.clock.now() + chrono::Duration::days(1),
                 },
                 Cursor::default(),
             )
+        }
+
+        /// `count` more sessions of the account, valid for a day.
+        async fn sessions(&self, count: usize) -> Vec<i64> {
+            let rows = (0..count).map(|i| session::ActiveModel {
+                account_id: Set(self.account_id),
+                token_hash: Set(format!("more-{i}")),
+                created_at: Set(self.clock.now()),
+                expires_at: Set(self.clock.now() + chrono::Duration::days(1)),
+                revoked_at: Set(None),
+                ..Default::default()
+            });
+            session::Entity::insert_many(rows)
+                .exec(&self.db)
+                .await
+                .unwrap();
+            session::Entity::find()
+                .select_only()
+                .column(session::Column::Id)
+                .filter(session::Column::TokenHash.starts_with("more-"))
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .unwrap()
+        }
+
+        /// Sign `session_id` out in the database only, as when the
+        /// announcement was lost.
+        async fn sign_out_unannounced(&self, session_id: i64) {
+            self.set_session(session_id, session::Column::RevokedAt, self.clock.now())
+                .await;
+        }
+
+        async fn set_session(&self, session_id: i64, column: session::Column, at: DateTime<Utc>) {
+            session::Entity::update_many()
+                .col_expr(column, sea_orm::sea_query::Expr::value(at))
+                .filter(session::Column::Id.eq(session_id))
+                .exec(&self.db)
+                .await
+                .unwrap();
         }
 
         /// Commit `count` events for the account and relay them.
@@ -524,31 +565,161 @@ mod tests {
         );
     }
 
-    /// A sign-out whose announcement never arrived (the bus was down) ends
-    /// the stream once its last session check is older than the recheck
-    /// interval and events arrive.
+    /// The stream ends with `UNAUTHENTICATED`, after at most `events` more
+    /// events.
+    async fn ends_unauthenticated(
+        stream: &mut (impl Stream<Item = Result<LiveEvent, AppError>> + Unpin),
+        events: usize,
+    ) {
+        for _ in 0..=events {
+            match next_within(stream).await {
+                Some(Ok(_)) => continue,
+                Some(Err(AppError::Unauthenticated)) => return,
+                other => panic!("expected the stream to end, got {other:?}"),
+            }
+        }
+        panic!("more than {events} event(s) before the end");
+    }
+
+    /// A sign-out whose announcement never arrived (the bus was down), or
+    /// an expiry moved earlier in the database, ends the stream within about
+    /// one interval of the hub's session check once events flow; the
+    /// account's other sessions keep theirs.
     #[tokio::test]
     async fn an_unannounced_sign_out_ends_the_stream_within_the_recheck() {
         let fixture = Fixture::new().await;
-        let mut stream = Box::pin(fixture.subscribe());
+        tokio::spawn(fixture.hub.clone().run_session_checks(
+            fixture.db.clone(),
+            fixture.clock.clone(),
+            Duration::from_millis(100),
+        ));
+        let [expiring, staying] = fixture.sessions(2).await[..] else {
+            panic!("two sessions")
+        };
+        let mut signed_out = Box::pin(fixture.subscribe_with(fixture.session_id));
+        let mut expired = Box::pin(fixture.subscribe_with(expiring));
+        let mut kept = Box::pin(fixture.subscribe_with(staying));
         fixture.write(1).await;
-        assert!(next_within(&mut stream).await.unwrap().is_ok());
-        session::Entity::update_many()
-            .col_expr(
-                session::Column::RevokedAt,
-                sea_orm::sea_query::Expr::value(fixture.clock.now()),
-            )
-            .filter(session::Column::Id.eq(fixture.session_id))
-            .exec(&fixture.db)
+        for stream in [&mut signed_out, &mut expired, &mut kept] {
+            assert!(next_within(stream).await.unwrap().is_ok());
+        }
+
+        fixture.sign_out_unannounced(fixture.session_id).await;
+        let in_an_hour = fixture.clock.now() + chrono::Duration::hours(1);
+        fixture
+            .set_session(expiring, session::Column::ExpiresAt, in_an_hour)
+            .await;
+        // The app's clock, not the database's, says when a session expires.
+        fixture.clock.advance(chrono::Duration::hours(2));
+        fixture.write(1).await;
+        for stream in [&mut signed_out, &mut expired] {
+            // The event may come first: the check after it finds the end.
+            ends_unauthenticated(stream, 1).await;
+        }
+        fixture.write(1).await;
+        assert_eq!(
+            next_within(&mut kept).await.unwrap().unwrap().cursor(),
+            Cursor { tx: 0, id: 2 }
+        );
+        assert_eq!(
+            next_within(&mut kept).await.unwrap().unwrap().cursor(),
+            Cursor { tx: 0, id: 3 }
+        );
+    }
+
+    /// However many subscriptions events flow to, their sessions cost the
+    /// instance one statement per check, and nothing while no events flow;
+    /// the streams themselves read their session at the start, and again
+    /// only when the check found it ended.
+    #[tokio::test]
+    async fn the_session_check_is_one_statement_for_every_subscription() {
+        let fixture = Fixture::new().await;
+        let mut sessions = fixture.sessions(4).await;
+        sessions.push(fixture.session_id);
+        fixture.session_statements.store(0, Ordering::SeqCst);
+        let mut streams: Vec<_> = sessions
+            .iter()
+            .map(|id| Box::pin(fixture.subscribe_with(*id)))
+            .collect();
+        fixture.write(1).await;
+        for stream in &mut streams {
+            assert!(next_within(stream).await.unwrap().is_ok());
+        }
+        let session_statements = || fixture.session_statements.load(Ordering::SeqCst);
+        assert_eq!(session_statements(), 5, "each stream's check at its start");
+
+        // Events flow long past the interval: the streams read no session.
+        fixture.session_statements.store(0, Ordering::SeqCst);
+        fixture.clock.advance(chrono::Duration::seconds(60));
+        fixture.write(3).await;
+        for stream in &mut streams {
+            for _ in 0..3 {
+                assert!(next_within(stream).await.unwrap().is_ok());
+            }
+        }
+        assert_eq!(session_statements(), 0);
+
+        let check = || fixture.hub.check_sessions(&fixture.db, fixture.clock.now());
+        check().await.unwrap();
+        assert_eq!(session_statements(), 1, "one statement for five sessions");
+        check().await.unwrap();
+        assert_eq!(session_statements(), 1, "no events since, nothing to ask");
+
+        let gone = sessions[0];
+        fixture.sign_out_unannounced(gone).await;
+        fixture.write(1).await;
+        fixture.session_statements.store(0, Ordering::SeqCst);
+        check().await.unwrap();
+        assert_eq!(session_statements(), 1);
+        for stream in &mut streams {
+            assert!(next_within(stream).await.unwrap().is_ok());
+        }
+        assert!(matches!(
+            next_within(&mut streams[0]).await,
+            Some(Err(AppError::Unauthenticated))
+        ));
+        assert_eq!(
+            session_statements(),
+            2,
+            "the check, then the one stream it concerns confirming"
+        );
+        fixture.write(1).await;
+        for stream in &mut streams[1..] {
+            assert!(next_within(stream).await.unwrap().is_ok());
+        }
+        assert_eq!(session_statements(), 2);
+    }
+
+    /// Many sessions are asked about a thousand at a time.
+    #[tokio::test]
+    async fn many_sessions_are_checked_a_thousand_at_a_time() {
+        let fixture = Fixture::new().await;
+        let sessions = fixture.sessions(1500).await;
+        assert_eq!(sessions.len(), 1500);
+        let mut registrations: Vec<_> = sessions
+            .iter()
+            .map(|id| fixture.hub.subscribe(fixture.account_id, *id))
+            .collect();
+        let last = sessions[sessions.len() - 1];
+        fixture.sign_out_unannounced(last).await;
+        fixture.write(1).await;
+        fixture.session_statements.store(0, Ordering::SeqCst);
+        fixture
+            .hub
+            .check_sessions(&fixture.db, fixture.clock.now())
             .await
             .unwrap();
-        fixture
-            .clock
-            .advance(chrono::Duration::from_std(SESSION_RECHECK).unwrap());
-        fixture.write(1).await;
+        assert_eq!(fixture.session_statements.load(Ordering::SeqCst), 2);
+        let registration = &mut registrations[0];
+        let mut signal = async || {
+            tokio::time::timeout(Duration::from_secs(5), registration.recv())
+                .await
+                .expect("a signal")
+        };
+        assert!(matches!(signal().await, Ok(Signal::Events(_))));
         assert!(matches!(
-            next_within(&mut stream).await,
-            Some(Err(AppError::Unauthenticated))
+            signal().await,
+            Ok(Signal::SessionRevoked { session_id: Some(id) }) if id == last
         ));
     }
 }

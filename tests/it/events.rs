@@ -155,7 +155,20 @@ impl Sub {
     /// The stream's end: its error's `extensions.code`, after which the
     /// subscription is complete.
     pub(crate) async fn ended_with(&mut self) -> String {
-        let message = self.message(PATIENCE).await.expect("the stream ends");
+        self.ended_after(0).await
+    }
+
+    /// [`Sub::ended_with`], after at most `events` events.
+    async fn ended_after(&mut self, events: usize) -> String {
+        let mut message = self.message(PATIENCE).await.expect("the stream ends");
+        for _ in 0..events {
+            let event = matches!(message["type"].as_str(), Some("next" | "data"))
+                && message["payload"]["errors"].is_null();
+            if !event {
+                break;
+            }
+            message = self.message(PATIENCE).await.expect("the stream ends");
+        }
         let errors = match message["type"].as_str() {
             Some("next") | Some("data") => message["payload"]["errors"].clone(),
             Some("error") => message["payload"].clone(),
@@ -562,6 +575,48 @@ async fn an_expired_session_ends_the_subscription_with_unauthenticated() {
     app.clock.advance(chrono::Duration::hours(721));
     assert_eq!(sub.ended_with().await, "UNAUTHENTICATED");
     wait_subscribers(&app, 0).await;
+}
+
+/// A sign-out this instance never heard of (made in the database only, as
+/// when its announcement was lost) ends the stream within seconds once
+/// events flow to it; the account's other session keeps its stream.
+#[tokio::test]
+async fn a_sign_out_never_announced_ends_the_subscription_once_events_flow() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let app = TestApp::spawn().await;
+    let address = email("unheard");
+    let (token, _) = app.verified_user(&address).await;
+    let (other_session, _) = app.sign_in(&address).await;
+    let (_, licenses, _) = app.paid_order(&other_session, 2).await;
+    let mut leaving = Sub::open(&app, &token, Protocol::TransportWs, None, 1).await;
+    let mut staying = Sub::open(&app, &other_session, Protocol::LegacyWs, None, 2).await;
+    leaving.events(1).await;
+    staying.events(1).await;
+
+    entity::session::Entity::update_many()
+        .col_expr(
+            entity::session::Column::RevokedAt,
+            Expr::value(app.clock.now()),
+        )
+        .filter(entity::session::Column::TokenHash.eq(keyledger::auth::token::hash(&token)))
+        .exec(&app.app.state.ctx.db)
+        .await
+        .unwrap();
+    let signed_out = tokio::time::Instant::now();
+    assign(&app, &other_session, &licenses[0]).await;
+    // Its event may come first: the check after it finds the sign-out.
+    assert_eq!(leaving.ended_after(1).await, "UNAUTHENTICATED");
+    let recheck = keyledger::events::hub::SESSION_RECHECK;
+    assert!(
+        signed_out.elapsed() < recheck * 4,
+        "ended {:?} after the sign-out",
+        signed_out.elapsed()
+    );
+    wait_subscribers(&app, 1).await;
+
+    assign(&app, &other_session, &licenses[1]).await;
+    let events = staying.events(2).await;
+    assert!(events.iter().all(|e| e["kind"] == "LICENSE_ASSIGNED"));
 }
 
 #[tokio::test]
