@@ -19,7 +19,7 @@ use crate::{
         hub::{Hooks, Hub, SESSION_RECHECK},
         relay::Relay,
     },
-    graphql::{self, AppSchema},
+    graphql::Endpoint,
     http,
     mail::{
         transport::{Transport, TransportError},
@@ -56,7 +56,8 @@ pub enum StartError {
 /// (stopped when the `App` is dropped).
 pub struct App {
     pub state: AppState,
-    pub schema: AppSchema,
+    /// The GraphQL schema behind its request checks.
+    pub graphql: Endpoint,
     pub router: Router,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -195,12 +196,11 @@ impl App {
             metrics,
             config: Arc::new(config),
         };
-        let documents = graphql::ParseCache::default();
-        let schema = graphql::schema_with_documents(Some(state.clone()), documents.clone());
-        let router = router(state.clone(), schema.clone(), documents);
+        let graphql = Endpoint::new(state.clone());
+        let router = router(state.clone(), graphql.clone());
         Ok(App {
             state,
-            schema,
+            graphql,
             router,
             tasks,
         })
@@ -241,7 +241,7 @@ async fn forget_idle_limits(limits: Arc<RateLimits>) {
     }
 }
 
-fn router(state: AppState, schema: AppSchema, documents: graphql::ParseCache) -> Router {
+fn router(state: AppState, graphql: Endpoint) -> Router {
     let cors = cors(&state.config.cors_allowed_origins);
     let stripe = match &state.config.stripe_webhook_secret {
         Some(secret) => {
@@ -257,13 +257,12 @@ fn router(state: AppState, schema: AppSchema, documents: graphql::ParseCache) ->
     };
     let server = http::Server {
         state: Arc::new(state),
-        schema,
-        documents,
+        graphql,
         persisted: http::persisted::PersistedQueries::default(),
     };
-    let mut graphql = post(http::graphql).get(http::graphql_get);
+    let mut endpoint = post(http::graphql).get(http::graphql_get);
     if let Some(cors) = cors {
-        graphql = graphql.layer(cors);
+        endpoint = endpoint.layer(cors);
     }
     let [csp, referrer, nosniff, frames] = http::security::layers();
     let mut router = Router::new();
@@ -273,7 +272,7 @@ fn router(state: AppState, schema: AppSchema, documents: graphql::ParseCache) ->
     }
     router
         .route("/", get(http::dashboard::page))
-        .route("/graphql", graphql)
+        .route("/graphql", endpoint)
         .route("/graphql/ws", get(http::graphql_ws))
         .route("/assets/{*path}", get(http::assets::serve))
         .route("/healthz", get(http::healthz))

@@ -19,13 +19,12 @@
 //! `"body"`) and `extensions.limit` naming the limit. The values follow
 //! graphql-armor's and Apollo Router's defaults where keyledger has no reason
 //! to differ.
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use async_graphql_value::{ConstValue, Value};
 
 use async_graphql::{
-    ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest},
+    ServerError, Variables,
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 
@@ -364,7 +363,7 @@ impl Cost {
 /// spread N times costs N times its fields without being walked N times.
 struct Coster<'a> {
     doc: &'a ExecutableDocument,
-    /// `None` while the fragment is being walked (a cycle, which validation refuses).
+    /// `None` while the fragment is being walked (meeting it then is a cycle).
     fragments: HashMap<&'a str, Option<Cost>>,
 }
 
@@ -414,7 +413,9 @@ impl<'a> Coster<'a> {
     fn fragment(&mut self, name: &'a str, level: usize) -> Cost {
         match self.fragments.get(name) {
             Some(Some(cost)) => return *cost,
-            Some(None) => return Cost::default(),
+            // A cycle: it would nest without end (validation refuses it too,
+            // but only after async-graphql's depth check walked it).
+            Some(None) => return Cost::TOO_DEEP,
             None => {}
         }
         let Some((key, definition)) = self.doc.fragments.get_key_value(name) else {
@@ -537,80 +538,20 @@ fn check_string(name: &str, text: &str) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The extension that gives every error an `extensions.code` (async-graphql's
-/// own, for syntax, unknown fields or complexity, have none: they become
-/// `VALIDATION`) and checks the string arguments of every request, cached
-/// documents included, since they depend on the variables.
-pub struct RequestChecks;
-
-impl ExtensionFactory for RequestChecks {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestChecks)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for RequestChecks {
-    async fn request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextRequest<'_>,
-    ) -> async_graphql::Response {
-        let mut response = next.run(ctx).await;
-        for error in &mut response.errors {
-            let complexity = error.message.contains("too complex");
-            let extensions = error.extensions.get_or_insert_with(Default::default);
-            if extensions.get("code").is_none() {
-                extensions.set("code", "VALIDATION");
-                extensions.set("field", "query");
-                if complexity {
-                    extensions.set("limit", Limit::Complexity.name());
-                }
+/// Give every error of `response` an `extensions.code`: async-graphql's
+/// own (syntax, unknown fields, variables, complexity) have none, and
+/// become `VALIDATION` on `query` (complexity naming its limit).
+pub fn give_codes(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let complexity = error.message.contains("too complex");
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "VALIDATION");
+            extensions.set("field", "query");
+            if complexity {
+                extensions.set("limit", Limit::Complexity.name());
             }
         }
-        response
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        check_strings(&doc, variables)?;
-        Ok(doc)
-    }
-}
-
-/// The extension that parses: it checks the text, parses it, and checks
-/// the document, then hands it on. It replaces async-graphql's own parse
-/// step, whose recursion-depth check follows every fragment spread without
-/// memory (exponential before any limit could refuse); [`check_document`]
-/// bounds the same nesting. Registered inside the parse cache, so that
-/// only texts the cache does not hold are parsed.
-pub struct CheckedParse;
-
-impl ExtensionFactory for CheckedParse {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(CheckedParse)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for CheckedParse {
-    async fn parse_query(
-        &self,
-        _: &ExtensionContext<'_>,
-        query: &str,
-        _: &Variables,
-        _: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        check_text(query).map_err(Limit::error)?;
-        let doc = async_graphql::parser::parse_query(query)?;
-        check_document(&doc).map_err(Limit::error)?;
-        Ok(doc)
     }
 }
 
@@ -710,8 +651,14 @@ mod tests {
     }
 
     #[test]
-    fn a_cycle_of_fragments_ends() {
+    fn a_cycle_of_fragments_is_refused() {
         let text = "{...A} fragment A on Query{...B} fragment B on Query{...A}";
+        assert_eq!(check_document(&parse(text)), Err(Limit::SelectionNesting));
+        // Doubling at each turn: walked once, not 2^32 times.
+        let text = "{...A} fragment A on Query{...B ...B} fragment B on Query{...A ...A}";
+        assert_eq!(check_document(&parse(text)), Err(Limit::SelectionNesting));
+        // A fragment spread twice side by side is no cycle.
+        let text = "{...A ...A} fragment A on Query{...B me{id}} fragment B on Query{me{id}}";
         assert_eq!(check_document(&parse(text)), Ok(()));
     }
 

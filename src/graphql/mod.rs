@@ -7,6 +7,7 @@ mod admin;
 mod claims;
 mod context;
 mod devices;
+mod endpoint;
 mod events;
 pub mod limits;
 mod loaders;
@@ -17,7 +18,7 @@ mod organizations;
 mod pagination;
 mod parse_cache;
 mod payments;
-pub use parse_cache::ParseCache;
+use parse_cache::ParseCache;
 mod products;
 mod requests;
 mod scopes;
@@ -28,9 +29,11 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 pub use context::Auth;
 pub(crate) use context::ContextExt;
+pub use endpoint::{Admitted, Endpoint};
 pub use loaders::Loaders;
 
 use crate::state::AppState;
+use transport::Recorded;
 
 /// Root types carry the names every public schema and codegen tool expects.
 #[derive(MergedObject, Default)]
@@ -67,34 +70,22 @@ pub struct MutationRoot(
 #[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(events::EventSubscription);
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+type AppSchema = Schema<Recorded<QueryRoot>, Recorded<MutationRoot>, SubscriptionRoot>;
 
 /// Build the schema; `state` is absent only when printing the SDL.
-pub fn schema(state: Option<AppState>) -> AppSchema {
-    schema_with_documents(state, ParseCache::default())
-}
-
-/// [`schema`] keeping parsed documents in `documents`, which the HTTP
-/// layer shares to look at a mutation before it runs.
-pub fn schema_with_documents(state: Option<AppState>, documents: ParseCache) -> AppSchema {
+/// Requests reach it through [`Endpoint`], which checks them first: it has
+/// no extension, since any extension puts a hook around every field.
+fn schema(state: Option<AppState>) -> AppSchema {
     let mut builder = Schema::build(
-        QueryRoot::default(),
-        MutationRoot::default(),
+        Recorded::default(),
+        Recorded::default(),
         SubscriptionRoot::default(),
     )
     // A backstop: `limits::check_document` counts depth first, with the
     // introspection allowance.
     .limit_depth(limits::MAX_INTROSPECTION_DEPTH)
     .limit_complexity(limits::MAX_COMPLEXITY)
-    .limit_recursive_depth(limits::MAX_LITERAL_NESTING)
-    // Outermost: string arguments are checked on cached documents too.
-    .extension(limits::RequestChecks)
-    .extension(transport::Transport)
-    // API tokens' scopes, before the parse cache for cached documents too.
-    .extension(scopes::ScopeCheck)
-    .extension(documents)
-    // Innermost: only texts the cache does not hold are checked and parsed.
-    .extension(limits::CheckedParse);
+    .limit_recursive_depth(limits::MAX_LITERAL_NESTING);
     if let Some(state) = state {
         builder = builder.data(state);
     }

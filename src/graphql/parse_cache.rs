@@ -1,15 +1,14 @@
 //! Parsed GraphQL documents by query text. Clients send the same few queries
 //! over and over (the licensed software's `validateLicense` above all), and
 //! parsing was the largest single cost of such a request. Only successful
-//! parses are kept; validation and every limit still run on each request.
+//! parses are kept (their text and shape limits checked once); validation
+//! and the string arguments' check still run on each request.
 use std::sync::Arc;
 
-use async_graphql::{
-    ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
-    parser::types::ExecutableDocument,
-};
+use async_graphql::{ServerResult, parser::types::ExecutableDocument};
 use quick_cache::{Weighter, sync::Cache};
+
+use super::limits::{self, Limit};
 
 /// Bytes of query text kept (the least used go first). A parsed document is
 /// some ten times its text, so this bounds the cache to a few megabytes
@@ -42,39 +41,21 @@ impl Default for ParseCache {
 }
 
 impl ParseCache {
-    /// The document of `query` for a look before execution (the
-    /// `Idempotency-Key` gate): the kept one, else parsed here within the
-    /// text limits (and not kept: the schema's run keeps it once its own
-    /// checks passed). `None` when it does not parse; the schema then
-    /// refuses the request itself.
-    pub fn document(&self, query: &str) -> Option<ExecutableDocument> {
-        if let Some(doc) = self.0.get(query) {
-            return Some(doc);
-        }
-        super::limits::check_text(query).ok()?;
-        async_graphql::parser::parse_query(query).ok()
-    }
-}
-
-impl ExtensionFactory for ParseCache {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for ParseCache {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
+    /// The document of `query`: the kept one, else the text checked
+    /// ([`limits::check_text`]), parsed, and the document checked
+    /// ([`limits::check_document`]) before it is kept. async-graphql's own
+    /// parse step is not used: its recursion-depth check follows every
+    /// fragment spread without memory (exponential before any limit could
+    /// refuse); `check_document` bounds the same nesting, and refuses
+    /// fragment cycles, so that the check async-graphql still runs on the
+    /// document handed to it walks at most a bounded tree.
+    pub fn parse(&self, query: &str) -> ServerResult<ExecutableDocument> {
         if let Some(doc) = self.0.get(query) {
             return Ok(doc);
         }
-        let doc = next.run(ctx, query, variables).await?;
+        limits::check_text(query).map_err(Limit::error)?;
+        let doc = async_graphql::parser::parse_query(query)?;
+        limits::check_document(&doc).map_err(Limit::error)?;
         if query.len() <= MAX_QUERY_LEN {
             self.0.insert(query.to_owned(), doc.clone());
         }

@@ -16,8 +16,9 @@
 //! - Mutations whose answer holds a secret shown once ([`SECRET_BEARING`])
 //!   are refused with a key, so that no secret is ever stored.
 //!
-//! A request without the header pays nothing; with it, one cache lookup of
-//! the parsed document, a hash of the body, one insert and one update.
+//! A request without the header pays nothing; with it, a look at the
+//! operation's root fields (in the document the request checks parsed), a
+//! hash of the body, one insert and one update.
 use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::Response,
@@ -27,7 +28,7 @@ use super::{Server, over_http};
 use crate::{
     domain::idempotency::{self, Begin, MAX_KEY_LEN, RETRY_AFTER_SECS},
     error::AppError,
-    graphql::{Auth, ParseCache, limits::coded_error, operation, transport::Executed},
+    graphql::{Admitted, Auth, limits::coded_error, operation, transport::Executed},
 };
 
 /// The request header.
@@ -78,29 +79,24 @@ pub enum Decision {
     Keyed { caller: String },
 }
 
-pub fn decide(
-    documents: &ParseCache,
-    request: &async_graphql::Request,
-    auth: &Auth,
-    body_hash: &str,
-) -> Decision {
+pub fn decide(request: &mut Admitted, auth: &Auth, body_hash: &str) -> Decision {
     let caller = match auth {
         Auth::Viewer(viewer) => format!("account:{}", viewer.account_id),
         Auth::Anonymous => format!("anonymous:{body_hash}"),
         // Refused as UNAUTHENTICATED whatever it asks: nothing to keep.
         Auth::Invalid => return Decision::Ignore,
     };
-    let Some(doc) = documents.document(&request.query) else {
+    let operation_name = request.operation_name().map(str::to_owned);
+    let Some(doc) = request.document() else {
         return Decision::Ignore;
     };
-    let Some((ty, selection_set)) = operation::selected(&doc, request.operation_name.as_deref())
-    else {
+    let Some((ty, selection_set)) = operation::selected(doc, operation_name.as_deref()) else {
         return Decision::Ignore;
     };
     if ty != async_graphql::parser::types::OperationType::Mutation {
         return Decision::Ignore;
     }
-    let root_fields = operation::root_fields(&doc, selection_set);
+    let root_fields = operation::root_fields(doc, selection_set);
     if let Some(field) = root_fields.iter().find(|f| SECRET_BEARING.contains(f)) {
         return Decision::Refuse(coded_error(
             format!(
@@ -126,7 +122,7 @@ pub struct Keyed {
 pub async fn run_once(
     server: &Server,
     keyed: Keyed,
-    request: async_graphql::Request,
+    request: Admitted,
     executed: Executed,
     media: over_http::MediaType,
 ) -> Response {
@@ -160,7 +156,7 @@ pub async fn run_once(
     };
     let server = server.clone();
     let attempt = tokio::spawn(async move {
-        let response = server.schema.execute(request).await;
+        let response = server.graphql.run(request).await;
         let db = &server.state.ctx.db;
         let ran = executed.get();
         if !ran || response.errors.iter().any(not_kept) {

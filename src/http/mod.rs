@@ -25,10 +25,7 @@ use crate::{
     auth::{self, bearer},
     client_ip::ClientAddr,
     error::AppError,
-    graphql::{
-        AppSchema, Auth, Loaders,
-        transport::{Executed, QueriesOnly},
-    },
+    graphql::{Auth, Endpoint, Loaders, transport::Executed},
     state::AppState,
 };
 use over_http::MediaType;
@@ -40,9 +37,8 @@ pub struct Server {
     /// Shared, not cloned field by field: axum clones the router's state for
     /// every request.
     pub state: Arc<AppState>,
-    pub schema: AppSchema,
-    /// The schema's parsed documents, for a look at a mutation before it runs.
-    pub documents: crate::graphql::ParseCache,
+    /// The schema, reached through its request checks.
+    pub graphql: Endpoint,
     /// Automatic persisted queries, by hash.
     pub persisted: persisted::PersistedQueries,
 }
@@ -94,7 +90,7 @@ pub async fn graphql(
         Ok(key) => key.zip(body_hash),
         Err(error) => return over_http::request_error(media, error, StatusCode::BAD_REQUEST),
     };
-    run(&server, client, &headers, request, media, keyed).await
+    run(&server, client, &headers, request, media, keyed, false).await
 }
 
 /// `GET /graphql`: GraphiQL for a browser asking for HTML; otherwise the
@@ -115,9 +111,7 @@ pub async fn graphql_get(
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    let operation_name = request.operation_name.clone();
-    let request = request.data(QueriesOnly { operation_name });
-    run(&server, client, &headers, request, media, None).await
+    run(&server, client, &headers, request, media, None, true).await
 }
 
 async fn run(
@@ -127,6 +121,7 @@ async fn run(
     mut request: async_graphql::Request,
     media: MediaType,
     keyed: Option<(String, over_http::BodyHash)>,
+    queries_only: bool,
 ) -> Response {
     if let Err(error) = server.persisted.resolve(&mut request) {
         let status = match (persisted::is_not_found(&error), media) {
@@ -158,17 +153,20 @@ async fn run(
             );
         }
     };
+    // Checked once, before anything executes (limits, scopes, `GET`).
+    let mut request = match server.graphql.admit(request, &auth, queries_only) {
+        Ok(request) => request,
+        Err(error) => return over_http::respond(media, Endpoint::refused(error), false),
+    };
     // With an `Idempotency-Key`: a mutation runs once per caller and key.
     let idempotent = match keyed {
-        Some((key, body_hash)) => {
-            match idempotency::decide(&server.documents, &request, &auth, &body_hash) {
-                idempotency::Decision::Ignore => None,
-                idempotency::Decision::Refuse(error) => {
-                    return over_http::request_error(media, error, StatusCode::BAD_REQUEST);
-                }
-                idempotency::Decision::Keyed { caller } => Some((caller, key, body_hash)),
+        Some((key, body_hash)) => match idempotency::decide(&mut request, &auth, &body_hash) {
+            idempotency::Decision::Ignore => None,
+            idempotency::Decision::Refuse(error) => {
+                return over_http::request_error(media, error, StatusCode::BAD_REQUEST);
             }
-        }
+            idempotency::Decision::Keyed { caller } => Some((caller, key, body_hash)),
+        },
         None => None,
     };
     let user_agent = headers
@@ -189,7 +187,7 @@ async fn run(
         };
         return idempotency::run_once(server, keyed, request, executed, media).await;
     }
-    let response = server.schema.execute(request).await;
+    let response = server.graphql.run(request).await;
     over_http::respond(media, response, executed.get())
 }
 

@@ -6,7 +6,9 @@
 //! does not: a deadline for `connection_init`, refusal codes from the
 //! graphql-ws protocol (4403, 4401, 4409 rather than a generic 1002), and a
 //! cap on subscriptions per socket. The gatekeeper resolves the token
-//! itself and hands async-graphql the connection's data.
+//! itself and hands async-graphql the connection's data. Operations run
+//! through the [`Endpoint`](crate::graphql::Endpoint), which checks each
+//! as it checks an HTTP request.
 use std::{collections::HashSet, str::FromStr, time::Duration};
 
 use async_graphql::{
@@ -177,7 +179,7 @@ impl Gatekeeper {
         let (data_tx, data_rx) = tokio::sync::oneshot::channel::<Data>();
         let mut data_tx = Some(data_tx);
         let machine =
-            ProtocolMachine::from_message_stream(self.server.schema.clone(), input, self.protocol)
+            ProtocolMachine::from_message_stream(self.server.graphql.clone(), input, self.protocol)
                 .on_connection_init(move |_payload| async move {
                     data_rx
                         .await
