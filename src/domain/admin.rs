@@ -87,8 +87,10 @@ impl TimeRange {
         let key_col = || Expr::col((table, key));
         Condition::all()
             .add(in_range.clone())
-            .add(key_col().gte(bound(Expr::col(key).min())))
-            .add(key_col().lte(bound(Expr::col(key).max())))
+            // `key + 0`: a bare `min(key)` PostgreSQL would answer by
+            // walking `key`'s index, the very walk this avoids.
+            .add(key_col().gte(bound(Expr::col(key).add(0).min())))
+            .add(key_col().lte(bound(Expr::col(key).add(0).max())))
     }
 
     fn condition(self, column: impl ColumnTrait) -> Condition {
