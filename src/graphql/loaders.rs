@@ -22,10 +22,11 @@ use crate::{
 };
 
 /// The request's loaders, built on first use: most requests (a key
-/// validation, a mutation) never load anything in batches.
+/// validation, a mutation) never load anything in batches. Boxed, so an
+/// idle websocket connection, which holds its loaders, keeps only a pointer.
 pub struct Loaders {
     db: DatabaseConnection,
-    built: OnceLock<Built>,
+    built: OnceLock<Box<Built>>,
 }
 
 struct Built {
@@ -51,7 +52,7 @@ impl Loaders {
     fn built(&self) -> &Built {
         self.built.get_or_init(|| {
             let db = &self.db;
-            Built {
+            Box::new(Built {
                 verified_accounts: DataLoader::with_cache(
                     VerifiedAccountsByEmail(db.clone()),
                     tokio::spawn,
@@ -63,7 +64,7 @@ impl Loaders {
                 license_pages: DataLoader::new(LicensePages(db.clone()), tokio::spawn),
                 activations: DataLoader::new(ActivationsByLicense(db.clone()), tokio::spawn),
                 license_histories: DataLoader::new(LicenseHistories(db.clone()), tokio::spawn),
-            }
+            })
         })
     }
 

@@ -32,7 +32,7 @@ use crate::client_ip::ClientAddr;
 use crate::graphql::{Auth, Loaders};
 
 /// Initial read buffer of a websocket connection.
-const WS_READ_BUFFER: usize = 1024;
+const WS_READ_BUFFER: usize = 256;
 /// Largest websocket message accepted, as the largest HTTP body.
 const WS_MAX_MESSAGE: usize = crate::graphql::limits::MAX_BODY_BYTES;
 /// Time a client has to send `connection_init` after the upgrade (the
@@ -163,16 +163,19 @@ enum Verdict {
 }
 
 impl Gatekeeper {
-    async fn run(self, socket: WebSocket) {
-        let (mut sink, mut frames) = socket.split();
+    /// One socket, read in the select's branch and written in its handlers
+    /// (which run once the branches are dropped): not split, since the
+    /// halves' shared lock would be kept by every idle socket.
+    async fn run(self, mut socket: WebSocket) {
         // The protocol machine reads the messages the gatekeeper lets
         // through. It drains them on every poll (its own callbacks resolve
-        // at once), so the queue stays short.
-        let (forward, mut forwarded) = tokio::sync::mpsc::unbounded_channel::<ClientMessage>();
+        // at once), so the queue stays short; it is a linked list, with no
+        // block of slots kept for the socket's life.
+        let (forward, mut forwarded) = futures_channel::mpsc::unbounded::<Box<ClientMessage>>();
         let input = futures_util::stream::poll_fn(move |cx| {
             forwarded
-                .poll_recv(cx)
-                .map(|message| message.map(serde_json::Result::Ok))
+                .poll_next_unpin(cx)
+                .map(|message| message.map(|message| Ok(*message)))
         });
         // The connection's data, resolved by the gatekeeper at
         // `connection_init` before that message is forwarded.
@@ -194,10 +197,10 @@ impl Gatekeeper {
         loop {
             tokio::select! {
                 () = &mut init_deadline, if !initialised => {
-                    self.refuse(&mut sink, code::INIT_TIMEOUT, "Connection initialisation timeout").await;
+                    self.refuse(&mut socket, code::INIT_TIMEOUT, "Connection initialisation timeout").await;
                     return;
                 }
-                frame = frames.next() => {
+                frame = socket.next() => {
                     let bytes = match frame {
                         Some(Ok(Message::Text(text))) => axum::body::Bytes::from(text),
                         Some(Ok(Message::Binary(bytes))) => bytes,
@@ -205,28 +208,31 @@ impl Gatekeeper {
                         Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                     };
                     let verdict = match ClientMessage::from_bytes(&bytes) {
+                        // Boxed: the wait for the token's session (a database
+                        // read) would otherwise be room kept in every idle
+                        // socket's task.
                         Ok(message) => {
-                            self.judge(message, &mut initialised, &mut active, &mut data_tx, &mut sink)
+                            Box::pin(self.judge(message, &mut initialised, &mut active, &mut data_tx, &mut socket))
                                 .await
                         }
                         Err(_) => Verdict::Close(code::INVALID_MESSAGE, "Invalid message received".into()),
                     };
                     match verdict {
                         Verdict::Forward(message) => {
-                            if forward.send(message).is_err() {
+                            if forward.unbounded_send(Box::new(message)).is_err() {
                                 return;
                             }
                         }
                         Verdict::Handled => {}
                         Verdict::Close(code, reason) => {
-                            self.refuse(&mut sink, code, &reason).await;
+                            self.refuse(&mut socket, code, &reason).await;
                             return;
                         }
                     }
                 }
                 out = machine.next() => {
                     let Some(out) = out else {
-                        let _ = sink.close().await;
+                        let _ = socket.close().await;
                         return;
                     };
                     let message = match out {
@@ -239,11 +245,11 @@ impl Gatekeeper {
                             Message::Text(text.into())
                         }
                         WsMessage::Close(code, reason) => {
-                            let _ = sink.send(close_frame(code, &reason)).await;
+                            let _ = socket.send(close_frame(code, &reason)).await;
                             return;
                         }
                     };
-                    if sink.send(message).await.is_err() {
+                    if socket.send(message).await.is_err() {
                         return;
                     }
                 }
