@@ -142,7 +142,8 @@ pub async fn readable_many(
     Ok(readable)
 }
 
-/// Lock a key and its order for a change by one of the order's managers.
+/// Lock a key (`FOR UPDATE`) and hold its order ([`orders::lock_shared`])
+/// for a change by one of the order's managers.
 pub async fn lock_for_manager(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
@@ -153,7 +154,7 @@ pub async fn lock_for_manager(
         .one(conn)
         .await?
         .ok_or(AppError::NotFound("license"))?;
-    let order = orders::lock(conn, license.order_id).await?;
+    let order = orders::lock_shared(conn, license.order_id).await?;
     if !rights::can_manage(conn, viewer, &order).await? {
         return Err(AppError::NotFound("license"));
     }

@@ -88,6 +88,20 @@ pub async fn lock(conn: &impl ConnectionTrait, order_id: i64) -> ApiResult<order
         .ok_or(AppError::NotFound("order"))
 }
 
+/// Hold an order as it is for the rest of the transaction (`FOR SHARE` on
+/// PostgreSQL): a change of one of its keys needs the order not to be
+/// refunded, transferred or re-set meanwhile ([`lock`] waits for it), while
+/// changes of its other keys, each under its key's own lock, run beside it.
+/// An organization's order whose keys change many times a second would
+/// otherwise queue every change on the one order row.
+pub async fn lock_shared(conn: &impl ConnectionTrait, order_id: i64) -> ApiResult<order::Model> {
+    order::Entity::find_by_id(order_id)
+        .lock_shared()
+        .one(conn)
+        .await?
+        .ok_or(AppError::NotFound("order"))
+}
+
 /// Who confirmed a payment, and what they reported.
 #[derive(Debug, Clone, Default)]
 pub struct Payment {

@@ -179,7 +179,8 @@ pub async fn order_transferers(
 }
 
 /// An order's managers; the buying member of an organization's order among
-/// them only with `with_buyer`.
+/// them only with `with_buyer`. One statement: it runs inside writes that
+/// hold the key's lock, and an organization may have a thousand admins.
 async fn managers_among(
     conn: &impl ConnectionTrait,
     order: &order::Model,
@@ -188,29 +189,32 @@ async fn managers_among(
     let Some(organization_id) = order.organization_id else {
         return Ok(vec![order.owner_id]);
     };
-    let members: Vec<(String, OrganizationRole)> = organization_member::Entity::find()
+    let members = |admin_only: bool| {
+        let mut q = Query::select();
+        q.column(organization_member::Column::Email)
+            .from(organization_member::Entity)
+            .and_where(organization_member::Column::OrganizationId.eq(organization_id));
+        if admin_only {
+            q.and_where(organization_member::Column::Role.eq(OrganizationRole::Admin));
+        }
+        q.to_owned()
+    };
+    let mut who = Condition::any().add(account::Column::Email.in_subquery(members(true)));
+    if with_buyer {
+        who = who.add(
+            Condition::all()
+                .add(account::Column::Id.eq(order.owner_id))
+                .add(account::Column::Email.in_subquery(members(false))),
+        );
+    }
+    Ok(account::Entity::find()
         .select_only()
-        .column(organization_member::Column::Email)
-        .column(organization_member::Column::Role)
-        .filter(organization_member::Column::OrganizationId.eq(organization_id))
+        .column(account::Column::Id)
+        .filter(account::Column::EmailVerifiedAt.is_not_null())
+        .filter(who)
         .into_tuple()
         .all(conn)
-        .await?;
-    let accounts = account::Entity::find()
-        .filter(account::Column::Email.is_in(members.iter().map(|(email, _)| email.clone())))
-        .filter(account::Column::EmailVerifiedAt.is_not_null())
-        .all(conn)
-        .await?;
-    Ok(accounts
-        .into_iter()
-        .filter(|a| {
-            members.iter().any(|(email, role)| {
-                *email == a.email
-                    && (*role == OrganizationRole::Admin || (with_buyer && a.id == order.owner_id))
-            })
-        })
-        .map(|a| a.id)
-        .collect())
+        .await?)
 }
 
 /// Administrators' support actions on an account: the account receives the

@@ -852,3 +852,119 @@ async fn validation_code(app: &TestApp, key: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Keys of one order change side by side (each under its key's own lock,
+/// the order held shared), and a refund waits for the changes under way:
+/// every assignment either committed before the refund or was refused
+/// with `CONFLICT`, and the order's history has no key change after it.
+#[tokio::test]
+async fn assignments_beside_a_refund_all_land_before_it_or_are_refused() {
+    const KEYS: usize = 12;
+    let app = spawn().await;
+    let (buyer, _) = app.verified_user(&email("beside-buyer")).await;
+    let admin = app.admin().await;
+    let (order, licenses, _) = app.paid_order(&buyer, KEYS as i32).await;
+    let assignments = futures_util::future::join_all(licenses.iter().enumerate().map(|(i, l)| {
+        app.gql(
+            Some(&buyer),
+            ASSIGN,
+            json!({"l": l, "e": format!("holder{i}@example.com")}),
+        )
+    }));
+    let refund = app.gql(Some(&admin), REFUND, json!({"o": order, "r": "beside"}));
+    let (answers, refunded) = tokio::join!(assignments, refund);
+    assert_eq!(
+        refunded["data"]["refundOrder"]["status"], "REFUNDED",
+        "{refunded}"
+    );
+    let mut landed = 0;
+    for answer in &answers {
+        match answer.get("errors") {
+            None => landed += 1,
+            Some(errors) => assert_eq!(errors[0]["extensions"]["code"], "CONFLICT", "{answer}"),
+        }
+    }
+    let history = app
+        .ok(
+            Some(&admin),
+            "query($o:ID!){ order(id:$o){ history(first:100){ edges { node { kind } } } } }",
+            json!({"o": order}),
+        )
+        .await;
+    let kinds: Vec<&str> = history["order"]["history"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["kind"].as_str().unwrap())
+        .collect();
+    let refund_at = kinds
+        .iter()
+        .position(|k| *k == "ORDER_REFUNDED")
+        .expect("the refund is in the history");
+    let before = kinds[..refund_at]
+        .iter()
+        .filter(|k| **k == "LICENSE_ASSIGNED")
+        .count();
+    assert_eq!(before, landed, "{kinds:?}");
+    assert!(
+        !kinds[refund_at..].contains(&"LICENSE_ASSIGNED"),
+        "a key changed after the refund: {kinds:?}"
+    );
+}
+
+/// The locks behind the test above, on PostgreSQL: while a change of one of
+/// its keys holds the order (here, the test's own transaction holding it
+/// `FOR SHARE`, as a change does), another key of the order still changes,
+/// and a refund waits until the change ends.
+#[tokio::test]
+async fn a_key_change_holds_its_order_shared_and_a_refund_waits_for_it() {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+    let app = spawn().await;
+    let db = &app.app.state.ctx.db;
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return; // SQLite has one writer at a time.
+    }
+    let (buyer, _) = app.verified_user(&email("shared-buyer")).await;
+    let admin = app.admin().await;
+    let (order, licenses, _) = app.paid_order(&buyer, 2).await;
+    let holder = db.begin().await.unwrap();
+    holder
+        .execute_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            format!(
+                "SELECT id FROM orders WHERE id = {} FOR SHARE",
+                order.parse::<i64>().unwrap()
+            ),
+        ))
+        .await
+        .unwrap();
+
+    let assigned = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.ok(
+            Some(&buyer),
+            ASSIGN,
+            json!({"l": licenses[0], "e": "beside@example.com"}),
+        ),
+    )
+    .await
+    .expect("a key of an order held shared still changes");
+    assert_eq!(assigned["assignLicense"]["id"], json!(licenses[0]));
+
+    let refund = app.gql(Some(&admin), REFUND, json!({"o": order, "r": "waits"}));
+    tokio::pin!(refund);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut refund)
+            .await
+            .is_err(),
+        "the refund went through while a change of the order's key was under way"
+    );
+    holder.commit().await.unwrap();
+    let refunded = tokio::time::timeout(Duration::from_secs(10), refund)
+        .await
+        .expect("the refund goes through once the change ends");
+    assert_eq!(
+        refunded["data"]["refundOrder"]["status"], "REFUNDED",
+        "{refunded}"
+    );
+}
