@@ -52,11 +52,15 @@ const SEED: &[&str] = &[
      CASE WHEN g % 10 = 3 THEN now() END, now() \
      FROM generate_series(1, 1000000) g, (SELECT min(id) AS first FROM orders) o, \
      LATERAL (SELECT upper(lpad(to_hex(g::bigint * 1000003), 16, '0')) AS h) k",
-    "INSERT INTO events (kind, actor_id, order_id, license_id, changes, occurred_at) \
+    // Each event in a transaction of its own time, as mutations write them
+    // (one statement would give all 500,000 the same `tx`): spread in order
+    // over the transaction ids before this one, some twenty per id.
+    "INSERT INTO events (kind, actor_id, order_id, license_id, changes, occurred_at, tx) \
      SELECT (ARRAY['LICENSE_ASSIGNED','LICENSE_UNASSIGNED','CLAIM_CREATED', \
                    'CLAIM_APPROVED','DEVICE_ACTIVATED','ORDER_PAID'])[1 + g % 6], \
      a.first + (g * 31) % 100000, o.first + g % 10000, NULL, '{}', \
-     now() - interval '365 days' + g * interval '1 minute' \
+     now() - interval '365 days' + g * interval '1 minute', \
+     greatest(1, g * (pg_current_xact_id()::text::bigint - 1) / 500001) \
      FROM generate_series(1, 500000) g, (SELECT min(id) AS first FROM accounts) a, \
      (SELECT min(id) AS first FROM orders) o",
     "INSERT INTO event_recipients (account_id, event_id) \
