@@ -21,6 +21,7 @@ mod m20261204_000021_create_webhooks;
 mod m20261204_000041_licensed_software;
 mod m20261204_000101_api_tokens;
 mod m20261204_000102_idempotency_keys;
+mod m20261204_000110_recipients_without_event_fk;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000020_admin_support::Migration),
             Box::new(m20261204_000041_licensed_software::Migration),
             Box::new(m20261204_000021_create_webhooks::Migration),
+            Box::new(m20261204_000110_recipients_without_event_fk::Migration),
         ]
     }
 }
