@@ -131,12 +131,16 @@ struct HeartbeatRow {
     heartbeat_seconds: Option<i32>,
     activation_id: Option<i64>,
     alive_until: Option<DateTime<Utc>>,
+    /// Whether the statement that read the row also moved the device's
+    /// deadline (PostgreSQL); `None` where that is a statement of its own.
+    moved: Option<bool>,
 }
 
 /// `heartbeatLicense`: the key's validity on the device, like
 /// `validateLicense`, and on a heartbeat order the device kept alive. One
 /// read, and a write only when the deadline needs moving (see the module
-/// comment). A suspended key is `CONFLICT`.
+/// comment); on PostgreSQL both are one statement. A suspended key is
+/// `CONFLICT`.
 pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult<Validation> {
     let fingerprint = devices::check_field(fingerprint, "fingerprint")?;
     let Some(key) = keys::normalize(raw_key) else {
@@ -144,9 +148,11 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
     };
     let now = ctx.clock.now();
     let backend = ctx.db.get_database_backend();
-    let (key_param, fp_param, now_param) = match backend {
-        sea_orm::DatabaseBackend::Postgres => ("$1", "$2", "$3"),
-        _ => ("?1", "?2", "?3"),
+    let postgres = backend == sea_orm::DatabaseBackend::Postgres;
+    let (key_param, fp_param, now_param) = if postgres {
+        ("$1", "$2", "$3")
+    } else {
+        ("?1", "?2", "?3")
     };
     let columns = "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, \
          o.status = 'PAID' AS paid, o.status = 'REFUNDED' AS refunded, \
@@ -154,7 +160,7 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
          a.id AS activation_id, a.alive_until AS alive_until";
     let device =
         format!("LEFT JOIN activations a ON a.license_id = l.id AND a.fingerprint = {fp_param}");
-    let sql = format!(
+    let found = format!(
         "SELECT {columns} FROM licenses l JOIN orders o ON o.id = l.order_id {device} \
          WHERE l.key = {key_param} \
          UNION ALL \
@@ -162,6 +168,33 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
          JOIN orders o ON o.id = l.order_id {device} \
          WHERE r.key = {key_param} AND r.valid_until > {now_param}"
     );
+    let sql = if postgres {
+        // The read, and the deadline's move under the same conditions as
+        // below (a live device of a valid key whose deadline is less than
+        // an interval away); the move's own condition on the row as it is
+        // now keeps a device the sweeper has just expired from coming back.
+        // Its commit does not wait for its WAL flush (`synchronous_commit`
+        // off for the statement's own transaction): a heartbeat is the most
+        // frequent write there is, and one lost with PostgreSQL itself (the
+        // last fraction of a second before a crash) leaves its device the
+        // deadline its previous heartbeat gave it.
+        format!(
+            "WITH found AS ({found} LIMIT 1), \
+             moved AS (UPDATE activations a \
+               SET alive_until = $3 + f.heartbeat_seconds * interval '1250 milliseconds' \
+               FROM found f, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
+               WHERE a.id = f.activation_id AND f.paid AND NOT f.refunded \
+                 AND NOT f.suspended AND f.assigned AND f.heartbeat_seconds IS NOT NULL \
+                 AND (f.alive_until IS NULL OR f.alive_until > $3) \
+                 AND (f.alive_until IS NULL \
+                      OR f.alive_until < $3 + f.heartbeat_seconds * interval '1 second') \
+                 AND (a.alive_until IS NULL OR a.alive_until > $3) \
+               RETURNING a.id) \
+             SELECT found.*, EXISTS (SELECT 1 FROM moved) AS moved FROM found"
+        )
+    } else {
+        format!("SELECT *, NULL AS moved FROM ({found}) LIMIT 1")
+    };
     let row = HeartbeatRow::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
@@ -199,7 +232,11 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
         // Not a change anyone reads a cached answer of: no write
         // transaction, no cache to forget. Conditional, so that a device
         // the sweeper has just expired is not brought back.
-        if !move_deadline(ctx, activation_id, alive_until(now, seconds), now).await? {
+        let moved = match row.moved {
+            Some(moved) => moved,
+            None => move_deadline(ctx, activation_id, alive_until(now, seconds), now).await?,
+        };
+        if !moved {
             return Ok((Validity::NotActivated, license));
         }
     }
@@ -207,41 +244,25 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
 }
 
 /// Move a live device's deadline to `until`; false when it had already
-/// passed. On PostgreSQL the statement's commit does not wait for its WAL
-/// flush (`synchronous_commit` off for its own transaction, set in the
-/// statement): a heartbeat is the most frequent write there is, and one
-/// lost with PostgreSQL itself (the last fraction of a second before a
-/// crash) leaves its device the deadline its previous heartbeat gave it.
+/// passed. SQLite only: on PostgreSQL the statement that reads the device
+/// moves it.
 async fn move_deadline(
     ctx: &Ctx,
     activation_id: i64,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> ApiResult<bool> {
-    let moved = if ctx.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        ctx.db
-            .execute_raw(Statement::from_sql_and_values(
-                sea_orm::DatabaseBackend::Postgres,
-                "UPDATE activations SET alive_until = $1 \
-                   FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
-                 WHERE id = $2 AND (alive_until IS NULL OR alive_until > $3)",
-                [until.into(), activation_id.into(), now.into()],
-            ))
-            .await?
-            .rows_affected()
-    } else {
-        activation::Entity::update_many()
-            .col_expr(activation::Column::AliveUntil, Expr::value(until))
-            .filter(activation::Column::Id.eq(activation_id))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(activation::Column::AliveUntil.is_null())
-                    .add(activation::Column::AliveUntil.gt(now)),
-            )
-            .exec(&ctx.db)
-            .await?
-            .rows_affected
-    };
+    let moved = activation::Entity::update_many()
+        .col_expr(activation::Column::AliveUntil, Expr::value(until))
+        .filter(activation::Column::Id.eq(activation_id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(activation::Column::AliveUntil.is_null())
+                .add(activation::Column::AliveUntil.gt(now)),
+        )
+        .exec(&ctx.db)
+        .await?
+        .rows_affected;
     Ok(moved == 1)
 }
 
