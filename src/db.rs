@@ -87,6 +87,15 @@ pub async fn connect_with_pool(
     Ok(db)
 }
 
+/// A `FROM` item that turns `synchronous_commit` off for the transaction of
+/// the statement it is in (PostgreSQL): `set_config(…, true)` holds until
+/// that transaction ends, so even a single statement's own commit then
+/// skips the wait for its WAL flush. For frequent writes whose loss with
+/// PostgreSQL itself (the last fraction of a second before a crash) costs
+/// little: idempotency keys' rows, heartbeats' deadlines.
+pub const RELAXED_COMMIT: &str =
+    "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed";
+
 /// Key of the PostgreSQL advisory lock held while migrations run ("klmigrat"
 /// in ASCII): fixed, so every instance of every version takes the same one,
 /// and distinct from the relay's and the start-up cursor check's keys.

@@ -23,6 +23,7 @@ use sea_orm::{
 use super::{Ctx, devices, devices::Validity, keys, orders, rights, validity_cache::Validation};
 use crate::{
     auth::Viewer,
+    db::RELAXED_COMMIT,
     error::{ApiResult, AppError},
     events::EventKind,
 };
@@ -173,16 +174,15 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
         // below (a live device of a valid key whose deadline is less than
         // an interval away); the move's own condition on the row as it is
         // now keeps a device the sweeper has just expired from coming back.
-        // Its commit does not wait for its WAL flush (`synchronous_commit`
-        // off for the statement's own transaction): a heartbeat is the most
-        // frequent write there is, and one lost with PostgreSQL itself (the
-        // last fraction of a second before a crash) leaves its device the
-        // deadline its previous heartbeat gave it.
+        // Its commit does not wait for its WAL flush ([`RELAXED_COMMIT`]):
+        // a heartbeat is the most frequent write there is, and one lost with
+        // PostgreSQL itself leaves its device the deadline its previous
+        // heartbeat gave it.
         format!(
             "WITH found AS ({found} LIMIT 1), \
              moved AS (UPDATE activations a \
                SET alive_until = $3 + f.heartbeat_seconds * interval '1250 milliseconds' \
-               FROM found f, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
+               FROM found f, {RELAXED_COMMIT} \
                WHERE a.id = f.activation_id AND f.paid AND NOT f.refunded \
                  AND NOT f.suspended AND f.assigned AND f.heartbeat_seconds IS NOT NULL \
                  AND (f.alive_until IS NULL OR f.alive_until > $3) \

@@ -16,7 +16,7 @@ use sea_orm::{
     sea_query::OnConflict,
 };
 
-use crate::error::ApiResult;
+use crate::{db::RELAXED_COMMIT, error::ApiResult};
 
 /// How long a key and its answer are kept.
 pub const TTL: Duration = Duration::hours(24);
@@ -58,7 +58,7 @@ async fn relaxed(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> 
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT set_config('synchronous_commit', 'off', true)",
+            format!("SELECT * FROM {RELAXED_COMMIT}"),
         ))
         .await?;
     }
@@ -86,9 +86,9 @@ pub async fn begin(
 }
 
 /// The first attempt's insert on PostgreSQL in one statement, relaxed as
-/// [`relaxed`] is (`set_config` in the statement's own transaction holds
-/// until its commit): a round trip rather than four, since a key is paid
-/// for on every mutation that carries one. `None` when the key is taken.
+/// [`relaxed`] is ([`RELAXED_COMMIT`]): a round trip rather than four,
+/// since a key is paid for on every mutation that carries one. `None` when
+/// the key is taken.
 async fn take_relaxed(
     db: &DatabaseConnection,
     caller: &str,
@@ -99,11 +99,12 @@ async fn take_relaxed(
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "INSERT INTO idempotency_keys \
-               (caller, key, body_hash, state, response, created_at, expires_at) \
-             SELECT $1, $2, $3, $4, NULL, $5, $6 \
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
-             ON CONFLICT (caller, key) DO NOTHING RETURNING id",
+            format!(
+                "INSERT INTO idempotency_keys \
+                   (caller, key, body_hash, state, response, created_at, expires_at) \
+                 SELECT $1, $2, $3, $4, NULL, $5, $6 FROM {RELAXED_COMMIT} \
+                 ON CONFLICT (caller, key) DO NOTHING RETURNING id"
+            ),
             [
                 caller.into(),
                 key.into(),
@@ -200,9 +201,10 @@ pub async fn finish(db: &DatabaseConnection, id: i64, response: String) -> ApiRe
         // over meanwhile updates nothing.
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "UPDATE idempotency_keys SET state = $1, response = $2 \
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
-             WHERE id = $3",
+            format!(
+                "UPDATE idempotency_keys SET state = $1, response = $2 \
+                 FROM {RELAXED_COMMIT} WHERE id = $3"
+            ),
             [DONE.into(), response.into(), id.into()],
         ))
         .await?;
