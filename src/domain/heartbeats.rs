@@ -44,9 +44,13 @@ pub fn check_seconds(seconds: Option<i32>, field: &'static str) -> ApiResult<Opt
     }
 }
 
+/// How far a heartbeat moves its device's deadline, in milliseconds per
+/// second of the order's interval: 5/4 of the interval.
+const DEADLINE_MS_PER_INTERVAL_SECOND: i64 = 1250;
+
 /// The deadline a heartbeat at `now` gives a device: 5/4 of the interval.
 pub fn alive_until(now: DateTime<Utc>, seconds: i32) -> DateTime<Utc> {
-    now + Duration::milliseconds(i64::from(seconds) * 1250)
+    now + Duration::milliseconds(i64::from(seconds) * DEADLINE_MS_PER_INTERVAL_SECOND)
 }
 
 /// A device whose deadline has passed: it holds no seat any more.
@@ -170,10 +174,11 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
          WHERE r.key = {key_param} AND r.valid_until > {now_param}"
     );
     let sql = if postgres {
-        // The read, and the deadline's move under the same conditions as
-        // below (a live device of a valid key whose deadline is less than
-        // an interval away); the move's own condition on the row as it is
-        // now keeps a device the sweeper has just expired from coming back.
+        // The read, and the deadline's move ([`alive_until`]) under the
+        // same conditions as below (a live device of a valid key whose
+        // deadline is less than an interval away); the move's own condition
+        // on the row as it is now keeps a device the sweeper has just
+        // expired from coming back.
         // Its commit does not wait for its WAL flush ([`RELAXED_COMMIT`]):
         // a heartbeat is the most frequent write there is, and one lost with
         // PostgreSQL itself leaves its device the deadline its previous
@@ -181,7 +186,8 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
         format!(
             "WITH found AS ({found} LIMIT 1), \
              moved AS (UPDATE activations a \
-               SET alive_until = $3 + f.heartbeat_seconds * interval '1250 milliseconds' \
+               SET alive_until = \
+                 $3 + f.heartbeat_seconds * interval '{DEADLINE_MS_PER_INTERVAL_SECOND} milliseconds' \
                FROM found f, {RELAXED_COMMIT} \
                WHERE a.id = f.activation_id AND f.paid AND NOT f.refunded \
                  AND NOT f.suspended AND f.assigned AND f.heartbeat_seconds IS NOT NULL \
