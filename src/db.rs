@@ -63,15 +63,18 @@ pub async fn connect_with_pool(
         // transaction and per transaction.
         .test_before_acquire_if_idle_for(Duration::from_secs(10))
         .sqlx_logging(false);
-    // WAL lets readers run beside the single writer; the busy timeout makes
-    // concurrent writers wait for their turn instead of failing.
+    // The busy timeout makes concurrent writers wait for their turn instead
+    // of failing. The journal mode is not set here: WAL is a property of the
+    // file, switched once by `use_wal` below before the pool opens.
     options.map_sqlx_sqlite_opts(|sqlite| {
         sqlite
-            .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true)
     });
+    if url.starts_with("sqlite") {
+        use_wal(url).await?;
+    }
     let db = Database::connect(options).await?;
     if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         migrate_under_lock(url).await?;
@@ -85,6 +88,49 @@ pub async fn connect_with_pool(
         txn.commit().await?;
     }
     Ok(db)
+}
+
+/// How long a SQLite statement waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Put the SQLite file at `url` in WAL mode, which lets readers run beside
+/// the single writer. WAL is stored in the file, so this is done once per
+/// start on one connection of its own; the pool's connections then find it
+/// set. Switching a file into WAL takes an exclusive lock that SQLite's busy
+/// timeout does not wait for (processes opening a fresh file together get
+/// `SQLITE_BUSY` at once), so a busy answer is retried here until the same
+/// timeout has passed.
+async fn use_wal(url: &str) -> Result<(), DbErr> {
+    use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr;
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    loop {
+        match options.connect().await {
+            Ok(connection) => {
+                connection.close().await.ok();
+                return Ok(());
+            }
+            Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()))),
+        }
+    }
+}
+
+/// Whether SQLite answered `SQLITE_BUSY` or `SQLITE_LOCKED` (primary codes 5
+/// and 6; extended codes keep the primary one in their low byte).
+fn is_busy(error: &sea_orm::sqlx::Error) -> bool {
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok());
+    matches!(code.map(|c| c & 0xff), Some(5 | 6))
 }
 
 /// A `FROM` item that turns `synchronous_commit` off for the transaction of
