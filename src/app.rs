@@ -193,6 +193,7 @@ impl App {
             hub,
             bus,
             sessions,
+            answers: tokio_util::task::TaskTracker::new(),
             metrics,
             config: Arc::new(config),
         };
@@ -220,14 +221,18 @@ impl App {
             per_client = limits.per_client,
             "connection caps"
         );
-        http::listener::serve(
+        let served = http::listener::serve(
             listener,
             self.router.clone(),
             limits,
             self.state.metrics.clone(),
             shutdown,
         )
-        .await
+        .await;
+        // Answers already sent whose record is still being written.
+        self.state.answers.close();
+        self.state.answers.wait().await;
+        served
     }
 }
 

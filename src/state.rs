@@ -30,6 +30,10 @@ pub struct AppState {
     pub sessions: Arc<SessionCache>,
     /// Signs offline license certificates (`checkOutLicense`).
     pub signer: Arc<crate::signing::Signer>,
+    /// First attempts of requests with an `Idempotency-Key`, which record
+    /// their answers after sending them: the server waits for them when it
+    /// stops, so that no answer sent goes unrecorded.
+    pub answers: tokio_util::task::TaskTracker,
 }
 
 impl AppState {

@@ -9,7 +9,8 @@
 //!   sends them), or, without a token, the body itself (an anonymous key
 //!   is only ever answered to the same bytes).
 //! - The same key with another body is `CONFLICT`; a retry while the first
-//!   attempt runs is `CONFLICT` with `extensions.retryAfter`.
+//!   attempt runs waits up to a second for its answer, then is `CONFLICT`
+//!   with `extensions.retryAfter`.
 //! - Answers with a `RATE_LIMITED` or `INTERNAL` error, and requests that
 //!   never executed (invalid document or variables), are not kept: the row
 //!   is deleted and the next retry runs.
@@ -18,7 +19,8 @@
 //!
 //! A request without the header pays nothing; with it, a look at the
 //! operation's root fields (in the document the request checks parsed), a
-//! hash of the body, one insert and one update.
+//! hash of the body, one insert before it runs and one update after its
+//! answer is sent.
 use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::Response,
@@ -116,9 +118,27 @@ pub struct Keyed {
     pub body_hash: String,
 }
 
+/// How long a retry that meets a running first attempt waits for its
+/// answer before it is told `CONFLICT` with `retryAfter`: a client whose
+/// answer was lost, or one sending the same request twice at once, then
+/// gets the answer rather than an error in the usual case of a first
+/// attempt that takes milliseconds.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The first look again after this long, each next one after twice as long.
+const IN_FLIGHT_FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Run `request` unless its key was used: the first attempt executes (in a
 /// task of its own, so that it records its answer even if the client goes
 /// away), the others are answered from its row.
+///
+/// The first attempt's answer is sent before it is recorded: the record is
+/// a statement of its own, which no longer delays the answer. A retry that
+/// arrives in between (a client that lost the answer cannot retry that
+/// fast, but one sending twice at once can) finds the attempt running and
+/// waits for the record ([`IN_FLIGHT_WAIT`]). The record is written by a
+/// task the server waits for when it stops ([`AppState::answers`]).
+///
+/// [`AppState::answers`]: crate::state::AppState::answers
 pub async fn run_once(
     server: &Server,
     keyed: Keyed,
@@ -126,58 +146,91 @@ pub async fn run_once(
     executed: Executed,
     media: over_http::MediaType,
 ) -> Response {
-    let db = &server.state.ctx.db;
-    let now = server.state.ctx.clock.now();
-    let begun = idempotency::begin(db, &keyed.caller, &keyed.key, &keyed.body_hash, now).await;
-    let id = match begun {
-        Ok(Begin::Run { id }) => id,
-        Ok(Begin::Replay { response }) => {
-            let mut answer = over_http::executed_body(media, response);
-            answer
-                .headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
-            return answer;
-        }
-        Ok(Begin::OtherBody) => {
-            return refused(
-                media,
-                AppError::conflict("this Idempotency-Key was used with another request"),
-            );
-        }
-        Ok(Begin::InFlight) => {
-            return refused(
-                media,
-                AppError::InFlight {
-                    retry_after_secs: RETRY_AFTER_SECS,
-                },
-            );
-        }
-        Err(error) => return refused(media, error),
+    let id = match first_attempt(server, &keyed, media).await {
+        Ok(id) => id,
+        Err(answer) => return answer,
     };
+    let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
     let server = server.clone();
-    let attempt = tokio::spawn(async move {
+    server.state.answers.clone().spawn(async move {
         let response = server.graphql.run(request).await;
         let db = &server.state.ctx.db;
         let ran = executed.get();
         if !ran || response.errors.iter().any(not_kept) {
+            // Forgotten before the answer goes out, so that a retry right
+            // after it runs again.
             if let Err(error) = idempotency::abandon(db, id).await {
                 error.log();
             }
-            return over_http::respond(media, response, ran);
+            let _ = answer_tx.send(over_http::respond(media, response, ran));
+            return;
         }
         let body = serde_json::to_string(&response).unwrap_or_default();
-        if let Err(error) = idempotency::finish(db, id, body.clone()).await {
+        let mut answer = over_http::executed_body(media, body.clone());
+        answer.headers_mut().extend(response.http_headers);
+        let _ = answer_tx.send(answer);
+        if let Err(error) = idempotency::finish(db, id, body).await {
             // The effect happened; a retry will meet the running row until
             // its lease ends. Said in the log, not to the client.
             error.log();
         }
-        let mut answer = over_http::executed_body(media, body);
-        answer.headers_mut().extend(response.http_headers);
-        answer
     });
-    match attempt.await {
+    match answer_rx.await {
         Ok(answer) => answer,
-        Err(error) => refused(media, AppError::internal(error)),
+        Err(_) => refused(
+            media,
+            AppError::internal("the first attempt ended without an answer"),
+        ),
+    }
+}
+
+/// Take the key for a first attempt (its row's id), or the answer to a
+/// retry: the recorded answer, `CONFLICT` for another body, or, when the
+/// first attempt is still running after [`IN_FLIGHT_WAIT`], `CONFLICT`
+/// with `retryAfter`.
+async fn first_attempt(
+    server: &Server,
+    keyed: &Keyed,
+    media: over_http::MediaType,
+) -> Result<i64, Response> {
+    let ctx = &server.state.ctx;
+    let give_up = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    let mut poll = IN_FLIGHT_FIRST_POLL;
+    loop {
+        let begun = idempotency::begin(
+            &ctx.db,
+            &keyed.caller,
+            &keyed.key,
+            &keyed.body_hash,
+            ctx.clock.now(),
+        )
+        .await;
+        return match begun {
+            Ok(Begin::Run { id }) => Ok(id),
+            Ok(Begin::Replay { response }) => {
+                let mut answer = over_http::executed_body(media, response);
+                answer
+                    .headers_mut()
+                    .insert(REPLAYED, HeaderValue::from_static("true"));
+                Err(answer)
+            }
+            Ok(Begin::OtherBody) => Err(refused(
+                media,
+                AppError::conflict("this Idempotency-Key was used with another request"),
+            )),
+            Ok(Begin::InFlight) if tokio::time::Instant::now() + poll < give_up => {
+                tokio::time::sleep(poll).await;
+                poll *= 2;
+                continue;
+            }
+            Ok(Begin::InFlight) => Err(refused(
+                media,
+                AppError::InFlight {
+                    retry_after_secs: RETRY_AFTER_SECS,
+                },
+            )),
+            Err(error) => Err(refused(media, error)),
+        };
     }
 }
 
