@@ -208,8 +208,9 @@ impl App {
     }
 
     /// Serve on `listener` until `shutdown` resolves, then finish in-flight
-    /// requests, with the connection caps and header deadline of the
-    /// configuration (see [`http::listener`]).
+    /// requests and the records of idempotent answers, with the connection
+    /// caps and header deadline of the configuration (see
+    /// [`http::listener`]).
     pub async fn serve_on(
         &self,
         listener: TcpListener,
@@ -229,12 +230,26 @@ impl App {
             shutdown,
         )
         .await;
-        // Answers already sent whose record is still being written.
+        // First attempts of idempotent requests still running, or whose
+        // answers were sent and are being recorded: waited for, within a
+        // bound, so that a stuck database cannot hold the stop forever.
         self.state.answers.close();
-        self.state.answers.wait().await;
+        if tokio::time::timeout(ANSWERS_STOP_WAIT, self.state.answers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.state.answers.len(),
+                "stopped before every idempotent answer was recorded; their keys stay running until their lease ends"
+            );
+        }
         served
     }
 }
+
+/// Longest a stopping server waits for idempotent first attempts to
+/// record their answers.
+const ANSWERS_STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// How often rate limits forget the keys whose buckets are full again.
 const LIMITS_SWEEP: Duration = Duration::from_secs(600);

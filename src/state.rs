@@ -31,8 +31,8 @@ pub struct AppState {
     /// Signs offline license certificates (`checkOutLicense`).
     pub signer: Arc<crate::signing::Signer>,
     /// First attempts of requests with an `Idempotency-Key`, which record
-    /// their answers after sending them: the server waits for them when it
-    /// stops, so that no answer sent goes unrecorded.
+    /// their answers after sending them: the server waits for them (within
+    /// a bound) when it stops, so that no answer sent goes unrecorded.
     pub answers: tokio_util::task::TaskTracker,
 }
 

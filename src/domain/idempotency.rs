@@ -7,7 +7,7 @@
 //! Race-safe without check-then-insert: the first attempt is the one whose
 //! `INSERT … ON CONFLICT DO NOTHING` takes the unique (caller, key) pair;
 //! every other attempt, on any instance, finds that row and answers from
-//! it (the stored answer, or `CONFLICT` while it runs).
+//! it (the stored answer, or, while it runs, what [`look`] finds).
 use chrono::{DateTime, Duration, Utc};
 use entity::idempotency_key;
 use sea_orm::{
@@ -192,6 +192,33 @@ async fn begin_in(
         });
     }
     Ok(Begin::InFlight)
+}
+
+/// What a retry waiting for a running first attempt finds of its row.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Look {
+    /// The answer, recorded.
+    Recorded(String),
+    /// Still running.
+    Running,
+    /// Deleted: its answer was not to be kept, or it expired.
+    Gone,
+}
+
+/// The state of `caller`'s `key`, read without a transaction.
+pub async fn look(db: &DatabaseConnection, caller: &str, key: &str) -> ApiResult<Look> {
+    let found = idempotency_key::Entity::find()
+        .filter(idempotency_key::Column::Caller.eq(caller))
+        .filter(idempotency_key::Column::Key.eq(key))
+        .one(db)
+        .await?;
+    Ok(match found {
+        Some(row) => match row.response {
+            Some(response) if row.state == DONE => Look::Recorded(response),
+            _ => Look::Running,
+        },
+        None => Look::Gone,
+    })
 }
 
 /// Keep the answer of the first attempt.

@@ -119,10 +119,9 @@ pub struct Keyed {
 }
 
 /// How long a retry that meets a running first attempt waits for its
-/// answer before it is told `CONFLICT` with `retryAfter`: a client whose
-/// answer was lost, or one sending the same request twice at once, then
-/// gets the answer rather than an error in the usual case of a first
-/// attempt that takes milliseconds.
+/// answer before it is told `CONFLICT` with `retryAfter`: a client sending
+/// the same request twice at once then gets the answer twice rather than
+/// an error, in the usual case of a first attempt that takes milliseconds.
 const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The first look again after this long, each next one after twice as long.
 const IN_FLIGHT_FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -184,53 +183,73 @@ pub async fn run_once(
     }
 }
 
-/// Take the key for a first attempt (its row's id), or the answer to a
-/// retry: the recorded answer, `CONFLICT` for another body, or, when the
-/// first attempt is still running after [`IN_FLIGHT_WAIT`], `CONFLICT`
-/// with `retryAfter`.
+/// Take the key for a first attempt (its row's id), or answer a retry: the
+/// recorded answer, `CONFLICT` for another body, or `CONFLICT` with
+/// `retryAfter` when the first attempt is still running after
+/// [`IN_FLIGHT_WAIT`] (or ended without keeping an answer meanwhile: the
+/// client's next retry runs, as it would have without the wait).
 async fn first_attempt(
     server: &Server,
     keyed: &Keyed,
     media: over_http::MediaType,
 ) -> Result<i64, Response> {
     let ctx = &server.state.ctx;
+    let begun = idempotency::begin(
+        &ctx.db,
+        &keyed.caller,
+        &keyed.key,
+        &keyed.body_hash,
+        ctx.clock.now(),
+    )
+    .await;
+    let response = match begun {
+        Ok(Begin::Run { id }) => return Ok(id),
+        Ok(Begin::Replay { response }) => response,
+        Ok(Begin::OtherBody) => {
+            return Err(refused(
+                media,
+                AppError::conflict("this Idempotency-Key was used with another request"),
+            ));
+        }
+        Ok(Begin::InFlight) => match recorded_answer(server, keyed).await {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                return Err(refused(
+                    media,
+                    AppError::InFlight {
+                        retry_after_secs: RETRY_AFTER_SECS,
+                    },
+                ));
+            }
+            Err(error) => return Err(refused(media, error)),
+        },
+        Err(error) => return Err(refused(media, error)),
+    };
+    let mut answer = over_http::executed_body(media, response);
+    answer
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    Err(answer)
+}
+
+/// The answer a running first attempt records within [`IN_FLIGHT_WAIT`],
+/// looked for with reads only (no write lock taken, no row inserted), so
+/// that waiting retries cost the database little.
+async fn recorded_answer(server: &Server, keyed: &Keyed) -> Result<Option<String>, AppError> {
     let give_up = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
     let mut poll = IN_FLIGHT_FIRST_POLL;
     loop {
-        let begun = idempotency::begin(
-            &ctx.db,
-            &keyed.caller,
-            &keyed.key,
-            &keyed.body_hash,
-            ctx.clock.now(),
-        )
-        .await;
-        return match begun {
-            Ok(Begin::Run { id }) => Ok(id),
-            Ok(Begin::Replay { response }) => {
-                let mut answer = over_http::executed_body(media, response);
-                answer
-                    .headers_mut()
-                    .insert(REPLAYED, HeaderValue::from_static("true"));
-                Err(answer)
-            }
-            Ok(Begin::OtherBody) => Err(refused(
-                media,
-                AppError::conflict("this Idempotency-Key was used with another request"),
-            )),
-            Ok(Begin::InFlight) if tokio::time::Instant::now() + poll < give_up => {
-                tokio::time::sleep(poll).await;
-                poll *= 2;
-                continue;
-            }
-            Ok(Begin::InFlight) => Err(refused(
-                media,
-                AppError::InFlight {
-                    retry_after_secs: RETRY_AFTER_SECS,
-                },
-            )),
-            Err(error) => Err(refused(media, error)),
-        };
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        tokio::time::sleep(poll.min(left)).await;
+        poll *= 2;
+        match idempotency::look(&server.state.ctx.db, &keyed.caller, &keyed.key).await? {
+            idempotency::Look::Recorded(response) => return Ok(Some(response)),
+            idempotency::Look::Running => {}
+            idempotency::Look::Gone => return Ok(None),
+        }
     }
 }
 
