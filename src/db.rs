@@ -104,8 +104,10 @@ async fn use_wal(url: &str) -> Result<(), DbErr> {
     use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
     use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
     use std::str::FromStr;
+    let not_opened =
+        |e: sea_orm::sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
     let options = SqliteConnectOptions::from_str(url)
-        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?
+        .map_err(not_opened)?
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT);
     let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
@@ -118,7 +120,7 @@ async fn use_wal(url: &str) -> Result<(), DbErr> {
             Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => return Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()))),
+            Err(e) => return Err(not_opened(e)),
         }
     }
 }

@@ -186,12 +186,17 @@ async fn begin_in(
         if found.body_hash != body_hash {
             return Ok(Begin::OtherBody);
         }
-        return Ok(match found.response {
-            Some(response) if found.state == DONE => Begin::Replay { response },
-            _ => Begin::InFlight,
+        return Ok(match recorded(found) {
+            Some(response) => Begin::Replay { response },
+            None => Begin::InFlight,
         });
     }
     Ok(Begin::InFlight)
+}
+
+/// The answer `row` holds, once its first attempt has recorded one.
+fn recorded(row: idempotency_key::Model) -> Option<String> {
+    row.response.filter(|_| row.state == DONE)
 }
 
 /// What a retry waiting for a running first attempt finds of its row.
@@ -213,9 +218,9 @@ pub async fn look(db: &DatabaseConnection, caller: &str, key: &str) -> ApiResult
         .one(db)
         .await?;
     Ok(match found {
-        Some(row) => match row.response {
-            Some(response) if row.state == DONE => Look::Recorded(response),
-            _ => Look::Running,
+        Some(row) => match recorded(row) {
+            Some(response) => Look::Recorded(response),
+            None => Look::Running,
         },
         None => Look::Gone,
     })
