@@ -194,6 +194,7 @@ impl App {
             bus,
             sessions,
             answers: tokio_util::task::TaskTracker::new(),
+            idempotency: crate::domain::idempotency::KeyRows::new(db.clone()),
             metrics,
             config: Arc::new(config),
         };

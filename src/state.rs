@@ -34,6 +34,8 @@ pub struct AppState {
     /// their answers after sending them: the server waits for them (within
     /// a bound) when it stops, so that no answer sent goes unrecorded.
     pub answers: tokio_util::task::TaskTracker,
+    /// Writes the rows of `Idempotency-Key`s, gathered into rounds.
+    pub idempotency: crate::domain::idempotency::KeyRows,
 }
 
 impl AppState {

@@ -8,6 +8,8 @@
 //! `INSERT … ON CONFLICT DO NOTHING` takes the unique (caller, key) pair;
 //! every other attempt, on any instance, finds that row and answers from
 //! it (the stored answer, or, while it runs, what [`look`] finds).
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use entity::idempotency_key;
 use sea_orm::{
@@ -16,7 +18,12 @@ use sea_orm::{
     sea_query::OnConflict,
 };
 
-use crate::{db::RELAXED_COMMIT, error::ApiResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    db::RELAXED_COMMIT,
+    error::{ApiResult, AppError},
+};
 
 /// How long a key and its answer are kept.
 pub const TTL: Duration = Duration::hours(24);
@@ -36,7 +43,7 @@ const DONE: &str = "done";
 /// What to do with a request that carries a key.
 #[derive(Debug)]
 pub enum Begin {
-    /// This is the first attempt: run it, then [`finish`] or [`abandon`] row `id`.
+    /// This is the first attempt: run it, then [`KeyRows::finish`] or [`abandon`] row `id`.
     Run { id: i64 },
     /// Answered before: send this answer again.
     Replay { response: String },
@@ -65,57 +72,240 @@ async fn relaxed(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> 
     Ok(txn)
 }
 
-/// Take `key` for `caller`'s request whose body hashes to `body_hash`, or
-/// tell what became of it.
-pub async fn begin(
-    db: &DatabaseConnection,
-    caller: &str,
-    key: &str,
-    body_hash: &str,
-    now: DateTime<Utc>,
-) -> ApiResult<Begin> {
-    if db.get_database_backend() == DbBackend::Postgres
-        && let Some(id) = take_relaxed(db, caller, key, body_hash, now).await?
-    {
-        return Ok(Begin::Run { id });
-    }
-    let txn = relaxed(db).await?;
-    let begun = begin_in(&txn, caller, key, body_hash, now).await?;
-    txn.commit().await?;
-    Ok(begun)
+/// The two writes a key costs on every mutation that carries one (the
+/// first attempt's insert, and its answer), gathered on PostgreSQL: each
+/// round writes every insert (or answer) that requests of this instance
+/// are waiting for in one relaxed statement ([`RELAXED_COMMIT`]). A
+/// statement's round trip and its backend's wake-up cost more than its
+/// row, so under load a key costs a share of a statement rather than two
+/// of its own. Nothing waits for a round to fill: a request alone is a
+/// round of one, written at once, and those arriving meanwhile make the
+/// next round. On SQLite, whose writes go one at a time anyway, each
+/// request writes its own.
+#[derive(Clone)]
+pub struct KeyRows {
+    db: DatabaseConnection,
+    rounds: Option<Rounds>,
 }
 
-/// The first attempt's insert on PostgreSQL in one statement, relaxed as
-/// [`relaxed`] is ([`RELAXED_COMMIT`]): a round trip rather than four,
-/// since a key is paid for on every mutation that carries one. `None` when
-/// the key is taken.
-async fn take_relaxed(
-    db: &DatabaseConnection,
-    caller: &str,
-    key: &str,
-    body_hash: &str,
+#[derive(Clone)]
+struct Rounds {
+    takes: mpsc::Sender<Waiting<Take, Option<i64>>>,
+    records: mpsc::Sender<Waiting<Record, ()>>,
+}
+
+/// A first attempt's insert: answered with the row's id, or `None` when
+/// the key was taken already.
+struct Take {
+    caller: String,
+    key: String,
+    body_hash: String,
     now: DateTime<Utc>,
-) -> ApiResult<Option<i64>> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
+}
+
+/// A first attempt's answer, to keep in row `id`.
+struct Record {
+    id: i64,
+    response: String,
+}
+
+/// A request waiting for its round, and where its answer goes.
+struct Waiting<T, A> {
+    request: T,
+    reply: oneshot::Sender<ApiResult<A>>,
+}
+
+/// Most rows one round writes.
+const ROUND_MAX: usize = 256;
+/// How long a round of answers waits for more once its first arrives. An
+/// answer is recorded after it is sent, so nobody waits for it but a retry
+/// of a request still running, which looks again after 5, 10, 20 … ms;
+/// the wait lets even a lone client's answers share statements.
+const RECORD_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl KeyRows {
+    /// The writer of `db`'s key rows; on PostgreSQL it starts the two
+    /// tasks that write the rounds (they end with the last clone).
+    pub fn new(db: DatabaseConnection) -> Self {
+        let rounds = (db.get_database_backend() == DbBackend::Postgres).then(|| {
+            let (takes, waiting_takes) = mpsc::channel(ROUND_MAX);
+            let (records, waiting_records) = mpsc::channel(ROUND_MAX);
+            tokio::spawn(write_rounds(db.clone(), waiting_takes, None, take_round));
+            tokio::spawn(write_rounds(
+                db.clone(),
+                waiting_records,
+                Some(RECORD_LINGER),
+                record_round,
+            ));
+            Rounds { takes, records }
+        });
+        Self { db, rounds }
+    }
+
+    /// Take `key` for `caller`'s request whose body hashes to `body_hash`,
+    /// or tell what became of it.
+    pub async fn begin(
+        &self,
+        caller: &str,
+        key: &str,
+        body_hash: &str,
+        now: DateTime<Utc>,
+    ) -> ApiResult<Begin> {
+        if let Some(rounds) = &self.rounds {
+            let take = Take {
+                caller: caller.to_owned(),
+                key: key.to_owned(),
+                body_hash: body_hash.to_owned(),
+                now,
+            };
+            if let Some(id) = in_round(&rounds.takes, take).await? {
+                return Ok(Begin::Run { id });
+            }
+        }
+        // Taken already (or SQLite): read what became of it.
+        let txn = relaxed(&self.db).await?;
+        let begun = begin_in(&txn, caller, key, body_hash, now).await?;
+        txn.commit().await?;
+        Ok(begun)
+    }
+
+    /// Keep the answer of the first attempt of row `id`.
+    pub async fn finish(&self, id: i64, response: String) -> ApiResult<()> {
+        if let Some(rounds) = &self.rounds {
+            return in_round(&rounds.records, Record { id, response }).await;
+        }
+        let txn = relaxed(&self.db).await?;
+        finish_in(&txn, id, response).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// Hand `request` to the next round of `rounds`, and wait for its answer.
+async fn in_round<T, A>(rounds: &mpsc::Sender<Waiting<T, A>>, request: T) -> ApiResult<A> {
+    // Only a writer that panicked is gone while its senders live.
+    let stopped = || AppError::internal("the writer of idempotency keys stopped");
+    let (reply, answer) = oneshot::channel();
+    rounds
+        .send(Waiting { request, reply })
+        .await
+        .map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
+
+/// Write every request waiting on `waiting` with `write` (one answer per
+/// request, in order), a round at a time, until every sender is gone; a
+/// round waits `linger` after its first request for others to join.
+async fn write_rounds<T, A, F>(
+    db: DatabaseConnection,
+    mut waiting: mpsc::Receiver<Waiting<T, A>>,
+    linger: Option<std::time::Duration>,
+    write: impl Fn(DatabaseConnection, Vec<T>) -> F,
+) where
+    A: Clone,
+    F: Future<Output = ApiResult<Vec<A>>>,
+{
+    let mut round = Vec::with_capacity(ROUND_MAX);
+    while waiting.recv_many(&mut round, ROUND_MAX).await > 0 {
+        if let Some(linger) = linger
+            && round.len() < ROUND_MAX
+        {
+            tokio::time::sleep(linger).await;
+            while round.len() < ROUND_MAX
+                && let Ok(more) = waiting.try_recv()
+            {
+                round.push(more);
+            }
+        }
+        let (requests, replies): (Vec<T>, Vec<_>) = round
+            .drain(..)
+            .map(|waiting| (waiting.request, waiting.reply))
+            .unzip();
+        match write(db.clone(), requests).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                error.log();
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One statement inserting a round's keys; each request's row id, or
+/// `None` for a key taken before (or earlier in the round: only a key's
+/// first request in the round is inserted, the others then read it).
+async fn take_round(db: DatabaseConnection, round: Vec<Take>) -> ApiResult<Vec<Option<i64>>> {
+    let mut firsts = HashSet::with_capacity(round.len());
+    let (mut callers, mut keys, mut hashes, mut created, mut expires) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for take in &round {
+        if firsts.insert((take.caller.as_str(), take.key.as_str())) {
+            callers.push(take.caller.clone());
+            keys.push(take.key.clone());
+            hashes.push(take.body_hash.clone());
+            created.push(take.now);
+            expires.push(take.now + TTL);
+        }
+    }
+    let inserted = db
+        .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
                 "INSERT INTO idempotency_keys \
                    (caller, key, body_hash, state, response, created_at, expires_at) \
-                 SELECT $1, $2, $3, $4, NULL, $5, $6 FROM {RELAXED_COMMIT} \
-                 ON CONFLICT (caller, key) DO NOTHING RETURNING id"
+                 SELECT t.caller, t.key, t.body_hash, $6, NULL, t.created_at, t.expires_at \
+                 FROM unnest($1::text[], $2::text[], $3::text[], \
+                             $4::timestamptz[], $5::timestamptz[]) \
+                   AS t(caller, key, body_hash, created_at, expires_at), {RELAXED_COMMIT} \
+                 ON CONFLICT (caller, key) DO NOTHING RETURNING id, caller, key"
             ),
             [
-                caller.into(),
-                key.into(),
-                body_hash.into(),
+                callers.into(),
+                keys.into(),
+                hashes.into(),
+                created.into(),
+                expires.into(),
                 RUNNING.into(),
-                now.into(),
-                (now + TTL).into(),
             ],
         ))
         .await?;
-    Ok(row.map(|row| row.try_get::<i64>("", "id")).transpose()?)
+    let mut ids = HashMap::with_capacity(inserted.len());
+    for row in inserted {
+        let caller: String = row.try_get("", "caller")?;
+        let key: String = row.try_get("", "key")?;
+        ids.insert((caller, key), row.try_get::<i64>("", "id")?);
+    }
+    Ok(round
+        .into_iter()
+        .map(|take| ids.remove(&(take.caller, take.key)))
+        .collect())
+}
+
+/// One statement keeping a round's answers; a row swept or taken over
+/// meanwhile updates nothing.
+async fn record_round(db: DatabaseConnection, round: Vec<Record>) -> ApiResult<Vec<()>> {
+    let count = round.len();
+    let (ids, responses): (Vec<i64>, Vec<String>) = round
+        .into_iter()
+        .map(|record| (record.id, record.response))
+        .unzip();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            "UPDATE idempotency_keys k SET state = $3, response = a.response \
+             FROM unnest($1::bigint[], $2::text[]) AS a(id, response), {RELAXED_COMMIT} \
+             WHERE k.id = a.id"
+        ),
+        [ids.into(), responses.into(), DONE.into()],
+    ))
+    .await?;
+    Ok(vec![(); count])
 }
 
 async fn begin_in(
@@ -224,28 +414,6 @@ pub async fn look(db: &DatabaseConnection, caller: &str, key: &str) -> ApiResult
         },
         None => Look::Gone,
     })
-}
-
-/// Keep the answer of the first attempt.
-pub async fn finish(db: &DatabaseConnection, id: i64, response: String) -> ApiResult<()> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        // One relaxed statement, as [`take_relaxed`]; a row swept or taken
-        // over meanwhile updates nothing.
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            format!(
-                "UPDATE idempotency_keys SET state = $1, response = $2 \
-                 FROM {RELAXED_COMMIT} WHERE id = $3"
-            ),
-            [DONE.into(), response.into(), id.into()],
-        ))
-        .await?;
-        return Ok(());
-    }
-    let txn = relaxed(db).await?;
-    finish_in(&txn, id, response).await?;
-    txn.commit().await?;
-    Ok(())
 }
 
 async fn finish_in(db: &impl ConnectionTrait, id: i64, response: String) -> ApiResult<()> {

@@ -19,8 +19,9 @@
 //!
 //! A request without the header pays nothing; with it, a look at the
 //! operation's root fields (in the document the request checks parsed), a
-//! hash of the body, one insert before it runs and one update after its
-//! answer is sent.
+//! hash of the body, an insert before it runs and an update after its
+//! answer is sent (on PostgreSQL a share of one statement each, written in
+//! rounds with the other requests' keys: `domain::idempotency::KeyRows`).
 use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::Response,
@@ -168,7 +169,7 @@ pub async fn run_once(
         let mut answer = over_http::executed_body(media, body.clone());
         answer.headers_mut().extend(response.http_headers);
         let _ = answer_tx.send(answer);
-        if let Err(error) = idempotency::finish(db, id, body).await {
+        if let Err(error) = server.state.idempotency.finish(id, body).await {
             // The effect happened; a retry will meet the running row until
             // its lease ends. Said in the log, not to the client.
             error.log();
@@ -194,14 +195,11 @@ async fn first_attempt(
     media: over_http::MediaType,
 ) -> Result<i64, Response> {
     let ctx = &server.state.ctx;
-    let begun = idempotency::begin(
-        &ctx.db,
-        &keyed.caller,
-        &keyed.key,
-        &keyed.body_hash,
-        ctx.clock.now(),
-    )
-    .await;
+    let begun = server
+        .state
+        .idempotency
+        .begin(&keyed.caller, &keyed.key, &keyed.body_hash, ctx.clock.now())
+        .await;
     let response = match begun {
         Ok(Begin::Run { id }) => return Ok(id),
         Ok(Begin::Replay { response }) => response,

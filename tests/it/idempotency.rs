@@ -167,6 +167,56 @@ async fn concurrent_attempts_with_one_key_have_one_effect() {
     assert_eq!(order_count(&app, &token).await, 1);
 }
 
+/// Keys sent at once are written together (on PostgreSQL, one statement
+/// per round): each must still run once and keep its own answer.
+#[tokio::test]
+async fn many_keys_at_once_each_keep_their_own_answer() {
+    const CREATE_SIZED: &str = "mutation($p:String!,$q:Int!){ createOrder(input:{product:$p, quantity:$q}){ id quantity } }";
+    let app = TestApp::spawn().await;
+    let (token, _) = app.verified_user(&email("crowd")).await;
+    let product = app.product("idem-crowd", "Idem Crowd").await;
+    let sizes = 1..=12;
+    let first = futures_util::future::join_all(sizes.clone().map(|q| {
+        let (app, token, product) = (&app, &token, &product);
+        async move {
+            let key = format!("crowd-{q}");
+            let (status, replayed, body) = keyed(
+                app,
+                Some(token),
+                &key,
+                CREATE_SIZED,
+                json!({"p": product, "q": q}),
+            )
+            .await;
+            assert_eq!((status, replayed), (200, false), "{body}");
+            assert_eq!(body["data"]["createOrder"]["quantity"], q, "{body}");
+            body["data"]["createOrder"]["id"].clone()
+        }
+    }))
+    .await;
+    let again = futures_util::future::join_all(sizes.map(|q| {
+        let (app, token, product) = (&app, &token, &product);
+        async move {
+            let key = format!("crowd-{q}");
+            let (_, replayed, body) = keyed(
+                app,
+                Some(token),
+                &key,
+                CREATE_SIZED,
+                json!({"p": product, "q": q}),
+            )
+            .await;
+            assert!(replayed, "{body}");
+            body["data"]["createOrder"]["id"].clone()
+        }
+    }))
+    .await;
+    assert_eq!(again, first);
+    let distinct: std::collections::HashSet<String> = first.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), first.len(), "{first:?}");
+    assert_eq!(order_count(&app, &token).await, first.len());
+}
+
 #[tokio::test]
 async fn a_claim_retried_with_its_key_claims_once() {
     let app = TestApp::spawn().await;
