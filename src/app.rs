@@ -148,6 +148,7 @@ impl App {
             public_url: config.public_url().into(),
             wake: wake.clone(),
             validities,
+            heartbeats: crate::domain::heartbeats::Writer::new(&db),
         };
         tasks.push(tokio::spawn(
             Relay {

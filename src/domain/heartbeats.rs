@@ -15,12 +15,15 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::{activation, license, order};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QuerySelect, Statement,
     sea_query::{Expr, Query},
 };
 
-use super::{Ctx, devices, devices::Validity, keys, orders, rights, validity_cache::Validation};
+use super::{
+    Ctx, devices, devices::Validity, keys, orders, rights, rounds::Rounds,
+    validity_cache::Validation,
+};
 use crate::{
     auth::Viewer,
     db::RELAXED_COMMIT,
@@ -126,7 +129,7 @@ pub async fn expire_due(ctx: &Ctx) -> ApiResult<usize> {
     Ok(expired)
 }
 
-#[derive(FromQueryResult)]
+#[derive(Clone, FromQueryResult)]
 struct HeartbeatRow {
     license_id: i64,
     assigned: bool,
@@ -141,73 +144,159 @@ struct HeartbeatRow {
     moved: Option<bool>,
 }
 
+/// What a heartbeat reads of its key, order and device.
+const COLUMNS: &str = "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, \
+     o.status = 'PAID' AS paid, o.status = 'REFUNDED' AS refunded, \
+     l.suspended AS suspended, o.heartbeat_seconds AS heartbeat_seconds, \
+     a.id AS activation_id, a.alive_until AS alive_until";
+
+/// The key (current, or retired and still in its grace) and the device
+/// with `fingerprint`, as of `now`: SQL expressions.
+fn found(key: &str, fingerprint: &str, now: &str) -> String {
+    let device =
+        format!("LEFT JOIN activations a ON a.license_id = l.id AND a.fingerprint = {fingerprint}");
+    format!(
+        "SELECT {COLUMNS} FROM licenses l JOIN orders o ON o.id = l.order_id {device} \
+         WHERE l.key = {key} \
+         UNION ALL \
+         SELECT {COLUMNS} FROM retired_keys r JOIN licenses l ON l.id = r.license_id \
+         JOIN orders o ON o.id = l.order_id {device} \
+         WHERE r.key = {key} AND r.valid_until > {now}"
+    )
+}
+
+/// A heartbeat waiting for its round (PostgreSQL).
+struct Beat {
+    key: String,
+    fingerprint: String,
+    now: DateTime<Utc>,
+}
+
+/// How long a round of heartbeats waits for others to join once its first
+/// arrives. A device reports once an interval (a minute at least), so a
+/// few milliseconds more are nothing to it, and at the rates where
+/// heartbeats cost anything (thousands of devices) a round then gathers
+/// several: one statement, one backend's wake-up for them all.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Writes heartbeats on PostgreSQL in [`Rounds`]: one statement reads the
+/// round's keys and devices and moves the deadlines that need it. On
+/// SQLite each heartbeat reads, and writes when needed, on its own.
+#[derive(Clone)]
+pub struct Writer(Option<Rounds<Beat, Option<HeartbeatRow>>>);
+
+impl Writer {
+    /// On PostgreSQL, starts the task that writes the rounds.
+    pub fn new(db: &DatabaseConnection) -> Self {
+        Writer(
+            (db.get_database_backend() == DbBackend::Postgres)
+                .then(|| Rounds::start(db.clone(), Some(LINGER), beat_round)),
+        )
+    }
+}
+
+/// One round of heartbeats: each one's row, and on it whether its device's
+/// deadline moved ([`alive_until`]), under the same conditions as
+/// [`heartbeat`] checks (a live device of a valid key whose deadline is
+/// less than an interval away). The move's own condition on the row as it
+/// is now keeps a device the sweeper has just expired from coming back.
+/// Its commit does not wait for its WAL flush ([`RELAXED_COMMIT`]): a
+/// heartbeat is the most frequent write there is, and one lost with
+/// PostgreSQL itself leaves its device the deadline its previous heartbeat
+/// gave it.
+async fn beat_round(
+    db: DatabaseConnection,
+    round: Vec<Beat>,
+) -> ApiResult<Vec<Option<HeartbeatRow>>> {
+    // The round goes as one JSON parameter, not as arrays: PostgreSQL
+    // knows an array's length when it plans a statement for its values,
+    // finds that plan cheaper than its generic one, and so plans the
+    // statement again on every execution, which cost twice what running it
+    // does. A JSON document's row count it does not look into, so after its
+    // first executions it keeps one plan.
+    let found = found("i.key", "i.fingerprint", "i.at");
+    let sql = format!(
+        "WITH found AS (\
+           SELECT i.n, i.at, f.* \
+           FROM jsonb_to_recordset($1::jsonb) \
+             AS i(n bigint, key text, fingerprint text, at timestamptz) \
+           CROSS JOIN LATERAL ({found} LIMIT 1) f), \
+         moved AS (UPDATE activations a \
+           SET alive_until = \
+             f.at + f.heartbeat_seconds * interval '{DEADLINE_MS_PER_INTERVAL_SECOND} milliseconds' \
+           FROM found f, {RELAXED_COMMIT} \
+           WHERE a.id = f.activation_id AND f.paid AND NOT f.refunded \
+             AND NOT f.suspended AND f.assigned AND f.heartbeat_seconds IS NOT NULL \
+             AND (f.alive_until IS NULL OR f.alive_until > f.at) \
+             AND (f.alive_until IS NULL \
+                  OR f.alive_until < f.at + f.heartbeat_seconds * interval '1 second') \
+             AND (a.alive_until IS NULL OR a.alive_until > f.at) \
+           RETURNING a.id) \
+         SELECT found.*, \
+           COALESCE(found.activation_id IN (SELECT id FROM moved), false) AS moved \
+         FROM found"
+    );
+    let count = round.len();
+    let beats: Vec<serde_json::Value> = round
+        .into_iter()
+        .enumerate()
+        .map(|(n, beat)| {
+            serde_json::json!({"n": n, "key": beat.key, "fingerprint": beat.fingerprint, "at": beat.now})
+        })
+        .collect();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [serde_json::Value::Array(beats).into()],
+        ))
+        .await?;
+    let mut found = vec![None; count];
+    for row in rows {
+        let n: i64 = row.try_get("", "n")?;
+        let slot = usize::try_from(n)
+            .ok()
+            .and_then(|n| found.get_mut(n))
+            .ok_or_else(|| AppError::internal("a heartbeat round answered out of range"))?;
+        *slot = Some(HeartbeatRow::from_query_result(&row, "")?);
+    }
+    Ok(found)
+}
+
 /// `heartbeatLicense`: the key's validity on the device, like
 /// `validateLicense`, and on a heartbeat order the device kept alive. One
 /// read, and a write only when the deadline needs moving (see the module
-/// comment); on PostgreSQL both are one statement. A suspended key is
-/// `CONFLICT`.
+/// comment); on PostgreSQL both are one statement, shared with the other
+/// heartbeats of its round ([`Writer`]). A suspended key is `CONFLICT`.
 pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult<Validation> {
     let fingerprint = devices::check_field(fingerprint, "fingerprint")?;
     let Some(key) = keys::normalize(raw_key) else {
         return Ok((Validity::NotFound, None));
     };
     let now = ctx.clock.now();
-    let backend = ctx.db.get_database_backend();
-    let postgres = backend == sea_orm::DatabaseBackend::Postgres;
-    let (key_param, fp_param, now_param) = if postgres {
-        ("$1", "$2", "$3")
-    } else {
-        ("?1", "?2", "?3")
+    let row = match &ctx.heartbeats.0 {
+        Some(rounds) => {
+            let beat = Beat {
+                key,
+                fingerprint: fingerprint.to_owned(),
+                now,
+            };
+            rounds.write(beat).await?
+        }
+        None => {
+            let sql = format!(
+                "SELECT *, NULL AS moved FROM ({}) LIMIT 1",
+                found("?1", "?2", "?3")
+            );
+            HeartbeatRow::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                [key.into(), fingerprint.into(), now.into()],
+            ))
+            .one(&ctx.db)
+            .await?
+        }
     };
-    let columns = "l.id AS license_id, l.assignee_email IS NOT NULL AS assigned, \
-         o.status = 'PAID' AS paid, o.status = 'REFUNDED' AS refunded, \
-         l.suspended AS suspended, o.heartbeat_seconds AS heartbeat_seconds, \
-         a.id AS activation_id, a.alive_until AS alive_until";
-    let device =
-        format!("LEFT JOIN activations a ON a.license_id = l.id AND a.fingerprint = {fp_param}");
-    let found = format!(
-        "SELECT {columns} FROM licenses l JOIN orders o ON o.id = l.order_id {device} \
-         WHERE l.key = {key_param} \
-         UNION ALL \
-         SELECT {columns} FROM retired_keys r JOIN licenses l ON l.id = r.license_id \
-         JOIN orders o ON o.id = l.order_id {device} \
-         WHERE r.key = {key_param} AND r.valid_until > {now_param}"
-    );
-    let sql = if postgres {
-        // The read, and the deadline's move ([`alive_until`]) under the
-        // same conditions as below (a live device of a valid key whose
-        // deadline is less than an interval away); the move's own condition
-        // on the row as it is now keeps a device the sweeper has just
-        // expired from coming back.
-        // Its commit does not wait for its WAL flush ([`RELAXED_COMMIT`]):
-        // a heartbeat is the most frequent write there is, and one lost with
-        // PostgreSQL itself leaves its device the deadline its previous
-        // heartbeat gave it.
-        format!(
-            "WITH found AS ({found} LIMIT 1), \
-             moved AS (UPDATE activations a \
-               SET alive_until = \
-                 $3 + f.heartbeat_seconds * interval '{DEADLINE_MS_PER_INTERVAL_SECOND} milliseconds' \
-               FROM found f, {RELAXED_COMMIT} \
-               WHERE a.id = f.activation_id AND f.paid AND NOT f.refunded \
-                 AND NOT f.suspended AND f.assigned AND f.heartbeat_seconds IS NOT NULL \
-                 AND (f.alive_until IS NULL OR f.alive_until > $3) \
-                 AND (f.alive_until IS NULL \
-                      OR f.alive_until < $3 + f.heartbeat_seconds * interval '1 second') \
-                 AND (a.alive_until IS NULL OR a.alive_until > $3) \
-               RETURNING a.id) \
-             SELECT found.*, EXISTS (SELECT 1 FROM moved) AS moved FROM found"
-        )
-    } else {
-        format!("SELECT *, NULL AS moved FROM ({found}) LIMIT 1")
-    };
-    let row = HeartbeatRow::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [key.into(), fingerprint.into(), now.into()],
-    ))
-    .one(&ctx.db)
-    .await?;
     let Some(row) = row else {
         return Ok((Validity::NotFound, None));
     };

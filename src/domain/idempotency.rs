@@ -18,12 +18,8 @@ use sea_orm::{
     sea_query::OnConflict,
 };
 
-use tokio::sync::{mpsc, oneshot};
-
-use crate::{
-    db::RELAXED_COMMIT,
-    error::{ApiResult, AppError},
-};
+use super::rounds::Rounds;
+use crate::{db::RELAXED_COMMIT, error::ApiResult};
 
 /// How long a key and its answer are kept.
 pub const TTL: Duration = Duration::hours(24);
@@ -73,25 +69,17 @@ async fn relaxed(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> 
 }
 
 /// The two writes a key costs on every mutation that carries one (the
-/// first attempt's insert, and its answer), gathered on PostgreSQL: each
-/// round writes every insert (or answer) that requests of this instance
-/// are waiting for in one relaxed statement ([`RELAXED_COMMIT`]). A
-/// statement's round trip and its backend's wake-up cost more than its
-/// row, so under load a key costs a share of a statement rather than two
-/// of its own. Nothing waits for a round to fill: a request alone is a
-/// round of one, written at once, and those arriving meanwhile make the
-/// next round. On SQLite, whose writes go one at a time anyway, each
-/// request writes its own.
+/// first attempt's insert, and its answer), written on PostgreSQL in
+/// [`Rounds`]: one relaxed statement ([`RELAXED_COMMIT`]) for every insert
+/// (or answer) that requests of this instance are waiting for, so under
+/// load a key costs a share of a statement rather than two of its own.
+/// Inserts do not wait for their round to fill. On SQLite, whose writes go
+/// one at a time anyway, each request writes its own.
 #[derive(Clone)]
 pub struct KeyRows {
     db: DatabaseConnection,
-    rounds: Option<Rounds>,
-}
-
-#[derive(Clone)]
-struct Rounds {
-    takes: mpsc::Sender<Waiting<Take, Option<i64>>>,
-    records: mpsc::Sender<Waiting<Record, ()>>,
+    /// PostgreSQL's.
+    writers: Option<Writers>,
 }
 
 /// A first attempt's insert: answered with the row's id, or `None` when
@@ -109,14 +97,12 @@ struct Record {
     response: String,
 }
 
-/// A request waiting for its round, and where its answer goes.
-struct Waiting<T, A> {
-    request: T,
-    reply: oneshot::Sender<ApiResult<A>>,
+#[derive(Clone)]
+struct Writers {
+    takes: Rounds<Take, Option<i64>>,
+    records: Rounds<Record, ()>,
 }
 
-/// Most rows one round writes.
-const ROUND_MAX: usize = 256;
 /// How long a round of answers waits for more once its first arrives. An
 /// answer is recorded after it is sent, so nobody waits for it but a retry
 /// of a request still running, which looks again after 5, 10, 20 … ms;
@@ -125,21 +111,13 @@ const RECORD_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl KeyRows {
     /// The writer of `db`'s key rows; on PostgreSQL it starts the two
-    /// tasks that write the rounds (they end with the last clone).
+    /// tasks that write them in rounds (they end with the last clone).
     pub fn new(db: DatabaseConnection) -> Self {
-        let rounds = (db.get_database_backend() == DbBackend::Postgres).then(|| {
-            let (takes, waiting_takes) = mpsc::channel(ROUND_MAX);
-            let (records, waiting_records) = mpsc::channel(ROUND_MAX);
-            tokio::spawn(write_rounds(db.clone(), waiting_takes, None, take_round));
-            tokio::spawn(write_rounds(
-                db.clone(),
-                waiting_records,
-                Some(RECORD_LINGER),
-                record_round,
-            ));
-            Rounds { takes, records }
+        let writers = (db.get_database_backend() == DbBackend::Postgres).then(|| Writers {
+            takes: Rounds::start(db.clone(), None, take_round),
+            records: Rounds::start(db.clone(), Some(RECORD_LINGER), record_round),
         });
-        Self { db, rounds }
+        Self { db, writers }
     }
 
     /// Take `key` for `caller`'s request whose body hashes to `body_hash`,
@@ -151,14 +129,14 @@ impl KeyRows {
         body_hash: &str,
         now: DateTime<Utc>,
     ) -> ApiResult<Begin> {
-        if let Some(rounds) = &self.rounds {
+        if let Some(writers) = &self.writers {
             let take = Take {
                 caller: caller.to_owned(),
                 key: key.to_owned(),
                 body_hash: body_hash.to_owned(),
                 now,
             };
-            if let Some(id) = in_round(&rounds.takes, take).await? {
+            if let Some(id) = writers.takes.write(take).await? {
                 return Ok(Begin::Run { id });
             }
         }
@@ -171,69 +149,13 @@ impl KeyRows {
 
     /// Keep the answer of the first attempt of row `id`.
     pub async fn finish(&self, id: i64, response: String) -> ApiResult<()> {
-        if let Some(rounds) = &self.rounds {
-            return in_round(&rounds.records, Record { id, response }).await;
+        if let Some(writers) = &self.writers {
+            return writers.records.write(Record { id, response }).await;
         }
         let txn = relaxed(&self.db).await?;
         finish_in(&txn, id, response).await?;
         txn.commit().await?;
         Ok(())
-    }
-}
-
-/// Hand `request` to the next round of `rounds`, and wait for its answer.
-async fn in_round<T, A>(rounds: &mpsc::Sender<Waiting<T, A>>, request: T) -> ApiResult<A> {
-    // Only a writer that panicked is gone while its senders live.
-    let stopped = || AppError::internal("the writer of idempotency keys stopped");
-    let (reply, answer) = oneshot::channel();
-    rounds
-        .send(Waiting { request, reply })
-        .await
-        .map_err(|_| stopped())?;
-    answer.await.map_err(|_| stopped())?
-}
-
-/// Write every request waiting on `waiting` with `write` (one answer per
-/// request, in order), a round at a time, until every sender is gone; a
-/// round waits `linger` after its first request for others to join.
-async fn write_rounds<T, A, F>(
-    db: DatabaseConnection,
-    mut waiting: mpsc::Receiver<Waiting<T, A>>,
-    linger: Option<std::time::Duration>,
-    write: impl Fn(DatabaseConnection, Vec<T>) -> F,
-) where
-    A: Clone,
-    F: Future<Output = ApiResult<Vec<A>>>,
-{
-    let mut round = Vec::with_capacity(ROUND_MAX);
-    while waiting.recv_many(&mut round, ROUND_MAX).await > 0 {
-        if let Some(linger) = linger
-            && round.len() < ROUND_MAX
-        {
-            tokio::time::sleep(linger).await;
-            while round.len() < ROUND_MAX
-                && let Ok(more) = waiting.try_recv()
-            {
-                round.push(more);
-            }
-        }
-        let (requests, replies): (Vec<T>, Vec<_>) = round
-            .drain(..)
-            .map(|waiting| (waiting.request, waiting.reply))
-            .unzip();
-        match write(db.clone(), requests).await {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
-                }
-            }
-            Err(error) => {
-                error.log();
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
-        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod products;
 pub mod recovery;
 pub mod requests;
 pub mod rights;
+pub mod rounds;
 pub mod settings;
 pub mod siret;
 pub mod support;
@@ -57,6 +58,8 @@ pub struct Ctx {
     pub wake: Wake,
     /// `validateLicense` answers; forgotten on every change.
     pub validities: Arc<validity_cache::ValidityCache>,
+    /// Writes heartbeats in rounds (PostgreSQL).
+    pub heartbeats: heartbeats::Writer,
 }
 
 /// Wakes the workers that act on committed rows (mail queue, event relay).
