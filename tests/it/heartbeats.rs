@@ -112,6 +112,37 @@ async fn a_device_that_stops_reporting_loses_its_seat() {
     assert_eq!(heartbeat(&app, &keys[1], "c").await, "NOT_ACTIVATED");
 }
 
+/// Heartbeats arriving together are answered together (on PostgreSQL, one
+/// statement per round): each still gets its own device's answer.
+#[tokio::test]
+async fn heartbeats_sent_together_each_get_their_own_answer() {
+    let app = app().await;
+    let (_, _, _, keys) = assigned_keys(&app, 4, 1, Some(60)).await;
+    for (key, fingerprint) in keys.iter().zip(["a", "b"]) {
+        app.ok(None, ACTIVATE, json!({"k": key, "f": fingerprint}))
+            .await;
+    }
+    // Activated devices, the same keys on devices never activated, keys
+    // with no device, and a key that does not exist, all at once.
+    let mut sent = vec![
+        (keys[0].clone(), "a", "VALID"),
+        (keys[1].clone(), "b", "VALID"),
+        (keys[0].clone(), "b", "NOT_ACTIVATED"),
+        (keys[1].clone(), "a", "NOT_ACTIVATED"),
+        (keys[2].clone(), "c", "NOT_ACTIVATED"),
+        (keys[3].clone(), "d", "NOT_ACTIVATED"),
+        ("ZZZZ-ZZZZ-ZZZZ-ZZZZ".to_owned(), "a", "NOT_FOUND"),
+    ];
+    sent.extend(sent.clone());
+    let answers = futures_util::future::join_all(
+        sent.iter()
+            .map(|(key, fingerprint, _)| heartbeat(&app, key, fingerprint)),
+    )
+    .await;
+    let expected: Vec<&str> = sent.iter().map(|(_, _, code)| *code).collect();
+    assert_eq!(answers, expected);
+}
+
 #[tokio::test]
 async fn heartbeat_settings_are_bounded_and_apply_to_active_devices() {
     let app = app().await;
