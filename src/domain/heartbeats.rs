@@ -12,7 +12,7 @@
 //! `alive_until` the device no longer counts as activated: validation and
 //! heartbeats say `NOT_ACTIVATED` at once, an activation on the same key
 //! takes the seat (expiring it), and the sweeper deletes the rest.
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use entity::{activation, license, order};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
@@ -166,6 +166,7 @@ fn found(key: &str, fingerprint: &str, now: &str) -> String {
 }
 
 /// A heartbeat waiting for its round (PostgreSQL).
+#[derive(Clone)]
 struct Beat {
     key: String,
     fingerprint: String,
@@ -273,7 +274,9 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
     let Some(key) = keys::normalize(raw_key) else {
         return Ok((Validity::NotFound, None));
     };
-    let now = ctx.clock.now();
+    // To the microsecond the database keeps, so that its conditions and
+    // the ones below read the same instant.
+    let now = ctx.clock.now().trunc_subsecs(6);
     let row = match &ctx.heartbeats.0 {
         Some(rounds) => {
             let beat = Beat {

@@ -8,7 +8,7 @@
 //! `INSERT … ON CONFLICT DO NOTHING` takes the unique (caller, key) pair;
 //! every other attempt, on any instance, finds that row and answers from
 //! it (the stored answer, or, while it runs, what [`look`] finds).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::idempotency_key;
@@ -84,6 +84,7 @@ pub struct KeyRows {
 
 /// A first attempt's insert: answered with the row's id, or `None` when
 /// the key was taken already.
+#[derive(Clone)]
 struct Take {
     caller: String,
     key: String,
@@ -92,6 +93,7 @@ struct Take {
 }
 
 /// A first attempt's answer, to keep in row `id`.
+#[derive(Clone)]
 struct Record {
     id: i64,
     response: String,
@@ -163,17 +165,20 @@ impl KeyRows {
 /// `None` for a key taken before (or earlier in the round: only a key's
 /// first request in the round is inserted, the others then read it).
 async fn take_round(db: DatabaseConnection, round: Vec<Take>) -> ApiResult<Vec<Option<i64>>> {
-    let mut firsts = HashSet::with_capacity(round.len());
+    // A key's first request in the round, in (caller, key) order: every
+    // instance's rounds then take their keys' index entries in one order,
+    // and two rounds with the same keys cannot deadlock.
+    let mut firsts: Vec<&Take> = round.iter().collect();
+    firsts.sort_by(|a, b| (&a.caller, &a.key).cmp(&(&b.caller, &b.key)));
+    firsts.dedup_by(|a, b| (&a.caller, &a.key) == (&b.caller, &b.key));
     let (mut callers, mut keys, mut hashes, mut created, mut expires) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for take in &round {
-        if firsts.insert((take.caller.as_str(), take.key.as_str())) {
-            callers.push(take.caller.clone());
-            keys.push(take.key.clone());
-            hashes.push(take.body_hash.clone());
-            created.push(take.now);
-            expires.push(take.now + TTL);
-        }
+    for take in firsts {
+        callers.push(take.caller.clone());
+        keys.push(take.key.clone());
+        hashes.push(take.body_hash.clone());
+        created.push(take.now);
+        expires.push(take.now + TTL);
     }
     let inserted = db
         .query_all_raw(Statement::from_sql_and_values(

@@ -9,8 +9,9 @@
 //! and writes them with one call. A round waits `linger` after its first
 //! request for others to join (none: a lone request is a round of one,
 //! written at once).
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
+use futures_util::FutureExt as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,15 +42,15 @@ impl<T, A> Clone for Rounds<T, A> {
 
 impl<T, A> Rounds<T, A>
 where
-    T: Send + 'static,
-    A: Clone + Send + 'static,
+    T: Clone + Send + 'static,
+    A: Send + 'static,
 {
     /// Start the task writing rounds with `write`, which answers each of a
     /// round's requests, in order, or fails the whole round.
     pub fn start<F>(
         db: DatabaseConnection,
         linger: Option<Duration>,
-        write: impl Fn(DatabaseConnection, Vec<T>) -> F + Send + 'static,
+        write: impl Fn(DatabaseConnection, Vec<T>) -> F + Send + Sync + 'static,
     ) -> Self
     where
         F: Future<Output = ApiResult<Vec<A>>> + Send + 'static,
@@ -61,7 +62,8 @@ where
 
     /// Hand `request` to the next round, and wait for its answer.
     pub async fn write(&self, request: T) -> ApiResult<A> {
-        // Only a writer that panicked is gone while its senders live.
+        // Only a writer that panicked outside a round is gone while its
+        // senders live.
         let stopped = || AppError::internal("a writer of rounds stopped");
         let (reply, answer) = oneshot::channel();
         self.waiting
@@ -78,7 +80,7 @@ async fn write_rounds<T, A, F>(
     linger: Option<Duration>,
     write: impl Fn(DatabaseConnection, Vec<T>) -> F,
 ) where
-    A: Clone,
+    T: Clone,
     F: Future<Output = ApiResult<Vec<A>>>,
 {
     let mut round = Vec::with_capacity(ROUND_MAX);
@@ -97,21 +99,31 @@ async fn write_rounds<T, A, F>(
             .drain(..)
             .map(|waiting| (waiting.request, waiting.reply))
             .unzip();
-        let count = replies.len();
-        match write(db.clone(), requests).await {
-            Ok(answers) if answers.len() == count => {
+        let count = requests.len();
+        match write_one(&write, &db, requests.clone()).await {
+            Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
             }
-            Ok(answers) => {
-                let error = AppError::internal(format!(
-                    "a round of {count} requests got {} answers",
-                    answers.len()
-                ));
-                error.log();
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+            // One request's input, or a deadlock with another transaction,
+            // fails the whole statement (and so no request's write took
+            // effect): each is written again alone, so that only a request
+            // that fails by itself is told so.
+            Err(error) if count > 1 => {
+                tracing::warn!(
+                    error = %error.detail(),
+                    count,
+                    "a round failed; writing its requests one at a time"
+                );
+                for (request, reply) in requests.into_iter().zip(replies) {
+                    let answer = write_one(&write, &db, vec![request])
+                        .await
+                        .map(|mut answers| answers.remove(0));
+                    if let Err(error) = &answer {
+                        error.log();
+                    }
+                    let _ = reply.send(answer);
                 }
             }
             Err(error) => {
@@ -122,6 +134,30 @@ async fn write_rounds<T, A, F>(
             }
         }
     }
+}
+
+/// One call of `write`, with one answer per request; a panic in it is
+/// `INTERNAL` for its requests, and the writer goes on with the next round.
+async fn write_one<T, A, F>(
+    write: &impl Fn(DatabaseConnection, Vec<T>) -> F,
+    db: &DatabaseConnection,
+    requests: Vec<T>,
+) -> ApiResult<Vec<A>>
+where
+    F: Future<Output = ApiResult<Vec<A>>>,
+{
+    let count = requests.len();
+    let answers = AssertUnwindSafe(write(db.clone(), requests))
+        .catch_unwind()
+        .await
+        .map_err(|_| AppError::internal("a writer of rounds panicked"))??;
+    if answers.len() != count {
+        return Err(AppError::internal(format!(
+            "a round of {count} requests got {} answers",
+            answers.len()
+        )));
+    }
+    Ok(answers)
 }
 
 #[cfg(test)]
@@ -166,17 +202,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_round_fails_each_of_its_requests() {
-        let failing = Rounds::<u32, u32>::start(DatabaseConnection::default(), None, |_, _| {
-            std::future::ready(Err(AppError::conflict("no")))
-        });
-        assert!(matches!(failing.write(1).await, Err(AppError::Conflict(_))));
+    async fn a_request_that_fails_its_round_fails_alone() {
+        // Fails any round holding a 13; doubles the others.
+        let write = |_, round: Vec<u32>| {
+            std::future::ready(if round.contains(&13) {
+                Err(AppError::conflict("no"))
+            } else {
+                Ok(round.into_iter().map(|n| n * 2).collect())
+            })
+        };
+        let rounds = Rounds::start(
+            DatabaseConnection::default(),
+            Some(Duration::from_millis(50)),
+            write,
+        );
+        let answers = futures_util::future::join_all([1, 13, 2].map(|n| rounds.write(n))).await;
+        assert!(matches!(
+            answers[..],
+            [Ok(2), Err(AppError::Conflict(_)), Ok(4)]
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panics_or_answers_short_fails_its_requests_and_goes_on() {
         // A writer answering fewer requests than it was given is a bug:
         // INTERNAL to each, never a request left without an answer.
         let short = Rounds::<u32, u32>::start(
             DatabaseConnection::default(),
             Some(Duration::from_millis(20)),
-            |_, _| std::future::ready(Ok(vec![1])),
+            |_, _| std::future::ready(Ok(vec![])),
         );
         let answers = futures_util::future::join_all((0..3).map(|n| short.write(n))).await;
         assert!(
@@ -184,5 +238,15 @@ mod tests {
                 .iter()
                 .all(|answer| matches!(answer, Err(AppError::Internal(_))))
         );
+        let panicking =
+            Rounds::<u32, u32>::start(DatabaseConnection::default(), None, |_, round| async move {
+                assert!(round[0] != 7, "a bug in a writer");
+                Ok(round)
+            });
+        assert!(matches!(
+            panicking.write(7).await,
+            Err(AppError::Internal(_))
+        ));
+        assert_eq!(panicking.write(8).await.unwrap(), 8);
     }
 }

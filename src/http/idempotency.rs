@@ -127,16 +127,17 @@ const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The first look again after this long, each next one after twice as long.
 const IN_FLIGHT_FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Run `request` unless its key was used: the first attempt executes (in a
-/// task of its own, so that it records its answer even if the client goes
-/// away), the others are answered from its row.
+/// Run `request` unless its key was used: the first attempt executes, the
+/// others are answered from its row. All of it runs in a task of its own,
+/// from taking the key to recording the answer, so that a client going
+/// away cannot leave a key taken with nobody to run its mutation.
 ///
-/// The first attempt's answer is sent before it is recorded: the record is
-/// a statement of its own, which no longer delays the answer. A retry that
-/// arrives in between (a client that lost the answer cannot retry that
-/// fast, but one sending twice at once can) finds the attempt running and
-/// waits for the record ([`IN_FLIGHT_WAIT`]). The record is written by a
-/// task the server waits for when it stops ([`AppState::answers`]).
+/// The first attempt's answer is sent before it is recorded (the record
+/// waits for its round, `KeyRows::finish`). A retry that arrives in
+/// between (a client that lost the answer cannot retry that fast, but one
+/// sending twice at once can) finds the attempt running and waits for the
+/// record ([`IN_FLIGHT_WAIT`]). The server waits for these tasks when it
+/// stops ([`AppState::answers`]).
 ///
 /// [`AppState::answers`]: crate::state::AppState::answers
 pub async fn run_once(
@@ -146,13 +147,16 @@ pub async fn run_once(
     executed: Executed,
     media: over_http::MediaType,
 ) -> Response {
-    let id = match first_attempt(server, &keyed, media).await {
-        Ok(id) => id,
-        Err(answer) => return answer,
-    };
     let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
     let server = server.clone();
     server.state.answers.clone().spawn(async move {
+        let id = match first_attempt(&server, &keyed, media).await {
+            Ok(id) => id,
+            Err(answer) => {
+                let _ = answer_tx.send(answer);
+                return;
+            }
+        };
         let response = server.graphql.run(request).await;
         let db = &server.state.ctx.db;
         let ran = executed.get();
