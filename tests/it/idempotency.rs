@@ -176,41 +176,26 @@ async fn many_keys_at_once_each_keep_their_own_answer() {
     let (token, _) = app.verified_user(&email("crowd")).await;
     let product = app.product("idem-crowd", "Idem Crowd").await;
     let sizes = 1..=12;
-    let first = futures_util::future::join_all(sizes.clone().map(|q| {
+    let send = |q: i32| {
         let (app, token, product) = (&app, &token, &product);
         async move {
             let key = format!("crowd-{q}");
-            let (status, replayed, body) = keyed(
-                app,
-                Some(token),
-                &key,
-                CREATE_SIZED,
-                json!({"p": product, "q": q}),
-            )
-            .await;
-            assert_eq!((status, replayed), (200, false), "{body}");
-            assert_eq!(body["data"]["createOrder"]["quantity"], q, "{body}");
-            body["data"]["createOrder"]["id"].clone()
+            let variables = json!({"p": product, "q": q});
+            keyed(app, Some(token), &key, CREATE_SIZED, variables).await
         }
-    }))
-    .await;
-    let again = futures_util::future::join_all(sizes.map(|q| {
-        let (app, token, product) = (&app, &token, &product);
-        async move {
-            let key = format!("crowd-{q}");
-            let (_, replayed, body) = keyed(
-                app,
-                Some(token),
-                &key,
-                CREATE_SIZED,
-                json!({"p": product, "q": q}),
-            )
-            .await;
-            assert!(replayed, "{body}");
-            body["data"]["createOrder"]["id"].clone()
-        }
-    }))
-    .await;
+    };
+    let mut first = Vec::new();
+    let answers = futures_util::future::join_all(sizes.clone().map(send)).await;
+    for ((status, replayed, body), q) in answers.into_iter().zip(sizes.clone()) {
+        assert_eq!((status, replayed), (200, false), "{body}");
+        assert_eq!(body["data"]["createOrder"]["quantity"], q, "{body}");
+        first.push(body["data"]["createOrder"]["id"].clone());
+    }
+    let mut again = Vec::new();
+    for (_, replayed, body) in futures_util::future::join_all(sizes.map(send)).await {
+        assert!(replayed, "{body}");
+        again.push(body["data"]["createOrder"]["id"].clone());
+    }
     assert_eq!(again, first);
     let distinct: std::collections::HashSet<String> = first.iter().map(Value::to_string).collect();
     assert_eq!(distinct.len(), first.len(), "{first:?}");
