@@ -8,7 +8,10 @@
 //! One task per kind of write takes every request waiting when it is free
 //! and writes them with one call. A round waits `linger` after its first
 //! request for others to join (none: a lone request is a round of one,
-//! written at once).
+//! written at once). A round whose call fails (one request's input, a
+//! deadlock with another transaction) is written again one request at a
+//! time, so that only a request that fails by itself is told so; a panic
+//! fails its round, not the writer.
 use std::{panic::AssertUnwindSafe, time::Duration};
 
 use futures_util::FutureExt as _;
