@@ -560,29 +560,25 @@ async fn idempotency_cost(
         let mut rounds = Vec::new();
         // CPU over all rounds, and the claims it served, without and with
         // a key: steadier than throughput, which a slow disk flush moves.
-        let (mut plain_cpu, mut keyed_cpu) = (Cpu::default(), Cpu::default());
-        let (mut plain_claims, mut keyed_claims) = (0, 0);
+        let (mut plain_cpu, mut keyed_cpu) = (CpuPerClaim::default(), CpuPerClaim::default());
         for round in 1..=IDEMPOTENCY_ROUNDS {
             step(&format!(
                 "claims with and without Idempotency-Key at concurrency {concurrency}, round {round} of {IDEMPOTENCY_ROUNDS}"
             ));
             analyze(db).await?;
             settle(client).await?;
-            let (before, claims) = (
-                Cpu::now(server_pid, database),
-                app.done.load(Ordering::Relaxed),
-            );
-            let plain = closed_loop(concurrency, round_window, app.closed_op()).await;
-            plain_cpu.add(&before.delta(&Cpu::now(server_pid, database)));
-            plain_claims += app.done.load(Ordering::Relaxed) - claims;
+            let plain = plain_cpu
+                .run(app, concurrency, round_window, (server_pid, database))
+                .await;
             settle(client).await?;
-            let (before, claims) = (
-                Cpu::now(server_pid, database),
-                app.done.load(Ordering::Relaxed),
-            );
-            let keyed = closed_loop(concurrency, round_window, keyed_app.closed_op()).await;
-            keyed_cpu.add(&before.delta(&Cpu::now(server_pid, database)));
-            keyed_claims += app.done.load(Ordering::Relaxed) - claims;
+            let keyed = keyed_cpu
+                .run(
+                    &keyed_app,
+                    concurrency,
+                    round_window,
+                    (server_pid, database),
+                )
+                .await;
             rounds.push((1.0 - keyed.throughput / plain.throughput, plain, keyed));
         }
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -596,10 +592,7 @@ async fn idempotency_cost(
             .push(Row::new("claimLicense", concurrency).with_stats(&plain));
         let mut row =
             Row::new("claimLicense with an Idempotency-Key", concurrency).with_stats(&keyed);
-        let (plain_cpu, keyed_cpu) = (
-            plain_cpu.per_op_ms(plain_claims),
-            keyed_cpu.per_op_ms(keyed_claims),
-        );
+        let (plain_cpu, keyed_cpu) = (plain_cpu.per_claim_ms(), keyed_cpu.per_claim_ms());
         row.note(format!(
             "**{:.1}% fewer claims/s than without** (median of rounds: {}); CPU ms per claim over all rounds, without → with a key: server {:.3} → {:.3}, PostgreSQL {:.3} → {:.3}",
             cost * 100.0,
@@ -1307,6 +1300,38 @@ async fn licensing_scenario(
     ));
     report.rows.push(row);
     Ok(())
+}
+
+/// The CPU that runs of a claim load used, and the claims they served.
+#[derive(Default)]
+struct CpuPerClaim {
+    cpu: Cpu,
+    claims: u64,
+}
+
+impl CpuPerClaim {
+    /// A closed-loop run of `load`, its CPU and claims added.
+    async fn run(
+        &mut self,
+        load: &ClaimLoad,
+        concurrency: usize,
+        window: Window,
+        (server_pid, database): (Option<u32>, &str),
+    ) -> Stats {
+        let (before, claims) = (
+            Cpu::now(server_pid, database),
+            load.done.load(Ordering::Relaxed),
+        );
+        let stats = closed_loop(concurrency, window, load.closed_op()).await;
+        self.cpu.add(&before.delta(&Cpu::now(server_pid, database)));
+        self.claims += load.done.load(Ordering::Relaxed) - claims;
+        stats
+    }
+
+    /// Milliseconds of CPU per claim served.
+    fn per_claim_ms(&self) -> Cpu {
+        self.cpu.per_op_ms(self.claims)
+    }
 }
 
 /// Connections the claims go over: enough for the largest concurrency, and
