@@ -180,6 +180,10 @@ async fn take_round(db: DatabaseConnection, round: Vec<Take>) -> ApiResult<Vec<O
         created.push(take.now);
         expires.push(take.now + TTL);
     }
+    // As arrays: PostgreSQL plans this statement again for each round's
+    // length, but so simple an insert plans in about 0.03 ms (`EXPLAIN
+    // ANALYZE`); the heartbeats' round, far costlier to plan, goes as one
+    // JSON parameter instead (`heartbeats::beat_round`).
     let inserted = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
