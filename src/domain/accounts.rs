@@ -429,12 +429,14 @@ pub async fn sign_in(
 
 /// Revoke the caller's session: its token never authenticates again.
 pub async fn sign_out(ctx: &Ctx, viewer: &Viewer) -> ApiResult<()> {
+    let txn = ctx.begin_write().await?;
     session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, ctx.clock.now().into())
         .filter(session::Column::Id.eq(viewer.session_id))
         .filter(session::Column::RevokedAt.is_null())
-        .exec(&ctx.db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     Ok(())
 }
 

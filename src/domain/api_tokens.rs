@@ -142,6 +142,7 @@ pub async fn list(ctx: &Ctx, viewer: &Viewer) -> ApiResult<Vec<session::Model>> 
 pub async fn revoke(ctx: &Ctx, viewer: &Viewer, token_id: i64) -> ApiResult<()> {
     viewer.require_session()?;
     let now = ctx.clock.now();
+    let txn = ctx.begin_write().await?;
     let revoked = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, now.into())
         .filter(session::Column::Id.eq(token_id))
@@ -149,8 +150,9 @@ pub async fn revoke(ctx: &Ctx, viewer: &Viewer, token_id: i64) -> ApiResult<()> 
         .filter(session::Column::Scopes.is_not_null())
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now))
-        .exec(&ctx.db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     if revoked.rows_affected == 0 {
         return Err(AppError::NotFound("API token"));
     }

@@ -277,6 +277,8 @@ pub async fn heartbeat(ctx: &Ctx, raw_key: &str, fingerprint: &str) -> ApiResult
     // To the microsecond the database keeps, so that its conditions and
     // the ones below read the same instant.
     let now = ctx.clock.now().trunc_subsecs(6);
+    // Written outside `Ctx::begin_write`, so gated here.
+    super::idempotency::before_write(&ctx.db, true).await?;
     let row = match &ctx.heartbeats.0 {
         Some(rounds) => {
             let beat = Beat {

@@ -8,7 +8,15 @@
 //! `INSERT … ON CONFLICT DO NOTHING` takes the unique (caller, key) pair;
 //! every other attempt, on any instance, finds that row and answers from
 //! it (the stored answer, or, while it runs, what [`look`] finds).
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use futures_util::future::{BoxFuture, FutureExt as _, Shared};
 
 use chrono::{DateTime, Duration, Utc};
 use entity::idempotency_key;
@@ -19,7 +27,10 @@ use sea_orm::{
 };
 
 use super::rounds::Rounds;
-use crate::{db::RELAXED_COMMIT, error::ApiResult};
+use crate::{
+    db::RELAXED_COMMIT,
+    error::{ApiResult, AppError},
+};
 
 /// How long a key and its answer are kept.
 pub const TTL: Duration = Duration::hours(24);
@@ -37,7 +48,7 @@ const RUNNING: &str = "running";
 const DONE: &str = "done";
 
 /// What to do with a request that carries a key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Begin {
     /// This is the first attempt: run it, then [`KeyRows::finish`] or [`abandon`] row `id`.
     Run { id: i64 },
@@ -68,22 +79,30 @@ async fn relaxed(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> 
     Ok(txn)
 }
 
-/// The two writes a key costs on every mutation that carries one (the
-/// first attempt's insert, and its answer), written on PostgreSQL in
-/// [`Rounds`]: one relaxed statement ([`RELAXED_COMMIT`]) for every insert
-/// (or answer) that requests of this instance are waiting for, so under
-/// load a key costs a share of a statement rather than two of its own.
-/// Inserts do not wait for their round to fill. On SQLite, whose writes go
-/// one at a time anyway, each request writes its own.
+/// The rows of keys, taken one of two ways ([`Attempt`]) and their
+/// answers kept in [`Rounds`] on PostgreSQL: one relaxed statement
+/// ([`RELAXED_COMMIT`]) for every answer that requests of this instance
+/// are waiting to keep (and, under load, for every key they are waiting to
+/// take), so that a key costs a share of a statement rather than one of its
+/// own. On SQLite, whose writes go one at a time anyway, each request
+/// writes its own.
 #[derive(Clone)]
 pub struct KeyRows {
     db: DatabaseConnection,
     /// PostgreSQL's.
     writers: Option<Writers>,
+    /// Keyed attempts running on this instance.
+    running: Arc<AtomicUsize>,
 }
 
-/// A first attempt's insert: answered with the row's id, or `None` when
-/// the key was taken already.
+#[derive(Clone)]
+struct Writers {
+    takes: Rounds<Take, Option<i64>>,
+    records: Rounds<Record, ()>,
+}
+
+/// A first attempt's insert in a round: answered with the row's id, or
+/// `None` when the key was taken already.
 #[derive(Clone)]
 struct Take {
     caller: String,
@@ -99,12 +118,6 @@ struct Record {
     response: String,
 }
 
-#[derive(Clone)]
-struct Writers {
-    takes: Rounds<Take, Option<i64>>,
-    records: Rounds<Record, ()>,
-}
-
 /// How long a round of answers waits for more once its first arrives. An
 /// answer is recorded after it is sent, so nobody waits for it but a retry
 /// of a request still running, which looks again after 5, 10, 20 … ms;
@@ -112,41 +125,76 @@ struct Writers {
 const RECORD_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl KeyRows {
-    /// The writer of `db`'s key rows; on PostgreSQL it starts the two
-    /// tasks that write them in rounds (they end with the last clone).
+    /// The writer of `db`'s key rows; on PostgreSQL it starts the tasks
+    /// that write them in rounds (they end with the last clone).
     pub fn new(db: DatabaseConnection) -> Self {
         let writers = (db.get_database_backend() == DbBackend::Postgres).then(|| Writers {
             takes: Rounds::start(db.clone(), None, take_round),
             records: Rounds::start(db.clone(), Some(RECORD_LINGER), record_round),
         });
-        Self { db, writers }
+        Self {
+            db,
+            writers,
+            running: Arc::default(),
+        }
     }
 
-    /// Take `key` for `caller`'s request whose body hashes to `body_hash`,
-    /// or tell what became of it.
-    pub async fn begin(
+    /// An attempt at `caller`'s mutation sent with `key`, whose body hashes
+    /// to `body_hash`. Alone on this instance, its key goes into its first
+    /// change's transaction; with other keyed attempts running (PostgreSQL),
+    /// into the next round of keys, at once, while the mutation starts.
+    pub async fn attempt(
         &self,
-        caller: &str,
-        key: &str,
-        body_hash: &str,
+        caller: String,
+        key: String,
+        body_hash: String,
         now: DateTime<Utc>,
-    ) -> ApiResult<Begin> {
-        if let Some(writers) = &self.writers {
-            let take = Take {
-                caller: caller.to_owned(),
-                key: key.to_owned(),
-                body_hash: body_hash.to_owned(),
-                now,
-            };
-            if let Some(id) = writers.takes.write(take).await? {
-                return Ok(Begin::Run { id });
+    ) -> Arc<Attempt> {
+        let others = self.running.fetch_add(1, Ordering::Relaxed);
+        let running = Running {
+            count: self.running.clone(),
+            stopped: AtomicBool::new(false),
+        };
+        let (gate, round) = match &self.writers {
+            Some(writers) if others > 0 => {
+                let take = Take {
+                    caller: caller.clone(),
+                    key: key.clone(),
+                    body_hash: body_hash.clone(),
+                    now,
+                };
+                let taken = writers.takes.submit(take).await;
+                let taken = async move {
+                    Arc::new(match taken {
+                        Ok(answer) => answer.await,
+                        Err(error) => Err(error),
+                    })
+                };
+                (Gate::BeforeBegin, Some(taken.boxed().shared()))
             }
+            _ => (Gate::InTransaction, None),
+        };
+        Arc::new(Attempt {
+            caller,
+            key,
+            body_hash,
+            now,
+            gate,
+            round,
+            held: std::sync::Mutex::new(Held::No),
+            running,
+        })
+    }
+
+    /// What became of `attempt`'s key once its mutation ran: taken with
+    /// one of its changes, or what the attempt that holds it made of it;
+    /// when no change took it (the mutation wrote nothing), taken now in a
+    /// transaction of its own, or found held by another attempt.
+    pub async fn outcome(&self, attempt: &Attempt) -> ApiResult<Begin> {
+        match attempt.settled().await? {
+            Some(begun) => Ok(begun),
+            None => settle(&self.db, attempt).await,
         }
-        // Taken already (or SQLite): read what became of it.
-        let txn = relaxed(&self.db).await?;
-        let begun = begin_in(&txn, caller, key, body_hash, now).await?;
-        txn.commit().await?;
-        Ok(begun)
     }
 
     /// Keep the answer of the first attempt of row `id`.
@@ -158,6 +206,270 @@ impl KeyRows {
         finish_in(&txn, id, response).await?;
         txn.commit().await?;
         Ok(())
+    }
+}
+
+/// What another attempt made of `attempt`'s key, read without writing
+/// anything: for an attempt whose answer is not to be kept and that took
+/// no key (a retry refused before it wrote, e.g. `RATE_LIMITED`), which is
+/// answered as a retry all the same. `None` when nobody holds the key.
+pub async fn peek(db: &DatabaseConnection, attempt: &Attempt) -> ApiResult<Option<Begin>> {
+    let found = idempotency_key::Entity::find()
+        .filter(idempotency_key::Column::Caller.eq(attempt.caller.as_str()))
+        .filter(idempotency_key::Column::Key.eq(attempt.key.as_str()))
+        .one(db)
+        .await?;
+    let Some(found) = found.filter(|row| !lapsed(row, attempt.now)) else {
+        return Ok(None);
+    };
+    if found.body_hash != attempt.body_hash {
+        return Ok(Some(Begin::OtherBody));
+    }
+    Ok(Some(match recorded(found) {
+        Some(response) => Begin::Replay { response },
+        None => Begin::InFlight,
+    }))
+}
+
+/// Whether `row` is expired, or a first attempt's that died with its
+/// instance: the next attempt takes its key over.
+fn lapsed(row: &idempotency_key::Model, now: DateTime<Utc>) -> bool {
+    let abandoned = row.state == RUNNING && row.created_at <= now - RUNNING_LEASE;
+    row.expires_at <= now || abandoned
+}
+
+/// Take `attempt`'s key in a transaction of its own, or tell what became
+/// of it.
+async fn settle(db: &DatabaseConnection, attempt: &Attempt) -> ApiResult<Begin> {
+    let txn = relaxed(db).await?;
+    let begun = begin_in(&txn, attempt).await?;
+    txn.commit().await?;
+    attempt.hold(&begun, false);
+    Ok(begun)
+}
+
+tokio::task_local! {
+    /// The keyed mutation this task runs ([`Attempt::run`]).
+    static ATTEMPT: Arc<Attempt>;
+}
+
+/// An attempt at a mutation sent with an `Idempotency-Key`
+/// ([`KeyRows::attempt`]). Its key is taken one of two ways, both before
+/// the mutation writes anything; a mutation that finds its key held by
+/// another attempt writes nothing, and its answer is thrown away for that
+/// attempt's.
+/// - Alone on its instance, by the mutation's first change, in that
+///   change's own transaction ([`take_with`], called by
+///   [`super::Ctx::begin_write`]): no round trip of its own, and the row
+///   commits if and only if the change does.
+/// - With other keyed attempts running, in the next round of keys, sent
+///   as the attempt starts; its first change waits for the round before it
+///   begins ([`before_write`]). A statement per round costs less than one
+///   per key, and the wait overlaps the mutation's start.
+pub struct Attempt {
+    caller: String,
+    key: String,
+    body_hash: String,
+    now: DateTime<Utc>,
+    /// When its mutation's changes wait for the key.
+    gate: Gate,
+    /// The round the key was sent in: its row's id, or `None` when the key
+    /// was taken already.
+    round: Option<RoundTake>,
+    held: std::sync::Mutex<Held>,
+    running: Running,
+}
+
+/// A key sent in a round ([`Take`]), awaited by whoever needs it first.
+type RoundTake = Shared<BoxFuture<'static, Arc<ApiResult<Option<i64>>>>>;
+
+/// Counts an [`Attempt`] among those running until its mutation has run
+/// ([`Running::stop`]; it is dropped then, or with the attempt).
+struct Running {
+    count: Arc<AtomicUsize>,
+    stopped: AtomicBool,
+}
+
+impl Running {
+    fn stop(&self) {
+        if !self.stopped.swap(true, Ordering::Relaxed) {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// When an [`Attempt`]'s changes take or wait for its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Inserted by the first change's transaction as it begins: on SQLite,
+    /// and on PostgreSQL when no other keyed attempt runs on the instance
+    /// (a round of one would cost a statement and a round trip of its own).
+    InTransaction,
+    /// PostgreSQL, with other keyed attempts running: the key is sent in a
+    /// round as the attempt starts, and the first change waits for it
+    /// before it begins (never while holding a connection, which the round
+    /// needs: a pool held by waiting changes would never free one).
+    BeforeBegin,
+}
+
+/// How far an [`Attempt`] holds its key.
+#[derive(Debug, Clone)]
+enum Held {
+    /// Not yet: no change of the mutation committed.
+    No,
+    /// Inserted as row `id` by a change not yet committed.
+    Pending(i64),
+    /// Row `id`, committed.
+    Yes(i64),
+    /// Another attempt holds it: what became of it.
+    Other(Begin),
+}
+
+impl Attempt {
+    /// Run `work` (the mutation) as this attempt: its changes take the key.
+    pub async fn run<F: Future>(self: &Arc<Self>, work: F) -> F::Output {
+        let output = ATTEMPT.scope(self.clone(), work).await;
+        // What is left (keeping the answer) does not compete for keys.
+        self.running.stop();
+        output
+    }
+
+    /// What became of the key so far: taken by a change of the mutation
+    /// or by its round, or found held by another attempt; `None` while
+    /// nothing took it (or the round found it taken already, by an attempt
+    /// whose row [`settle`] or [`peek`] reads).
+    pub async fn settled(&self) -> ApiResult<Option<Begin>> {
+        if let Some(begun) = self.taken() {
+            return Ok(Some(begun));
+        }
+        let Some(round) = &self.round else {
+            return Ok(None);
+        };
+        match &*round.clone().await {
+            Ok(Some(id)) => {
+                let begun = Begin::Run { id: *id };
+                self.hold(&begun, false);
+                Ok(Some(begun))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => Err(error.clone()),
+        }
+    }
+
+    /// What became of the key, once a change of the mutation took it or
+    /// found it held by another attempt; `None` while none did.
+    fn taken(&self) -> Option<Begin> {
+        match &*self.held() {
+            Held::Yes(id) => Some(Begin::Run { id: *id }),
+            Held::Other(begun) => Some(begun.clone()),
+            Held::No | Held::Pending(_) => None,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Never held across an await, and no code under it panics.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Note what taking the key found; `pending` while the transaction
+    /// that inserted it has not committed.
+    fn hold(&self, begun: &Begin, pending: bool) {
+        *self.held() = match begun {
+            Begin::Run { id } if pending => Held::Pending(*id),
+            Begin::Run { id } => Held::Yes(*id),
+            other => Held::Other(other.clone()),
+        };
+    }
+}
+
+/// The key a change's transaction inserted: committed with it
+/// ([`KeyHold::committed`]), or forgotten with its rollback (dropped), so
+/// that the mutation's next change takes it again.
+pub struct KeyHold {
+    attempt: Arc<Attempt>,
+    id: i64,
+}
+
+impl KeyHold {
+    /// The transaction committed: the key is held for good.
+    pub fn committed(self) {
+        *self.attempt.held() = Held::Yes(self.id);
+    }
+}
+
+impl Drop for KeyHold {
+    fn drop(&mut self) {
+        let mut held = self.attempt.held();
+        if matches!(*held, Held::Pending(id) if id == self.id) {
+            *held = Held::No;
+        }
+    }
+}
+
+fn held_elsewhere() -> AppError {
+    AppError::conflict("another attempt holds this Idempotency-Key")
+}
+
+/// Take the key of the keyed mutation this task runs (if any, not taken
+/// yet, and taken [`Gate::InTransaction`]) in `txn`, a change's
+/// transaction that has just begun; an error when another attempt holds
+/// it, so that the change writes nothing.
+pub async fn take_with(txn: &impl ConnectionTrait) -> ApiResult<Option<KeyHold>> {
+    let Ok(attempt) = ATTEMPT.try_with(Arc::clone) else {
+        return Ok(None);
+    };
+    if attempt.gate != Gate::InTransaction {
+        return Ok(None);
+    }
+    match attempt.settled().await? {
+        Some(Begin::Run { .. }) => return Ok(None),
+        Some(_) => return Err(held_elsewhere()),
+        None => {}
+    }
+    if matches!(*attempt.held(), Held::Pending(_)) {
+        // Two changes of one mutation at once: none does that, and which
+        // would hold the key if one rolled back is not worth guessing.
+        return Err(AppError::internal(
+            "two changes at once in a mutation sent with an Idempotency-Key",
+        ));
+    }
+    let begun = begin_in(txn, &attempt).await?;
+    attempt.hold(&begun, true);
+    match begun {
+        Begin::Run { id } => Ok(Some(KeyHold { attempt, id })),
+        _ => Err(held_elsewhere()),
+    }
+}
+
+/// Before a change begins (and before a write outside
+/// [`super::Ctx::begin_write`], the heartbeat's), for the keyed mutation
+/// this task runs, if any: wait for its key's round; for a write outside a
+/// transaction (`alone`), take the key in a transaction of its own. An
+/// error when another attempt holds the key. Never called while holding a
+/// connection: a round needs one, and a pool held by waiting changes
+/// would never free one.
+pub async fn before_write(db: &DatabaseConnection, alone: bool) -> ApiResult<()> {
+    let Ok(attempt) = ATTEMPT.try_with(Arc::clone) else {
+        return Ok(());
+    };
+    let begun = match attempt.settled().await? {
+        Some(begun) => begun,
+        // The change's own transaction takes it (`take_with`).
+        None if attempt.gate == Gate::InTransaction && !alone => return Ok(()),
+        // Taken already, or no transaction to take it in.
+        None => settle(db, &attempt).await?,
+    };
+    match begun {
+        Begin::Run { .. } => Ok(()),
+        _ => Err(held_elsewhere()),
     }
 }
 
@@ -239,13 +551,15 @@ async fn record_round(db: DatabaseConnection, round: Vec<Record>) -> ApiResult<V
     Ok(vec![(); count])
 }
 
-async fn begin_in(
-    db: &impl ConnectionTrait,
-    caller: &str,
-    key: &str,
-    body_hash: &str,
-    now: DateTime<Utc>,
-) -> ApiResult<Begin> {
+async fn begin_in(db: &impl ConnectionTrait, attempt: &Attempt) -> ApiResult<Begin> {
+    let Attempt {
+        caller,
+        key,
+        body_hash,
+        now,
+        ..
+    } = attempt;
+    let (caller, key, body_hash, now) = (caller.as_str(), key.as_str(), body_hash.as_str(), *now);
     // A row found expired or abandoned is deleted and the insert tried
     // again; a few rounds settle any interleaving of concurrent attempts.
     for _ in 0..4 {
@@ -287,8 +601,7 @@ async fn begin_in(
         else {
             continue; // deleted meanwhile: try again
         };
-        let abandoned = found.state == RUNNING && found.created_at <= now - RUNNING_LEASE;
-        if found.expires_at <= now || abandoned {
+        if lapsed(&found, now) {
             idempotency_key::Entity::delete_many()
                 .filter(idempotency_key::Column::Id.eq(found.id))
                 .filter(

@@ -36,7 +36,7 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 
-use crate::clock::Clock;
+use crate::{clock::Clock, error::ApiResult};
 
 /// Which side of a request or transfer the caller is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +76,20 @@ impl Ctx {
     /// Start a change: a write transaction ([`crate::db::begin_write`])
     /// whose [`Write::commit`] also calls [`Ctx::committed`], so that no
     /// change can forget to. Dropped without a commit, it rolls back.
-    pub async fn begin_write(&self) -> Result<Write<'_>, DbErr> {
+    ///
+    /// Every change of a mutation starts here: in a mutation sent with an
+    /// `Idempotency-Key`, the first change takes the key, in its own
+    /// transaction ([`idempotency::take_with`]) or by waiting for the
+    /// key's round before it begins ([`idempotency::before_write`]), and
+    /// fails without writing anything when another attempt holds it.
+    pub async fn begin_write(&self) -> ApiResult<Write<'_>> {
+        idempotency::before_write(&self.db, false).await?;
+        let txn = crate::db::begin_write(&self.db).await?;
+        let key = idempotency::take_with(&txn).await?;
         Ok(Write {
-            txn: crate::db::begin_write(&self.db).await?,
+            txn,
             ctx: self,
+            key,
         })
     }
 
@@ -102,6 +112,8 @@ impl Ctx {
 pub struct Write<'a> {
     txn: DatabaseTransaction,
     ctx: &'a Ctx,
+    /// The `Idempotency-Key` this change took, held once it commits.
+    key: Option<idempotency::KeyHold>,
 }
 
 impl Write<'_> {
@@ -113,6 +125,9 @@ impl Write<'_> {
     /// Commit, then forget the cached answers and wake the workers.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
+        if let Some(key) = self.key {
+            key.committed();
+        }
         self.ctx.committed();
         Ok(())
     }

@@ -72,9 +72,10 @@ pub async fn create(ctx: &Ctx, viewer: &Viewer, new: NewOrder) -> ApiResult<orde
         paid_at: Set(None),
         heartbeat_seconds: Set(heartbeat_seconds),
         ..Default::default()
-    }
-    .insert(&ctx.db)
-    .await?;
+    };
+    let txn = ctx.begin_write().await?;
+    let order = order.insert(&txn).await?;
+    txn.commit().await?;
     Ok(order)
 }
 

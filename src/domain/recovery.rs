@@ -353,6 +353,7 @@ pub async fn sessions(ctx: &Ctx, viewer: &Viewer) -> ApiResult<Vec<session::Mode
 /// an API token (`revokeApiToken` ends those).
 pub async fn revoke_session(ctx: &Ctx, viewer: &Viewer, session_id: i64) -> ApiResult<()> {
     let now = ctx.clock.now();
+    let txn = ctx.begin_write().await?;
     let revoked = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, now.into())
         .filter(session::Column::Id.eq(session_id))
@@ -360,8 +361,9 @@ pub async fn revoke_session(ctx: &Ctx, viewer: &Viewer, session_id: i64) -> ApiR
         .filter(session::Column::Scopes.is_null())
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now))
-        .exec(&ctx.db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     if revoked.rows_affected == 0 {
         return Err(AppError::NotFound("session"));
     }

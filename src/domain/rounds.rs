@@ -65,6 +65,15 @@ where
 
     /// Hand `request` to the next round, and wait for its answer.
     pub async fn write(&self, request: T) -> ApiResult<A> {
+        self.submit(request).await?.await
+    }
+
+    /// Hand `request` to the next round now; its answer comes with the
+    /// future returned, so the caller can do other work meanwhile.
+    pub async fn submit(
+        &self,
+        request: T,
+    ) -> ApiResult<impl Future<Output = ApiResult<A>> + use<T, A>> {
         // Only a writer that panicked outside a round is gone while its
         // senders live.
         let stopped = || AppError::internal("a writer of rounds stopped");
@@ -73,7 +82,7 @@ where
             .send(Waiting { request, reply })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(async move { answer.await.map_err(|_| stopped())? })
     }
 }
 

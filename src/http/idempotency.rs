@@ -19,9 +19,10 @@
 //!
 //! A request without the header pays nothing; with it, a look at the
 //! operation's root fields (in the document the request checks parsed), a
-//! hash of the body, an insert before it runs and an update after its
-//! answer is sent (on PostgreSQL a share of one statement each, written in
-//! rounds with the other requests' keys: `domain::idempotency::KeyRows`).
+//! hash of the body, an insert (in the mutation's first transaction, or on
+//! PostgreSQL under load a share of one statement with the other requests'
+//! keys) and an update after its answer is sent (on PostgreSQL a share of
+//! one statement): `domain::idempotency::{Attempt, KeyRows}`.
 use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::Response,
@@ -30,7 +31,7 @@ use axum::{
 use super::{Server, over_http};
 use crate::{
     domain::idempotency::{self, Begin, MAX_KEY_LEN, RETRY_AFTER_SECS},
-    error::AppError,
+    error::{ApiResult, AppError},
     graphql::{Admitted, Auth, limits::coded_error, operation, transport::Executed},
 };
 
@@ -132,6 +133,11 @@ const IN_FLIGHT_FIRST_POLL: std::time::Duration = std::time::Duration::from_mill
 /// from taking the key to recording the answer, so that a client going
 /// away cannot leave a key taken with nobody to run its mutation.
 ///
+/// The mutation runs as an `idempotency::Attempt`: its first change takes
+/// the key before it writes anything. An attempt that finds the key held
+/// by another has written nothing; its answer is thrown away, and it is
+/// answered as a retry.
+///
 /// The first attempt's answer is sent before it is recorded (the record
 /// waits for its round, `KeyRows::finish`). A retry that arrives in
 /// between (a client that lost the answer cannot retry that fast, but one
@@ -150,20 +156,48 @@ pub async fn run_once(
     let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
     let server = server.clone();
     server.state.answers.clone().spawn(async move {
-        let id = match first_attempt(&server, &keyed, media).await {
+        let attempt = server
+            .state
+            .idempotency
+            .attempt(
+                keyed.caller.clone(),
+                keyed.key.clone(),
+                keyed.body_hash.clone(),
+                server.state.ctx.clock.now(),
+            )
+            .await;
+        let response = attempt.run(server.graphql.run(request)).await;
+        let ran = executed.get();
+        let kept = ran && !response.errors.iter().any(not_kept);
+        let begun = match attempt.settled().await {
+            Ok(Some(begun)) => Ok(begun),
+            // No change took the key, and there is nothing to keep: unless
+            // this is a retry refused before it wrote (say `RATE_LIMITED`),
+            // to answer from the first attempt all the same.
+            Ok(None) if !kept => match idempotency::peek(&server.state.ctx.db, &attempt).await {
+                Ok(Some(begun)) => Ok(begun),
+                Ok(None) => {
+                    let _ = answer_tx.send(over_http::respond(media, response, ran));
+                    return;
+                }
+                Err(error) => Err(error),
+            },
+            // No change took the key (the mutation wrote nothing): take
+            // it now, unless another attempt holds it.
+            Ok(None) => server.state.idempotency.outcome(&attempt).await,
+            Err(error) => Err(error),
+        };
+        let id = match taken(&server, &keyed, &begun, media).await {
             Ok(id) => id,
             Err(answer) => {
                 let _ = answer_tx.send(answer);
                 return;
             }
         };
-        let response = server.graphql.run(request).await;
-        let db = &server.state.ctx.db;
-        let ran = executed.get();
-        if !ran || response.errors.iter().any(not_kept) {
+        if !kept {
             // Forgotten before the answer goes out, so that a retry right
             // after it runs again.
-            if let Err(error) = idempotency::abandon(db, id).await {
+            if let Err(error) = idempotency::abandon(&server.state.ctx.db, id).await {
                 error.log();
             }
             let _ = answer_tx.send(over_http::respond(media, response, ran));
@@ -188,25 +222,21 @@ pub async fn run_once(
     }
 }
 
-/// Take the key for a first attempt (its row's id), or answer a retry: the
-/// recorded answer, `CONFLICT` for another body, or `CONFLICT` with
-/// `retryAfter` when the first attempt is still running after
-/// [`IN_FLIGHT_WAIT`] (or ended without keeping an answer meanwhile: the
-/// client's next retry runs, as it would have without the wait).
-async fn first_attempt(
+/// What taking the key (`begun`) makes of this attempt: the first (its
+/// row's id), or a retry answered with the recorded answer, `CONFLICT` for
+/// another body, or `CONFLICT` with `retryAfter` when the first attempt is
+/// still running after [`IN_FLIGHT_WAIT`] (or ended without keeping an
+/// answer meanwhile: the client's next retry runs, as it would have
+/// without the wait).
+async fn taken(
     server: &Server,
     keyed: &Keyed,
+    begun: &ApiResult<Begin>,
     media: over_http::MediaType,
 ) -> Result<i64, Response> {
-    let ctx = &server.state.ctx;
-    let begun = server
-        .state
-        .idempotency
-        .begin(&keyed.caller, &keyed.key, &keyed.body_hash, ctx.clock.now())
-        .await;
     let response = match begun {
-        Ok(Begin::Run { id }) => return Ok(id),
-        Ok(Begin::Replay { response }) => response,
+        Ok(Begin::Run { id }) => return Ok(*id),
+        Ok(Begin::Replay { response }) => response.clone(),
         Ok(Begin::OtherBody) => {
             return Err(refused(
                 media,
@@ -225,7 +255,7 @@ async fn first_attempt(
             }
             Err(error) => return Err(refused(media, error)),
         },
-        Err(error) => return Err(refused(media, error)),
+        Err(error) => return Err(refused(media, error.clone())),
     };
     let mut answer = over_http::executed_body(media, response);
     answer

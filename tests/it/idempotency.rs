@@ -334,3 +334,22 @@ async fn what_is_kept_and_for_how_long() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// The heartbeat writes outside a transaction, so it takes its key on its
+/// own before it writes; a retry is answered from the first attempt.
+#[tokio::test]
+async fn a_heartbeat_sent_with_a_key_is_answered_once() {
+    let app = TestApp::spawn().await;
+    let beat =
+        "mutation($k:String!){ heartbeatLicense(key:$k, fingerprint:\"fp-1\"){ valid code } }";
+    let variables = json!({"k": "AAAA-AAAA-AAAA-AAAA"});
+    let (_, replayed, first) = keyed(&app, None, "beat-1", beat, variables.clone()).await;
+    assert!(!replayed, "{first}");
+    assert_eq!(
+        first["data"]["heartbeatLicense"]["code"], "NOT_FOUND",
+        "{first}"
+    );
+    let (_, replayed, again) = keyed(&app, None, "beat-1", beat, variables).await;
+    assert!(replayed, "{again}");
+    assert_eq!(again, first);
+}
