@@ -1,6 +1,8 @@
 //! The root fields an operation of a parsed document selects, through
 //! fragment spreads and inline fragments: what the scope check and the
 //! `Idempotency-Key` gate look at before anything executes.
+use std::collections::HashSet;
+
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
@@ -23,44 +25,37 @@ pub fn selected<'a>(
     Some((operation.node.ty, &operation.node.selection_set.node))
 }
 
-/// Fragments followed at most this deep (validation refuses cycles later;
-/// this keeps a cyclic or deep document from costing anything here).
-const MAX_FRAGMENT_DEPTH: usize = 16;
-
 /// The names of the root fields `selection_set` selects (with repeats),
-/// `__typename` and the other introspection fields included. A spread
-/// of an unknown fragment adds nothing (validation refuses it).
+/// `__typename` and the other introspection fields included, however deep
+/// they sit in fragments: the checks that read them must see every one.
+/// Each named fragment is read once (the root fields it adds do not depend
+/// on where it is spread), so a cyclic document or one spreading a
+/// fragment many times costs no more than its length. A spread of an
+/// unknown fragment adds nothing (validation refuses it).
 pub fn root_fields<'a>(
     doc: &'a ExecutableDocument,
     selection_set: &'a SelectionSet,
 ) -> Vec<&'a str> {
     let mut names = Vec::new();
-    collect(doc, selection_set, 0, &mut names);
-    names
-}
-
-fn collect<'a>(
-    doc: &'a ExecutableDocument,
-    selection_set: &'a SelectionSet,
-    depth: usize,
-    names: &mut Vec<&'a str>,
-) {
-    if depth > MAX_FRAGMENT_DEPTH {
-        return;
-    }
-    for selection in &selection_set.items {
-        match &selection.node {
-            Selection::Field(field) => names.push(field.node.name.node.as_str()),
-            Selection::InlineFragment(fragment) => {
-                collect(doc, &fragment.node.selection_set.node, depth + 1, names)
-            }
-            Selection::FragmentSpread(spread) => {
-                if let Some(fragment) = doc.fragments.get(&spread.node.fragment_name.node) {
-                    collect(doc, &fragment.node.selection_set.node, depth + 1, names);
+    let mut spread = HashSet::new();
+    let mut sets = vec![selection_set];
+    while let Some(set) = sets.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => names.push(field.node.name.node.as_str()),
+                Selection::InlineFragment(fragment) => sets.push(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(fragment) => {
+                    let name = &fragment.node.fragment_name.node;
+                    if spread.insert(name.as_str())
+                        && let Some(fragment) = doc.fragments.get(name)
+                    {
+                        sets.push(&fragment.node.selection_set.node);
+                    }
                 }
             }
         }
     }
+    names
 }
 
 /// The name of a root type as the schema spells it.
@@ -93,5 +88,22 @@ mod tests {
         assert_eq!(ty, OperationType::Mutation);
         assert_eq!(root_fields(&doc, set), ["signIn"]);
         assert!(selected(&doc, None).is_none());
+    }
+
+    /// However deep a root field sits in fragments, it is seen: a check
+    /// that missed it would let a token call it, or a secret be kept.
+    #[test]
+    fn root_fields_deep_in_fragments_are_seen() {
+        let mut text = String::from("mutation { ...F0 }");
+        for n in 0..100 {
+            text += &format!(
+                " fragment F{n} on Mutation {{ ...F{} ... {{ ...F{n} }} }}",
+                n + 1
+            );
+        }
+        text += " fragment F100 on Mutation { signIn(email: \"\", password: \"\") { token } }";
+        let doc = async_graphql::parser::parse_query(&text).unwrap();
+        let (_, set) = selected(&doc, None).unwrap();
+        assert_eq!(root_fields(&doc, set), ["signIn"]);
     }
 }

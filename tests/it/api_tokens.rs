@@ -77,6 +77,19 @@ async fn a_read_token_reads_orders_and_is_refused_the_rest() {
         )
         .await;
     assert_eq!(sneaky["errors"][0]["extensions"]["scope"], "licenses:read");
+    // However deep in fragments.
+    let mut deep = String::from("mutation { ...F0 }");
+    for n in 0..20 {
+        deep += &format!(" fragment F{n} on Mutation {{ ...F{} }}", n + 1);
+    }
+    deep += " fragment F20 on Mutation { createOrder(input:{product:\"keyledger-pro\", quantity:1}){ id } }";
+    let refused = app.gql(Some(&secret), &deep, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["scope"], "orders:write",
+        "{refused}"
+    );
+    let after = app.ok(Some(&session), ORDERS, json!({})).await;
+    assert_eq!(after["orders"]["edges"].as_array().unwrap().len(), 1);
     let events = app
         .gql(
             Some(&secret),
