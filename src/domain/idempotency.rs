@@ -50,7 +50,8 @@ const DONE: &str = "done";
 /// What to do with a request that carries a key.
 #[derive(Debug, Clone)]
 pub enum Begin {
-    /// This is the first attempt: run it, then [`KeyRows::finish`] or [`abandon`] row `id`.
+    /// This is the first attempt, holding row `id`: keep its answer
+    /// ([`KeyRows::finish`]) or forget the key ([`abandon`]).
     Run { id: i64 },
     /// Answered before: send this answer again.
     Replay { response: String },
@@ -182,6 +183,7 @@ impl KeyRows {
             gate,
             round,
             held: std::sync::Mutex::new(Held::No),
+            wrote: AtomicBool::new(false),
             running,
         })
     }
@@ -277,6 +279,8 @@ pub struct Attempt {
     /// was taken already.
     round: Option<RoundTake>,
     held: std::sync::Mutex<Held>,
+    /// Whether a change of the mutation committed ([`note_commit`]).
+    wrote: AtomicBool,
     running: Running,
 }
 
@@ -358,8 +362,21 @@ impl Attempt {
                 Ok(Some(begun))
             }
             Ok(None) => Ok(None),
-            Err(error) => Err(error.clone()),
+            // Its round failed, the key blocked by another instance's
+            // change (`ROUND_LOCK_TIMEOUT`) or the database: take it alone,
+            // as if the round had found it taken.
+            Err(error) => {
+                error.log();
+                Ok(None)
+            }
         }
+    }
+
+    /// Whether a change of the mutation committed: its answer is then kept
+    /// whatever it says (a later field's `RATE_LIMITED` or `INTERNAL`
+    /// included), so that no retry repeats the change.
+    pub fn wrote(&self) -> bool {
+        self.wrote.load(Ordering::Relaxed)
     }
 
     /// What became of the key, once a change of the mutation took it or
@@ -412,6 +429,12 @@ impl Drop for KeyHold {
             *held = Held::No;
         }
     }
+}
+
+/// Note that a change of the keyed mutation this task runs (if any) has
+/// committed ([`Attempt::wrote`]); [`super::Write::commit`] calls it.
+pub fn note_commit() {
+    let _ = ATTEMPT.try_with(|attempt| attempt.wrote.store(true, Ordering::Relaxed));
 }
 
 fn held_elsewhere() -> AppError {
@@ -473,6 +496,14 @@ pub async fn before_write(db: &DatabaseConnection, alone: bool) -> ApiResult<()>
     }
 }
 
+/// How long a round of keys waits for a key another transaction inserted
+/// and has not committed (a mutation on another instance that took it in
+/// its own transaction): past that the round fails and is written again
+/// one key at a time, and the blocked key's attempt waits alone
+/// ([`Attempt::settled`]), so that one slow change elsewhere does not hold
+/// up every keyed request of this instance.
+const ROUND_LOCK_TIMEOUT: &str = "50ms";
+
 /// One statement inserting a round's keys; each request's row id, or
 /// `None` for a key taken before (or earlier in the round: only a key's
 /// first request in the round is inserted, the others then read it).
@@ -505,7 +536,8 @@ async fn take_round(db: DatabaseConnection, round: Vec<Take>) -> ApiResult<Vec<O
                  SELECT t.caller, t.key, t.body_hash, $6, NULL, t.created_at, t.expires_at \
                  FROM unnest($1::text[], $2::text[], $3::text[], \
                              $4::timestamptz[], $5::timestamptz[]) \
-                   AS t(caller, key, body_hash, created_at, expires_at), {RELAXED_COMMIT} \
+                   AS t(caller, key, body_hash, created_at, expires_at), {RELAXED_COMMIT}, \
+                   (SELECT set_config('lock_timeout', '{ROUND_LOCK_TIMEOUT}', true)) AS bounded \
                  ON CONFLICT (caller, key) DO NOTHING RETURNING id, caller, key"
             ),
             [

@@ -128,6 +128,7 @@ impl Write<'_> {
         if let Some(key) = self.key {
             key.committed();
         }
+        idempotency::note_commit();
         self.ctx.committed();
         Ok(())
     }

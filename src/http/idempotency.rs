@@ -168,7 +168,9 @@ pub async fn run_once(
             .await;
         let response = attempt.run(server.graphql.run(request)).await;
         let ran = executed.get();
-        let kept = ran && !response.errors.iter().any(not_kept);
+        // Once a change committed the answer is kept whatever it says, so
+        // that no retry repeats the change.
+        let kept = ran && (attempt.wrote() || !response.errors.iter().any(not_kept));
         let begun = match attempt.settled().await {
             Ok(Some(begun)) => Ok(begun),
             // No change took the key, and there is nothing to keep: unless

@@ -231,8 +231,14 @@ async fn a_claim_retried_with_its_key_claims_once() {
 async fn refusals_and_ignored_requests() {
     let app = TestApp::spawn().await;
     let (token, _) = app.verified_user(&email("refusals")).await;
-    // Secret-bearing mutations, even behind a fragment.
+    // Secret-bearing mutations, even behind a fragment, however deep.
+    let mut deep = String::from("mutation{ ...F0 }");
+    for n in 0..20 {
+        deep += &format!(" fragment F{n} on Mutation {{ ...F{} }}", n + 1);
+    }
+    deep += " fragment F20 on Mutation { createApiToken(input:{name:\"n\", scopes:[ORDERS_READ], expiresInDays:1}){ token } }";
     for query in [
+        deep.as_str(),
         "mutation{ signIn(email:\"a@example.com\", password:\"correct horse battery\"){ token } }",
         "mutation{ createApiToken(input:{name:\"n\", scopes:[ORDERS_READ], expiresInDays:1}){ token } }",
         "mutation{ ...F } fragment F on Mutation { createApiToken(input:{name:\"n\", scopes:[ORDERS_READ], expiresInDays:1}){ token } }",
@@ -352,4 +358,36 @@ async fn a_heartbeat_sent_with_a_key_is_answered_once() {
     let (_, replayed, again) = keyed(&app, None, "beat-1", beat, variables).await;
     assert!(replayed, "{again}");
     assert_eq!(again, first);
+}
+
+/// Once a change committed, the answer is kept even when a later field is
+/// refused `RATE_LIMITED`: a retry must not repeat the change.
+#[tokio::test]
+async fn an_answer_is_kept_once_a_change_committed() {
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|c| c.claim_rate_per_minute = 1),
+        ..Options::default()
+    })
+    .await;
+    let (token, _) = app.verified_user(&email("half")).await;
+    let product = app.product("idem-half", "Idem Half").await;
+    // Spend the claims' budget.
+    let claim = "mutation{ claimLicense(key:\"AAAA-AAAA-AAAA-AAAA\"){ outcome } }";
+    let spent = app.gql(Some(&token), claim, json!({})).await;
+    assert_eq!(code(&spent), "NOT_FOUND", "{spent}");
+    let both = "mutation($p:String!){ createOrder(input:{product:$p, quantity:1}){ id } \
+                claimLicense(key:\"BBBB-BBBB-BBBB-BBBB\"){ outcome } }";
+    let variables = json!({"p": product});
+    let (_, replayed, first) = keyed(&app, Some(&token), "half", both, variables.clone()).await;
+    assert!(!replayed, "{first}");
+    assert_eq!(code(&first), "RATE_LIMITED", "{first}");
+    assert_eq!(order_count(&app, &token).await, 1);
+    let (_, replayed, again) = keyed(&app, Some(&token), "half", both, variables).await;
+    assert!(replayed, "{again}");
+    assert_eq!(again, first);
+    assert_eq!(
+        order_count(&app, &token).await,
+        1,
+        "the retry made no second order"
+    );
 }
