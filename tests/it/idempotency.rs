@@ -302,15 +302,21 @@ async fn anonymous_keys_are_scoped_by_body() {
     assert_eq!(code(&other), "NONE", "{other}");
 }
 
+/// An app whose callers may claim once a minute: a second claim is
+/// `RATE_LIMITED`.
+async fn one_claim_a_minute() -> TestApp {
+    TestApp::spawn_with(Options {
+        configure: Box::new(|c| c.claim_rate_per_minute = 1),
+        ..Options::default()
+    })
+    .await
+}
+
 /// `RATE_LIMITED` answers are not kept (a retry runs again); error answers
 /// of the rules are; keys go after 24 h.
 #[tokio::test]
 async fn what_is_kept_and_for_how_long() {
-    let app = TestApp::spawn_with(Options {
-        configure: Box::new(|c| c.claim_rate_per_minute = 1),
-        ..Options::default()
-    })
-    .await;
+    let app = one_claim_a_minute().await;
     let (claimer, _) = app.verified_user(&email("limited")).await;
     let claim = "mutation($k:String!){ claimLicense(key:$k){ outcome } }";
     // A rule's refusal (an unknown key) is an answer: kept and replayed.
@@ -364,11 +370,7 @@ async fn a_heartbeat_sent_with_a_key_is_answered_once() {
 /// refused `RATE_LIMITED`: a retry must not repeat the change.
 #[tokio::test]
 async fn an_answer_is_kept_once_a_change_committed() {
-    let app = TestApp::spawn_with(Options {
-        configure: Box::new(|c| c.claim_rate_per_minute = 1),
-        ..Options::default()
-    })
-    .await;
+    let app = one_claim_a_minute().await;
     let (token, _) = app.verified_user(&email("half")).await;
     let product = app.product("idem-half", "Idem Half").await;
     // Spend the claims' budget.
