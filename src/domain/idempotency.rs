@@ -188,15 +188,11 @@ impl KeyRows {
         })
     }
 
-    /// What became of `attempt`'s key once its mutation ran: taken with
-    /// one of its changes, or what the attempt that holds it made of it;
-    /// when no change took it (the mutation wrote nothing), taken now in a
-    /// transaction of its own, or found held by another attempt.
-    pub async fn outcome(&self, attempt: &Attempt) -> ApiResult<Begin> {
-        match attempt.settled().await? {
-            Some(begun) => Ok(begun),
-            None => settle(&self.db, attempt).await,
-        }
+    /// Take `attempt`'s key now, in a transaction of its own, or tell what
+    /// became of it: for a mutation that ran without any change taking
+    /// the key ([`Attempt::settled`] found nothing).
+    pub async fn take_alone(&self, attempt: &Attempt) -> ApiResult<Begin> {
+        settle(&self.db, attempt).await
     }
 
     /// Keep the answer of the first attempt of row `id`.
@@ -216,11 +212,7 @@ impl KeyRows {
 /// no key (a retry refused before it wrote, e.g. `RATE_LIMITED`), which is
 /// answered as a retry all the same. `None` when nobody holds the key.
 pub async fn peek(db: &DatabaseConnection, attempt: &Attempt) -> ApiResult<Option<Begin>> {
-    let found = idempotency_key::Entity::find()
-        .filter(idempotency_key::Column::Caller.eq(attempt.caller.as_str()))
-        .filter(idempotency_key::Column::Key.eq(attempt.key.as_str()))
-        .one(db)
-        .await?;
+    let found = find_row(db, &attempt.caller, &attempt.key).await?;
     let Some(found) = found.filter(|row| !lapsed(row, attempt.now)) else {
         return Ok(None);
     };
@@ -231,6 +223,19 @@ pub async fn peek(db: &DatabaseConnection, attempt: &Attempt) -> ApiResult<Optio
         Some(response) => Begin::Replay { response },
         None => Begin::InFlight,
     }))
+}
+
+/// The row of `caller`'s `key`, if any.
+async fn find_row(
+    db: &impl ConnectionTrait,
+    caller: &str,
+    key: &str,
+) -> Result<Option<idempotency_key::Model>, DbErr> {
+    idempotency_key::Entity::find()
+        .filter(idempotency_key::Column::Caller.eq(caller))
+        .filter(idempotency_key::Column::Key.eq(key))
+        .one(db)
+        .await
 }
 
 /// Whether `row` is expired, or a first attempt's that died with its
@@ -625,12 +630,7 @@ async fn begin_in(db: &impl ConnectionTrait, attempt: &Attempt) -> ApiResult<Beg
             Err(DbErr::RecordNotInserted) => {}
             Err(error) => return Err(error.into()),
         }
-        let Some(found) = idempotency_key::Entity::find()
-            .filter(idempotency_key::Column::Caller.eq(caller))
-            .filter(idempotency_key::Column::Key.eq(key))
-            .one(db)
-            .await?
-        else {
+        let Some(found) = find_row(db, caller, key).await? else {
             continue; // deleted meanwhile: try again
         };
         if lapsed(&found, now) {
@@ -678,12 +678,7 @@ pub enum Look {
 
 /// The state of `caller`'s `key`, read without a transaction.
 pub async fn look(db: &DatabaseConnection, caller: &str, key: &str) -> ApiResult<Look> {
-    let found = idempotency_key::Entity::find()
-        .filter(idempotency_key::Column::Caller.eq(caller))
-        .filter(idempotency_key::Column::Key.eq(key))
-        .one(db)
-        .await?;
-    Ok(match found {
+    Ok(match find_row(db, caller, key).await? {
         Some(row) => match recorded(row) {
             Some(response) => Look::Recorded(response),
             None => Look::Running,

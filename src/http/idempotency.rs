@@ -186,10 +186,10 @@ pub async fn run_once(
             },
             // No change took the key (the mutation wrote nothing): take
             // it now, unless another attempt holds it.
-            Ok(None) => server.state.idempotency.outcome(&attempt).await,
+            Ok(None) => server.state.idempotency.take_alone(&attempt).await,
             Err(error) => Err(error),
         };
-        let id = match taken(&server, &keyed, &begun, media).await {
+        let id = match taken(&server, &keyed, begun, media).await {
             Ok(id) => id,
             Err(answer) => {
                 let _ = answer_tx.send(answer);
@@ -233,12 +233,12 @@ pub async fn run_once(
 async fn taken(
     server: &Server,
     keyed: &Keyed,
-    begun: &ApiResult<Begin>,
+    begun: ApiResult<Begin>,
     media: over_http::MediaType,
 ) -> Result<i64, Response> {
     let response = match begun {
-        Ok(Begin::Run { id }) => return Ok(*id),
-        Ok(Begin::Replay { response }) => response.clone(),
+        Ok(Begin::Run { id }) => return Ok(id),
+        Ok(Begin::Replay { response }) => response,
         Ok(Begin::OtherBody) => {
             return Err(refused(
                 media,
@@ -257,7 +257,7 @@ async fn taken(
             }
             Err(error) => return Err(refused(media, error)),
         },
-        Err(error) => return Err(refused(media, error.clone())),
+        Err(error) => return Err(refused(media, error)),
     };
     let mut answer = over_http::executed_body(media, response);
     answer
