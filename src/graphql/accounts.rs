@@ -2,6 +2,7 @@
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::account;
+use futures_util::FutureExt;
 
 use super::{Auth, ContextExt};
 use crate::{
@@ -66,7 +67,7 @@ impl Account {
     ) -> ApiResult<Vec<super::organizations::Membership>> {
         match ctx.viewer() {
             Ok(viewer) if viewer.account_id == self.0.id => {
-                super::organizations::memberships(ctx).await
+                super::organizations::memberships(ctx).boxed().await
             }
             _ => Ok(Vec::new()),
         }
@@ -83,7 +84,7 @@ impl Account {
             return Ok(None);
         }
         viewer.require_session()?;
-        let sessions = recovery::sessions(&ctx.state().ctx, viewer).await?;
+        let sessions = recovery::sessions(&ctx.state().ctx, viewer).boxed().await?;
         Ok(Some(
             sessions
                 .into_iter()
@@ -104,7 +105,7 @@ impl Account {
     ) -> ApiResult<Option<Vec<super::api_tokens::ApiToken>>> {
         match ctx.viewer() {
             Ok(viewer) if viewer.account_id == self.0.id => {
-                super::api_tokens::list(ctx).await.map(Some)
+                super::api_tokens::list(ctx).boxed().await.map(Some)
             }
             _ => Ok(None),
         }

@@ -3,7 +3,7 @@
 use async_graphql::{Context, Enum, ID, Json, Object, Subscription, connection::Connection};
 use chrono::{DateTime, Utc};
 
-use futures_util::{StreamExt, stream::BoxStream};
+use futures_util::{FutureExt, StreamExt, stream::BoxStream};
 use sea_orm::Condition;
 
 use super::{
@@ -94,13 +94,13 @@ impl Event {
             return Ok(None);
         };
         let loaders = ctx.data_unchecked::<super::Loaders>();
-        let Some(actor) = loaders.accounts().load_one(id).await? else {
+        let Some(actor) = loaders.accounts().load_one(id).boxed().await? else {
             return Ok(None);
         };
         let (kind, changes) = (self.0.kind, self.raw_changes());
         let visible = match ctx.viewer() {
             Ok(viewer) if rights::event_needs_rights(kind, &changes, viewer) => {
-                let full = self.reads_whole(ctx, viewer).await?;
+                let full = self.reads_whole(ctx, viewer).boxed().await?;
                 rights::may_see_event_actor(kind, &changes, viewer, full, &actor.email)
             }
             Ok(_) => true,
@@ -119,7 +119,7 @@ impl Event {
             return Ok(Json(serde_json::Value::Null));
         };
         let full = rights::event_needs_rights(kind, &changes, viewer)
-            && self.reads_whole(ctx, viewer).await?;
+            && self.reads_whole(ctx, viewer).boxed().await?;
         Ok(Json(rights::event_changes_for(
             kind, &changes, viewer, full,
         )))
@@ -130,7 +130,10 @@ impl Event {
         let (Some(id), Ok(viewer)) = (self.0.order_id, ctx.viewer()) else {
             return Ok(None);
         };
-        match orders::readable(&ctx.state().ctx.db, viewer, id).await {
+        match orders::readable(&ctx.state().ctx.db, viewer, id)
+            .boxed()
+            .await
+        {
             Ok(order) => Ok(Some(Order(order))),
             Err(AppError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
@@ -140,7 +143,7 @@ impl Event {
     /// The key concerned, when the caller may see it.
     async fn license(&self, ctx: &Context<'_>) -> ApiResult<Option<License>> {
         match self.0.license_id {
-            Some(id) => License::visible(ctx, id).await,
+            Some(id) => License::visible(ctx, id).boxed().await,
             None => Ok(None),
         }
     }
@@ -150,6 +153,7 @@ impl Event {
             return Ok(None);
         };
         Ok(claims::readable(&ctx.state().ctx.db, viewer, id)
+            .boxed()
             .await?
             .map(Claim::new))
     }
@@ -160,6 +164,7 @@ impl Event {
             return Ok(None);
         };
         Ok(requests::readable(&ctx.state().ctx.db, viewer, id)
+            .boxed()
             .await?
             .map(LicenseRequest::new))
     }
@@ -170,6 +175,7 @@ impl Event {
             return Ok(None);
         };
         Ok(transfers::readable(&ctx.state().ctx.db, viewer, id)
+            .boxed()
             .await?
             .map(OrderTransfer))
     }

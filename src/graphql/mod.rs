@@ -1,5 +1,11 @@
 //! The GraphQL schema. Resolvers are thin: take the viewer, call `domain`,
 //! map the result to a GraphQL type. One module per area; the roots merge them.
+//!
+//! Fields of the types a page lists (keys, accounts, claims, requests,
+//! events, orders) await their database reads boxed (`.boxed().await`):
+//! async-graphql allocates and copies every field's future at the size of
+//! its type's largest resolver, so one field awaiting a query inline would
+//! make every `id` and `email` of a page of 100 cost kilobytes.
 mod accounts;
 mod api_tokens;
 pub use accounts::UserAgent;

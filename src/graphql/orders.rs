@@ -7,6 +7,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 use entity::{account, activation, license, order};
+use futures_util::FutureExt;
 
 use super::{
     ContextExt,
@@ -82,6 +83,7 @@ async fn product_name(ctx: &Context<'_>, code: &str) -> ApiResult<String> {
     Ok(loaders(ctx)
         .products()
         .load_one(code.to_owned())
+        .boxed()
         .await?
         .map_or_else(|| code.to_owned(), |p| p.name))
 }
@@ -126,13 +128,16 @@ impl Order {
         let Some(id) = self.0.organization_id else {
             return Ok(None);
         };
-        super::organizations::Organization::load(ctx, id).await
+        super::organizations::Organization::load(ctx, id)
+            .boxed()
+            .await
     }
 
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Option<Account>> {
         Ok(loaders(ctx)
             .accounts()
             .load_one(self.0.owner_id)
+            .boxed()
             .await?
             .map(Account))
     }
@@ -199,6 +204,32 @@ impl Order {
         after: Option<String>,
         status: Option<LicenseStatus>,
     ) -> ApiResult<Connection<String, License>> {
+        self.license_page(ctx, first, after, status).boxed().await
+    }
+
+    /// History of the order and its keys, oldest first.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Event>> {
+        super::events::order_history(ctx, self.0.id, first, after)
+            .boxed()
+            .await
+    }
+}
+
+impl Order {
+    /// A page of the order's keys (`licenses`), with what its selection
+    /// reads of each key loaded for the whole page.
+    async fn license_page(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<LicenseStatus>,
+    ) -> ApiResult<Connection<String, License>> {
         let page = Page::new(first, after)?;
         let key = LicensePageKey {
             order_id: self.0.id,
@@ -258,16 +289,6 @@ impl Order {
                 license
             },
         ))
-    }
-
-    /// History of the order and its keys, oldest first.
-    async fn history(
-        &self,
-        ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-    ) -> ApiResult<Connection<String, Event>> {
-        super::events::order_history(ctx, self.0.id, first, after).await
     }
 }
 
@@ -409,7 +430,7 @@ impl PageRefs {
             Some(keys) => Ok(keys.get(&license_id).map(|(model, order, access)| {
                 License::shared(model.clone(), order.clone(), *access)
             })),
-            None => License::visible(ctx, license_id).await,
+            None => License::visible(ctx, license_id).boxed().await,
         }
     }
 
@@ -422,7 +443,7 @@ impl PageRefs {
     ) -> ApiResult<Option<Account>> {
         let account = match refs.and_then(|r| r.accounts.as_ref()) {
             Some(accounts) => accounts.get(&account_id).cloned(),
-            None => loaders(ctx).accounts().load_one(account_id).await?,
+            None => loaders(ctx).accounts().load_one(account_id).boxed().await?,
         };
         Ok(account.map(Account))
     }
@@ -480,7 +501,9 @@ impl License {
             // Reached as an administrator: they may still manage this order.
             Access::Admin if !licenses::is_assignee(viewer, &self.model) => {
                 let order = self.order_model(ctx).await?;
-                rights::can_manage(&ctx.state().ctx.db, viewer, &order).await?
+                rights::can_manage(&ctx.state().ctx.db, viewer, &order)
+                    .boxed()
+                    .await?
             }
             _ => false,
         };
@@ -537,6 +560,7 @@ impl License {
         Ok(loaders(ctx)
             .verified_accounts()
             .load_one(email.clone())
+            .boxed()
             .await?
             .flatten()
             .map(Account))
@@ -560,6 +584,7 @@ impl License {
             None => loaders(ctx)
                 .activations()
                 .load_one(self.model.id)
+                .boxed()
                 .await?
                 .unwrap_or_default(),
         };
@@ -587,7 +612,11 @@ impl License {
                     license_id: self.model.id,
                     page,
                 };
-                let loaded = loaders(ctx).license_histories().load_one(key).await?;
+                let loaded = loaders(ctx)
+                    .license_histories()
+                    .load_one(key)
+                    .boxed()
+                    .await?;
                 loaded.unwrap_or_default()
             }
         };
@@ -603,6 +632,7 @@ impl License {
         loaders(ctx)
             .orders()
             .load_one(self.model.order_id)
+            .boxed()
             .await?
             .map(Arc::new)
             .ok_or_else(|| AppError::internal("license without order"))

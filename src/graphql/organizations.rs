@@ -1,6 +1,7 @@
 //! Organizations and their members.
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use entity::{organization, organization_member};
+use futures_util::FutureExt;
 
 use super::{ContextExt, pagination::parse_id};
 use crate::{domain::organizations, error::ApiResult};
@@ -40,7 +41,9 @@ impl Organization {
     /// Members and their roles; visible to members only (empty for others).
     async fn members(&self, ctx: &Context<'_>) -> ApiResult<Vec<OrganizationMember>> {
         let viewer = ctx.viewer()?;
-        let rows = organizations::members_seen_by(&ctx.state().ctx.db, viewer, self.0.id).await?;
+        let rows = organizations::members_seen_by(&ctx.state().ctx.db, viewer, self.0.id)
+            .boxed()
+            .await?;
         Ok(rows.into_iter().map(OrganizationMember::from).collect())
     }
 }

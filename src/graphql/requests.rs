@@ -4,6 +4,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use entity::{license_request, order_transfer};
+use futures_util::FutureExt;
 
 use super::{
     ContextExt,
@@ -108,7 +109,10 @@ impl OrderTransfer {
     /// The order, when the caller has rights on it (the owner before, the new owner after).
     async fn order(&self, ctx: &Context<'_>) -> ApiResult<Option<Order>> {
         let viewer = ctx.viewer()?;
-        match orders::readable(&ctx.state().ctx.db, viewer, self.0.order_id).await {
+        match orders::readable(&ctx.state().ctx.db, viewer, self.0.order_id)
+            .boxed()
+            .await
+        {
             Ok(order) => Ok(Some(Order(order))),
             Err(AppError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
@@ -120,7 +124,9 @@ impl OrderTransfer {
     }
 
     async fn from_email(&self, ctx: &Context<'_>) -> ApiResult<String> {
-        transfers::from_email(&ctx.state().ctx.db, &self.0).await
+        transfers::from_email(&ctx.state().ctx.db, &self.0)
+            .boxed()
+            .await
     }
 
     async fn to_email(&self) -> &str {
