@@ -166,91 +166,108 @@ impl Gatekeeper {
     /// One socket, read in the select's branch and written in its handlers
     /// (which run once the branches are dropped): not split, since the
     /// halves' shared lock would be kept by every idle socket.
-    async fn run(self, mut socket: WebSocket) {
-        // The protocol machine reads the messages the gatekeeper lets
-        // through. It drains them on every poll (its own callbacks resolve
-        // at once), so the queue stays short; it is a linked list, with no
-        // block of slots kept for the socket's life.
-        let (forward, mut forwarded) = futures_channel::mpsc::unbounded::<Box<ClientMessage>>();
-        let input = futures_util::stream::poll_fn(move |cx| {
-            forwarded
-                .poll_next_unpin(cx)
-                .map(|message| message.map(|message| Ok(*message)))
-        });
-        // The connection's data, resolved by the gatekeeper at
-        // `connection_init` before that message is forwarded.
-        let (data_tx, data_rx) = tokio::sync::oneshot::channel::<Data>();
-        let mut data_tx = Some(data_tx);
-        let machine =
-            ProtocolMachine::from_message_stream(self.server.graphql.clone(), input, self.protocol)
-                .on_connection_init(move |_payload| async move {
-                    data_rx
-                        .await
-                        .map_err(|_| async_graphql::Error::new("connection data missing"))
-                });
-        let mut machine = std::pin::pin!(machine);
-        let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
-        let mut init_deadline = std::pin::pin!(init_deadline);
-        let mut initialised = false;
-        let mut active: HashSet<String> = HashSet::new();
+    ///
+    /// This future is what every idle subscriber's task keeps, so it is kept
+    /// small: not an `async fn`, whose arguments the compiler would store
+    /// twice (as captures and as the body's locals); the deadline for
+    /// `connection_init` freed once it is met; and a message judged from a
+    /// boxed future, nothing of it held across an `.await` inline.
+    #[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
+    fn run(self, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
+        async move {
+            // The protocol machine reads the messages the gatekeeper lets
+            // through. It drains them on every poll (its own callbacks resolve
+            // at once), so the queue stays short; it is a linked list, with no
+            // block of slots kept for the socket's life.
+            let (forward, mut forwarded) = futures_channel::mpsc::unbounded::<Box<ClientMessage>>();
+            let input = futures_util::stream::poll_fn(move |cx| {
+                forwarded
+                    .poll_next_unpin(cx)
+                    .map(|message| message.map(|message| Ok(*message)))
+            });
+            // The connection's data, resolved by the gatekeeper at
+            // `connection_init` before that message is forwarded.
+            let (data_tx, data_rx) = tokio::sync::oneshot::channel::<Data>();
+            let mut data_tx = Some(data_tx);
+            let machine = ProtocolMachine::from_message_stream(
+                self.server.graphql.clone(),
+                input,
+                self.protocol,
+            )
+            .on_connection_init(move |_payload| async move {
+                data_rx
+                    .await
+                    .map_err(|_| async_graphql::Error::new("connection data missing"))
+            });
+            let mut machine = std::pin::pin!(machine);
+            let mut init_deadline = Some(Box::pin(tokio::time::sleep(INIT_TIMEOUT)));
+            let mut initialised = false;
+            let mut active: HashSet<String> = HashSet::new();
 
-        loop {
-            tokio::select! {
-                () = &mut init_deadline, if !initialised => {
-                    self.refuse(&mut socket, code::INIT_TIMEOUT, "Connection initialisation timeout").await;
-                    return;
-                }
-                frame = socket.next() => {
-                    let bytes = match frame {
-                        Some(Ok(Message::Text(text))) => axum::body::Bytes::from(text),
-                        Some(Ok(Message::Binary(bytes))) => bytes,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                    };
-                    let verdict = match ClientMessage::from_bytes(&bytes) {
+            loop {
+                tokio::select! {
+                    () = until(&mut init_deadline), if !initialised => {
+                        self.refuse(&mut socket, code::INIT_TIMEOUT, "Connection initialisation timeout").await;
+                        return;
+                    }
+                    frame = socket.next() => {
                         // Boxed: the wait for the token's session (a database
                         // read) would otherwise be room kept in every idle
-                        // socket's task.
-                        Ok(message) => {
-                            Box::pin(self.judge(message, &mut initialised, &mut active, &mut data_tx, &mut socket))
-                                .await
+                        // socket's task. The message is moved into it, in a
+                        // block of its own, so that none of it stays inline.
+                        let judging = {
+                            let parsed = match frame {
+                                Some(Ok(Message::Text(text))) => ClientMessage::from_bytes(text.as_bytes()),
+                                Some(Ok(Message::Binary(bytes))) => ClientMessage::from_bytes(&bytes),
+                                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                            };
+                            parsed.map(|message| {
+                                Box::pin(self.judge(message, &mut initialised, &mut active, &mut data_tx, &mut socket))
+                            })
+                        };
+                        let verdict = match judging.ok() {
+                            Some(judging) => judging.await,
+                            None => Verdict::Close(code::INVALID_MESSAGE, "Invalid message received".into()),
+                        };
+                        if initialised {
+                            init_deadline = None;
                         }
-                        Err(_) => Verdict::Close(code::INVALID_MESSAGE, "Invalid message received".into()),
-                    };
-                    match verdict {
-                        Verdict::Forward(message) => {
-                            if forward.unbounded_send(Box::new(message)).is_err() {
+                        match verdict {
+                            Verdict::Forward(message) => {
+                                if forward.unbounded_send(Box::new(message)).is_err() {
+                                    return;
+                                }
+                            }
+                            Verdict::Handled => {}
+                            Verdict::Close(code, reason) => {
+                                self.refuse(&mut socket, code, &reason).await;
                                 return;
                             }
                         }
-                        Verdict::Handled => {}
-                        Verdict::Close(code, reason) => {
-                            self.refuse(&mut socket, code, &reason).await;
-                            return;
-                        }
                     }
-                }
-                out = machine.next() => {
-                    let Some(out) = out else {
-                        let _ = socket.close().await;
-                        return;
-                    };
-                    let message = match out {
-                        WsMessage::Text(text) => {
-                            if text.starts_with(r#"{"type":"complete""#)
-                                && let Ok(done) = serde_json::from_str::<Completed>(&text)
-                            {
-                                active.remove(&done.id);
+                    out = machine.next() => {
+                        let Some(out) = out else {
+                            let _ = socket.close().await;
+                            return;
+                        };
+                        let message = match out {
+                            WsMessage::Text(text) => {
+                                if text.starts_with(r#"{"type":"complete""#)
+                                    && let Ok(done) = serde_json::from_str::<Completed>(&text)
+                                {
+                                    active.remove(&done.id);
+                                }
+                                Message::Text(text.into())
                             }
-                            Message::Text(text.into())
-                        }
-                        WsMessage::Close(code, reason) => {
-                            let _ = socket.send(close_frame(code, &reason)).await;
+                            WsMessage::Close(code, reason) => {
+                                let _ = socket.send(close_frame(code, &reason)).await;
+                                return;
+                            }
+                        };
+                        if socket.send(message).await.is_err() {
                             return;
                         }
-                    };
-                    if socket.send(message).await.is_err() {
-                        return;
                     }
                 }
             }
@@ -354,6 +371,14 @@ impl Gatekeeper {
             let _ = sink.send(Message::Text(error.to_string().into())).await;
         }
         let _ = sink.send(close_frame(code, reason)).await;
+    }
+}
+
+/// Wait for `deadline`, or forever once it is gone.
+async fn until(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(deadline) => deadline.await,
+        None => std::future::pending().await,
     }
 }
 
