@@ -1,14 +1,16 @@
 //! Batch loaders, one set per request, so that nested lists cost a constant
 //! number of SQL statements whatever their length (e.g. `orders { licenses {
-//! assignee { email } } }` is three statements for any page sizes).
+//! assignee { email } } }` is two statements for any page sizes).
 use std::{collections::HashMap, sync::OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{account, activation, event, license, order, product};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait,
-    sea_query::{Alias, Asterisk, Order, Query, SelectStatement, UnionType},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, IdenStatic,
+    Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    sea_query::{
+        Alias, Asterisk, Condition, Expr, ExprTrait, Order, Query, SelectStatement, UnionType,
+    },
 };
 
 use super::pagination::Page;
@@ -181,31 +183,47 @@ pub struct LicensePageKey {
     pub order_id: i64,
     pub filter: Option<AssignmentFilter>,
     pub page: Page,
+    /// Read each key's assignee (its verified account) with it.
+    pub with_assignees: bool,
 }
 
-/// Pages of keys for many orders in one statement per distinct (filter, page):
-/// each order's page is its own `ORDER BY id LIMIT n` subquery (a short walk
-/// of the `(order_id, id)` index, whatever the order's size), and the
-/// subqueries are glued with `UNION ALL`.
+/// A key of a page, and its assignee's verified account when the page was
+/// read with them (`None`: none, or not read).
+#[derive(Clone)]
+pub struct PageKey {
+    pub license: license::Model,
+    pub assignee: Option<account::Model>,
+}
+
+/// Prefix of the assignee's columns in a page read with its assignees.
+const ASSIGNEE: &str = "assignee_";
+
+/// Pages of keys for many orders in one statement per distinct (filter,
+/// page): each order's page is its own `ORDER BY id LIMIT n` subquery (a
+/// short walk of the `(order_id, id)` index, whatever the order's size),
+/// and the subqueries are glued with `UNION ALL`. Their assignees, when
+/// asked, come in the same statement (a join on the verified email): a
+/// second statement would cost the database a round trip and a wake-up
+/// more than the join, and the server a connection's checkout and return.
 pub struct LicensePages(DatabaseConnection);
 
 impl Loader<LicensePageKey> for LicensePages {
-    type Value = Vec<license::Model>;
+    type Value = Vec<PageKey>;
     type Error = AppError;
 
     async fn load(
         &self,
         keys: &[LicensePageKey],
-    ) -> Result<HashMap<LicensePageKey, Vec<license::Model>>, AppError> {
-        let mut groups: HashMap<(Option<AssignmentFilter>, Page), Vec<i64>> = HashMap::new();
+    ) -> Result<HashMap<LicensePageKey, Vec<PageKey>>, AppError> {
+        let mut groups: HashMap<(Option<AssignmentFilter>, Page, bool), Vec<i64>> = HashMap::new();
         for key in keys {
             groups
-                .entry((key.filter, key.page))
+                .entry((key.filter, key.page, key.with_assignees))
                 .or_default()
                 .push(key.order_id);
         }
         let mut pages = HashMap::new();
-        for ((filter, page), order_ids) in groups {
+        for ((filter, page, with_assignees), order_ids) in groups {
             let mut statement: Option<SelectStatement> = None;
             for (n, order_id) in order_ids.iter().enumerate() {
                 let mut inner = Query::select();
@@ -229,31 +247,69 @@ impl Loader<LicensePageKey> for LicensePages {
                 }
                 union_all(&mut statement, inner, &format!("page{n}"));
             }
-            let Some(statement) = statement else {
+            let Some(mut statement) = statement else {
                 continue;
             };
+            if with_assignees {
+                statement = joined_with_assignees(statement);
+            }
             let backend = self.0.get_database_backend();
-            let rows = license::Model::find_by_statement(backend.build(&statement))
-                .all(&self.0)
-                .await?;
-            let mut by_order: HashMap<i64, Vec<license::Model>> = HashMap::new();
-            for row in rows {
-                by_order.entry(row.order_id).or_default().push(row);
+            let mut by_order: HashMap<i64, Vec<PageKey>> = HashMap::new();
+            for row in self.0.query_all_raw(backend.build(&statement)).await? {
+                let license = license::Model::from_query_result(&row, "")?;
+                let assignee = if with_assignees {
+                    Option::<account::Model>::from_query_result(&row, ASSIGNEE)?
+                } else {
+                    None
+                };
+                by_order
+                    .entry(license.order_id)
+                    .or_default()
+                    .push(PageKey { license, assignee });
             }
             for page in by_order.values_mut() {
-                page.sort_by_key(|l| l.id);
+                page.sort_by_key(|k| k.license.id);
             }
             for order_id in order_ids {
                 let key = LicensePageKey {
                     order_id,
                     filter,
                     page,
+                    with_assignees,
                 };
                 pages.insert(key, by_order.remove(&order_id).unwrap_or_default());
             }
         }
         Ok(pages)
     }
+}
+
+/// `pages` (keys) with each key's assignee: the account whose verified
+/// email is the key's assignee email, its columns prefixed [`ASSIGNEE`].
+fn joined_with_assignees(pages: SelectStatement) -> SelectStatement {
+    let (page, assignee) = (Alias::new("page"), Alias::new("assignee"));
+    let mut joined = Query::select();
+    joined
+        .column((page.clone(), Asterisk))
+        .from_subquery(pages, page.clone());
+    for column in account::Column::iter() {
+        joined.expr_as(
+            Expr::col((assignee.clone(), column)),
+            Alias::new(format!("{ASSIGNEE}{}", column.as_str())),
+        );
+    }
+    joined.join_as(
+        JoinType::LeftJoin,
+        account::Entity,
+        assignee.clone(),
+        Condition::all()
+            .add(
+                Expr::col((assignee.clone(), account::Column::Email))
+                    .equals((page, license::Column::AssigneeEmail)),
+            )
+            .add(Expr::col((assignee, account::Column::EmailVerifiedAt)).is_not_null()),
+    );
+    joined
 }
 
 /// The devices each key is active on, oldest first (every key asked gets

@@ -231,60 +231,48 @@ impl Order {
         status: Option<LicenseStatus>,
     ) -> ApiResult<Connection<String, License>> {
         let page = Page::new(first, after)?;
+        // The page's assignees with its keys, when they are asked for: each
+        // key then reads its own, rather than a hundred loads having to land
+        // in one batching window (under load they did not, and one page cost
+        // dozens of statements), or a hundred lookups in a loader's cache.
+        let with_assignees = ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("assignee")
+            .exists();
         let key = LicensePageKey {
             order_id: self.0.id,
             filter: status.map(Into::into),
             page,
+            with_assignees,
         };
+        // Through the loader's batch: the pages of several orders
+        // (`orders { licenses }`) then share one statement.
         let rows = loaders(ctx)
             .license_pages()
             .load_one(key)
             .await?
             .unwrap_or_default();
-        // The page's assignees in one load, when they are asked for: each
-        // key then reads its own, rather than a hundred loads having to land
-        // in one batching window (under load they did not, and one page cost
-        // dozens of statements), or a hundred lookups in the loader's cache.
-        let mut assignees = if ctx
-            .look_ahead()
-            .field("edges")
-            .field("node")
-            .field("assignee")
-            .exists()
-        {
-            let emails: std::collections::HashSet<String> = rows
-                .iter()
-                .filter_map(|l| l.assignee_email.clone())
-                .collect();
-            // Through the loader's batch: the pages of several orders
-            // (`orders { licenses }`) then share one statement.
-            Some(loaders(ctx).verified_accounts().load_many(emails).await?)
-        } else {
-            None
-        };
         // An administrator reaches any order, but holds no owner's rights on it.
         let access = if rights::can_manage(&ctx.state().ctx.db, ctx.viewer()?, &self.0).await? {
             Access::Manager
         } else {
             Access::Admin
         };
-        let mut prefetched = prefetch(ctx, &rows).await?;
+        let mut prefetched = prefetch(ctx, rows.iter().map(|row| row.license.id)).await?;
         // One copy of the order for the whole page, shared by its keys.
         let order = Arc::new(self.0.clone());
         Ok(page.connection(
             rows,
-            |l| l.id,
-            |l| {
-                let mut license = License::shared(l, order.clone(), access);
+            |row| row.license.id,
+            |row| {
+                let mut license = License::shared(row.license, order.clone(), access);
                 if let Some(p) = prefetched.remove(&license.model.id) {
                     license.prefetched = p;
                 }
-                if let Some(assignees) = &mut assignees {
-                    let found = match &license.model.assignee_email {
-                        Some(email) => assignees.get(email).cloned().flatten(),
-                        None => None,
-                    };
-                    license.prefetched.assignee = Some(found);
+                if with_assignees {
+                    license.prefetched.assignee = Some(row.assignee);
                 }
                 license
             },
@@ -308,12 +296,12 @@ pub struct Prefetched {
 /// batching window (see `assignee` above).
 async fn prefetch(
     ctx: &Context<'_>,
-    rows: &[license::Model],
+    ids: impl Iterator<Item = i64>,
 ) -> ApiResult<HashMap<i64, Prefetched>> {
     let node = ctx.look_ahead().field("edges").field("node");
-    let ids: Vec<i64> = rows.iter().map(|l| l.id).collect();
+    let ids: Vec<i64> = ids.collect();
     let mut prefetched: HashMap<i64, Prefetched> = HashMap::new();
-    if rows.is_empty() {
+    if ids.is_empty() {
         return Ok(prefetched);
     }
     if node.field("activations").exists() {
