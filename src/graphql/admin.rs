@@ -192,7 +192,7 @@ impl Admin {
         };
         let db = &ctx.state().ctx.db;
         let rows = admin::orders(db, &filter, page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |o| o.id, Order))
+        Ok(page.connection(rows, |o| o.id, Order::from))
     }
 
     /// Every key, oldest first; the key strings themselves stay hidden

@@ -260,7 +260,7 @@ impl ClaimMutation {
     ) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
         let id = parse_id(&order_id, "order")?;
-        Ok(Order(
+        Ok(Order::from(
             settings::set_order_manual_approval(&ctx.state().ctx, viewer, id, value).await?,
         ))
     }

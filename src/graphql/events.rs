@@ -134,7 +134,7 @@ impl Event {
             .boxed()
             .await
         {
-            Ok(order) => Ok(Some(Order(order))),
+            Ok(order) => Ok(Some(Order::from(order))),
             Err(AppError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
         }

@@ -78,7 +78,7 @@ impl LicensingMutation {
     ) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
         let id = parse_id(&order_id, "order")?;
-        Ok(Order(
+        Ok(Order::from(
             heartbeats::set_order_heartbeat(&ctx.state().ctx, viewer, id, seconds).await?,
         ))
     }

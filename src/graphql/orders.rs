@@ -89,7 +89,13 @@ async fn product_name(ctx: &Context<'_>, code: &str) -> ApiResult<String> {
 }
 
 /// An order of license keys, seen by someone with rights on it.
-pub struct Order(pub order::Model);
+pub struct Order(pub Arc<order::Model>);
+
+impl From<order::Model> for Order {
+    fn from(model: order::Model) -> Self {
+        Order(Arc::new(model))
+    }
+}
 
 #[Object]
 impl Order {
@@ -262,7 +268,7 @@ impl Order {
         };
         let mut prefetched = prefetch(ctx, rows.iter().map(|row| row.license.id)).await?;
         // One copy of the order for the whole page, shared by its keys.
-        let order = Arc::new(self.0.clone());
+        let order = self.0.clone();
         Ok(page.connection(
             rows,
             |row| row.license.id,
@@ -514,9 +520,7 @@ impl License {
         if self.access == Access::Assignee {
             return Ok(None);
         }
-        Ok(Some(Order(Arc::unwrap_or_clone(
-            self.order_model(ctx).await?,
-        ))))
+        Ok(Some(Order(self.order_model(ctx).await?)))
     }
 
     async fn status(&self) -> LicenseStatus {
@@ -674,13 +678,13 @@ impl OrderQuery {
         let page = Page::new(first, after)?;
         let rows =
             orders::list_managed(&ctx.state().ctx.db, viewer, page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |o| o.id, Order))
+        Ok(page.connection(rows, |o| o.id, Order::from))
     }
 
     async fn order(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
         let order = orders::readable(&ctx.state().ctx.db, viewer, parse_id(&id, "order")?).await?;
-        Ok(Order(order))
+        Ok(Order::from(order))
     }
 
     async fn license(&self, ctx: &Context<'_>, id: ID) -> ApiResult<License> {
@@ -726,13 +730,15 @@ impl OrderMutation {
             heartbeat_seconds: input.heartbeat_seconds,
             organization_id,
         };
-        Ok(Order(orders::create(&ctx.state().ctx, viewer, new).await?))
+        Ok(Order::from(
+            orders::create(&ctx.state().ctx, viewer, new).await?,
+        ))
     }
 
     /// Administrators: mark an order paid, generating its keys.
     async fn mark_order_paid(&self, ctx: &Context<'_>, order_id: ID) -> ApiResult<Order> {
         let viewer = ctx.viewer()?;
-        Ok(Order(
+        Ok(Order::from(
             orders::mark_paid(&ctx.state().ctx, viewer, parse_id(&order_id, "order")?).await?,
         ))
     }

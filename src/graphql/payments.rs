@@ -30,6 +30,6 @@ impl PaymentMutation {
             &reason,
         )
         .await?;
-        Ok(Order(order))
+        Ok(Order::from(order))
     }
 }

@@ -113,7 +113,7 @@ impl OrderTransfer {
             .boxed()
             .await
         {
-            Ok(order) => Ok(Some(Order(order))),
+            Ok(order) => Ok(Some(Order::from(order))),
             Err(AppError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
         }
