@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use entity::{account, license_request};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Linked,
+    QueryFilter, QueryOrder, QuerySelect, RelationDef,
 };
 use serde_json::json;
 
@@ -254,6 +254,11 @@ pub async fn decline(
 }
 
 /// Requests to or from `viewer`, oldest first, filtered on effective status.
+///
+/// With `with_requesters`, each request comes with its requester's account,
+/// read in the same statement (a join): what a page of incoming requests
+/// shows beside each. Without, the account is `None`.
+#[allow(clippy::too_many_arguments)]
 pub async fn list(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
@@ -262,7 +267,8 @@ pub async fn list(
     now: DateTime<Utc>,
     after: Option<i64>,
     limit: u64,
-) -> ApiResult<Vec<license_request::Model>> {
+    with_requesters: bool,
+) -> ApiResult<Vec<(license_request::Model, Option<account::Model>)>> {
     let mut query = license_request::Entity::find()
         .order_by_asc(license_request::Column::Id)
         .limit(limit);
@@ -285,7 +291,28 @@ pub async fn list(
     if let Some(after) = after {
         query = query.filter(license_request::Column::Id.gt(after));
     }
-    Ok(query.all(conn).await?)
+    if with_requesters {
+        return Ok(query.find_also_linked(Requester).all(conn).await?);
+    }
+    let rows = query.all(conn).await?;
+    Ok(rows.into_iter().map(|request| (request, None)).collect())
+}
+
+/// A request's requester (`requester_id`): the join of [`list`].
+struct Requester;
+
+impl Linked for Requester {
+    type FromEntity = license_request::Entity;
+    type ToEntity = account::Entity;
+
+    fn link(&self) -> Vec<RelationDef> {
+        vec![
+            license_request::Entity::belongs_to(account::Entity)
+                .from(license_request::Column::RequesterId)
+                .to(account::Column::Id)
+                .into(),
+        ]
+    }
 }
 
 /// The request `request_id` if `viewer` made it or it is addressed to their verified email.

@@ -63,6 +63,7 @@ impl Claim {
             ctx,
             ("license", listed.iter().map(|c| c.license_id)),
             ("claimer", listed.iter().map(|c| c.claimer_id)),
+            None,
         )
         .await?;
         Ok(page.connection(rows, |c| c.id, |c| Claim(c, Some(refs.clone()))))

@@ -387,11 +387,13 @@ pub struct PageRefs {
 
 impl PageRefs {
     /// Read the keys and accounts of a page's items, each only when the
-    /// page's `edges { node { … } }` selects `key_field` / `account_field`.
+    /// page's `edges { node { … } }` selects `key_field` / `account_field`;
+    /// the accounts are `read` already when the page's statement joined them.
     pub async fn load(
         ctx: &Context<'_>,
         (key_field, key_ids): (&str, impl IntoIterator<Item = i64>),
         (account_field, account_ids): (&str, impl IntoIterator<Item = i64>),
+        read: Option<HashMap<i64, account::Model>>,
     ) -> ApiResult<Arc<PageRefs>> {
         let node = ctx.look_ahead().field("edges").field("node");
         let mut refs = PageRefs::default();
@@ -401,7 +403,9 @@ impl PageRefs {
                 Err(_) => HashMap::new(),
             });
         }
-        if node.field(account_field).exists() {
+        if read.is_some() {
+            refs.accounts = read;
+        } else if node.field(account_field).exists() {
             let mut ids: Vec<i64> = account_ids.into_iter().collect();
             ids.sort_unstable();
             ids.dedup();

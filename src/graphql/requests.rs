@@ -178,7 +178,16 @@ impl RequestQuery {
         let page = Page::new(first, after)?;
         let state = ctx.state();
         let direction = direction.into();
-        let rows = requests::list(
+        // Incoming requests come from many people: their accounts ride on
+        // the page's statement. Outgoing ones are all the caller's own.
+        let with_requesters = direction == crate::domain::Direction::Incoming
+            && ctx
+                .look_ahead()
+                .field("edges")
+                .field("node")
+                .field("requester")
+                .exists();
+        let (rows, requesters): (Vec<_>, Vec<_>) = requests::list(
             &state.ctx.db,
             viewer,
             direction,
@@ -186,13 +195,21 @@ impl RequestQuery {
             state.ctx.clock.now(),
             page.after,
             page.fetch(),
+            with_requesters,
         )
-        .await?;
+        .await?
+        .into_iter()
+        .unzip();
+        let requesters = with_requesters.then(|| {
+            let accounts = requesters.into_iter().flatten();
+            accounts.map(|account| (account.id, account)).collect()
+        });
         let listed = &rows[..rows.len().min(page.first as usize)];
         let refs = PageRefs::load(
             ctx,
             ("license", listed.iter().filter_map(|r| r.license_id)),
             ("requester", listed.iter().map(|r| r.requester_id)),
+            requesters,
         )
         .await?;
         Ok(page.connection(rows, |r| r.id, |r| LicenseRequest(r, Some(refs.clone()))))

@@ -1,7 +1,7 @@
 //! License requests and the 7-day expiry.
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, unique};
+use crate::harness::{Options, TestApp, unique};
 
 fn email(prefix: &str) -> String {
     format!("{}@example.com", unique(prefix))
@@ -318,4 +318,46 @@ async fn pending_requests_and_claims_expire_after_seven_days() {
     assert!(again.iter().any(|e| e["request"]["id"] == request_id));
     assert!(again.iter().any(|e| e["claim"]["id"] == claim_id));
     assert_eq!(expired_events.len(), 2);
+}
+
+#[tokio::test]
+async fn a_page_of_incoming_requests_reads_its_requesters_in_its_own_statement() {
+    // Background workers only run when woken, so they do not add to the count.
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(|config| config.job_interval_ms = 3_600_000),
+        ..Options::default()
+    })
+    .await;
+    let buyer_email = email("buyer");
+    app.verified_user(&buyer_email).await;
+    let mut requesters = Vec::new();
+    for n in 0..3 {
+        let requester_email = email("requester");
+        let (requester, _) = app.verified_user(&requester_email).await;
+        request(&app, &requester, &buyer_email, &format!("message {n}")).await;
+        requesters.push(requester_email);
+    }
+    // Let background mail sending settle so it does not count.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut counts = Vec::new();
+    for node in ["id message", "id message requester { email }"] {
+        let q = format!(
+            "{{ licenseRequests(direction: INCOMING) {{ edges {{ node {{ {node} }} }} }} }}"
+        );
+        // A session of its own, so that each request reads it.
+        let (session, _) = app.sign_in(&buyer_email).await;
+        let before = app.metric("keyledger_sql_statements_total").await;
+        let data = app.ok(Some(&session), &q, json!({})).await;
+        let after = app.metric("keyledger_sql_statements_total").await;
+        counts.push(after - before);
+        let listed = nodes(&data, "licenseRequests");
+        assert_eq!(listed.len(), 3);
+        if node.contains("requester") {
+            for (n, item) in listed.iter().enumerate() {
+                assert_eq!(item["message"], format!("message {n}"));
+                assert_eq!(item["requester"]["email"], requesters[n].as_str());
+            }
+        }
+    }
+    assert_eq!(counts[0], counts[1], "statements per request: {counts:?}");
 }
