@@ -195,8 +195,11 @@ pub struct PageKey {
     pub assignee: Option<account::Model>,
 }
 
-/// Prefix of the assignee's columns in a page read with its assignees.
-const ASSIGNEE: &str = "assignee_";
+/// Prefix of the assignee's columns in a page read with its assignees. No
+/// key's column may bear one of the names it makes (`assignee_` would, with
+/// the account's `email`): the drivers find a column by its name, and the
+/// last of two alike would be read for both.
+const ASSIGNEE: &str = "assignee_account_";
 
 /// Pages of keys for many orders in one statement per distinct (filter,
 /// page): each order's page is its own `ORDER BY id LIMIT n` subquery (a
@@ -417,6 +420,25 @@ fn union_all(statement: &mut Option<SelectStatement>, page: SelectStatement, ali
         None => *statement = Some(member),
         Some(first) => {
             first.union(UnionType::All, member);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entity::{account, license};
+    use sea_orm::{IdenStatic, Iterable};
+
+    use super::ASSIGNEE;
+
+    #[test]
+    fn a_page_s_assignee_columns_take_no_name_of_a_key_s() {
+        for column in account::Column::iter() {
+            let name = format!("{ASSIGNEE}{}", column.as_str());
+            assert!(
+                license::Column::iter().all(|key_column| key_column.as_str() != name),
+                "{name} is a key's column too"
+            );
         }
     }
 }

@@ -440,7 +440,7 @@ async fn nested_key_lists_cost_a_constant_number_of_sql_statements() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let q = |n: i32| {
         format!(
-            "{{ orders(first: 5) {{ edges {{ node {{ id licenses(first:{n}) {{ edges {{ node {{ key assigneeEmail assignee {{ email }} }} }} }} }} }} }} }}"
+            "{{ orders(first: 5) {{ edges {{ node {{ id licenses(first:{n}) {{ edges {{ node {{ key status assigneeEmail assignee {{ email }} }} }} }} }} }} }} }}"
         )
     };
     let mut counts = Vec::new();
@@ -459,14 +459,16 @@ async fn nested_key_lists_cost_a_constant_number_of_sql_statements() {
             .map(|edge| &edge["node"])
             .collect();
         assert_eq!(keys.len(), 3 * n.min(30) as usize);
-        for key in keys {
-            let verified = key["assigneeEmail"] == "user0@example.com";
-            let expected = if verified {
-                key["assigneeEmail"].clone()
-            } else {
-                Value::Null
-            };
-            assert_eq!(key["assignee"]["email"], expected, "{key}");
+        // Each order's page holds its keys in order: the first ten are
+        // assigned to user0 … user9, and only user0 has a verified account.
+        let per_order = n.min(30) as usize;
+        for (i, key) in keys.iter().enumerate().map(|(i, key)| (i % per_order, key)) {
+            let assigned = (i < 10).then(|| format!("user{i}@example.com"));
+            assert_eq!(key["assigneeEmail"].as_str(), assigned.as_deref(), "{key}");
+            let status = if i < 10 { "ASSIGNED" } else { "UNASSIGNED" };
+            assert_eq!(key["status"], status, "{key}");
+            let verified = (i == 0).then_some("user0@example.com");
+            assert_eq!(key["assignee"]["email"].as_str(), verified, "{key}");
         }
         counts.push(after - before);
     }
