@@ -16,8 +16,8 @@ use entity::{account, claim, license, order};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, Linked, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, RelationDef, Select,
     sea_query::{Expr, ExprTrait, LockType, Query},
 };
 use serde_json::json;
@@ -508,16 +508,47 @@ async fn page(
     after: Option<i64>,
     limit: u64,
 ) -> ApiResult<Vec<claim::Model>> {
+    Ok(paged(query, status, now, after, limit).all(conn).await?)
+}
+
+/// `query` filtered by `status`, after `after`, oldest first, at most `limit`.
+fn paged(
+    query: sea_orm::Select<claim::Entity>,
+    status: Option<ApprovalStatus>,
+    now: DateTime<Utc>,
+    after: Option<i64>,
+    limit: u64,
+) -> sea_orm::Select<claim::Entity> {
     let mut query = status_filter(query, status, now)
         .order_by_asc(claim::Column::Id)
         .limit(limit);
     if let Some(after) = after {
         query = query.filter(claim::Column::Id.gt(after));
     }
-    Ok(query.all(conn).await?)
+    query
 }
 
-/// Claims on keys of orders `viewer` manages, oldest first.
+/// A claim's claimer (`claimer_id`): the join of [`incoming`].
+struct Claimer;
+
+impl Linked for Claimer {
+    type FromEntity = claim::Entity;
+    type ToEntity = account::Entity;
+
+    fn link(&self) -> Vec<RelationDef> {
+        vec![
+            claim::Entity::belongs_to(account::Entity)
+                .from(claim::Column::ClaimerId)
+                .to(account::Column::Id)
+                .into(),
+        ]
+    }
+}
+
+/// Claims on keys of orders `viewer` manages, oldest first. With
+/// `with_claimers`, each comes with its claimer's account, read in the same
+/// statement (a join): claims come from many people, and a page of them
+/// shows each one's claimer. Without, the account is `None`.
 pub async fn incoming(
     conn: &impl ConnectionTrait,
     viewer: &Viewer,
@@ -525,7 +556,8 @@ pub async fn incoming(
     now: DateTime<Utc>,
     after: Option<i64>,
     limit: u64,
-) -> ApiResult<Vec<claim::Model>> {
+    with_claimers: bool,
+) -> ApiResult<Vec<(claim::Model, Option<account::Model>)>> {
     let managed_orders = rights::managed_orders_query(viewer);
     let query = claim::Entity::find().filter(
         claim::Column::LicenseId.in_subquery(
@@ -536,7 +568,12 @@ pub async fn incoming(
                 .to_owned(),
         ),
     );
-    page(conn, query, status, now, after, limit).await
+    let query = paged(query, status, now, after, limit);
+    if with_claimers {
+        return Ok(query.find_also_linked(Claimer).all(conn).await?);
+    }
+    let rows = query.all(conn).await?;
+    Ok(rows.into_iter().map(|claim| (claim, None)).collect())
 }
 
 /// `viewer`'s own claims, oldest first.

@@ -1,9 +1,9 @@
 //! Claims, their approval, and the claim settings.
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
-use entity::claim;
+use entity::{account, claim};
 
 use super::{
     ContextExt,
@@ -52,18 +52,20 @@ impl Claim {
         Claim(model, None)
     }
 
-    /// A page of claims, whose keys and claimers are read in one go.
+    /// A page of claims, whose keys and claimers are read in one go (the
+    /// claimers are `read` already when the page's statement joined them).
     async fn page(
         ctx: &Context<'_>,
         page: &Page,
         rows: Vec<claim::Model>,
+        read: Option<HashMap<i64, account::Model>>,
     ) -> ApiResult<Connection<String, Claim>> {
         let listed = &rows[..rows.len().min(page.first as usize)];
         let refs = PageRefs::load(
             ctx,
             ("license", listed.iter().map(|c| c.license_id)),
             ("claimer", listed.iter().map(|c| c.claimer_id)),
-            None,
+            read,
         )
         .await?;
         Ok(page.connection(rows, |c| c.id, |c| Claim(c, Some(refs.clone()))))
@@ -143,16 +145,31 @@ impl ClaimQuery {
         let viewer = ctx.viewer()?;
         let page = Page::new(first, after)?;
         let state = ctx.state();
-        let rows = claims::incoming(
+        // Claims come from many people: their accounts ride on the page's
+        // statement.
+        let with_claimers = ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("claimer")
+            .exists();
+        let (rows, claimers): (Vec<_>, Vec<_>) = claims::incoming(
             &state.ctx.db,
             viewer,
             status.map(Into::into),
             state.ctx.clock.now(),
             page.after,
             page.fetch(),
+            with_claimers,
         )
-        .await?;
-        Claim::page(ctx, &page, rows).await
+        .await?
+        .into_iter()
+        .unzip();
+        let claimers = with_claimers.then(|| {
+            let accounts = claimers.into_iter().flatten();
+            accounts.map(|account| (account.id, account)).collect()
+        });
+        Claim::page(ctx, &page, rows, claimers).await
     }
 
     /// The caller's own claims, oldest first.
@@ -176,7 +193,8 @@ impl ClaimQuery {
             page.fetch(),
         )
         .await?;
-        Claim::page(ctx, &page, rows).await
+        // All the caller's own: the one account is read by itself.
+        Claim::page(ctx, &page, rows, None).await
     }
 }
 
