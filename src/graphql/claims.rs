@@ -153,7 +153,7 @@ impl ClaimQuery {
             .field("node")
             .field("claimer")
             .exists();
-        let (rows, claimers): (Vec<_>, Vec<_>) = claims::incoming(
+        let rows = claims::incoming(
             &state.ctx.db,
             viewer,
             status.map(Into::into),
@@ -162,13 +162,8 @@ impl ClaimQuery {
             page.fetch(),
             with_claimers,
         )
-        .await?
-        .into_iter()
-        .unzip();
-        let claimers = with_claimers.then(|| {
-            let accounts = claimers.into_iter().flatten();
-            accounts.map(|account| (account.id, account)).collect()
-        });
+        .await?;
+        let (rows, claimers) = PageRefs::split(rows, with_claimers);
         Claim::page(ctx, &page, rows, claimers).await
     }
 

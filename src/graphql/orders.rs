@@ -386,6 +386,21 @@ pub struct PageRefs {
 }
 
 impl PageRefs {
+    /// The items of a page read with (`joined`) or without their accounts,
+    /// and those accounts by id for [`PageRefs::load`] (`None` when not
+    /// joined: `load` then reads them itself).
+    pub fn split<T>(
+        rows: Vec<(T, Option<account::Model>)>,
+        joined: bool,
+    ) -> (Vec<T>, Option<HashMap<i64, account::Model>>) {
+        let (items, accounts): (Vec<T>, Vec<_>) = rows.into_iter().unzip();
+        let accounts = joined.then(|| {
+            let accounts = accounts.into_iter().flatten();
+            accounts.map(|account| (account.id, account)).collect()
+        });
+        (items, accounts)
+    }
+
     /// Read the keys and accounts of a page's items, each only when the
     /// page's `edges { node { … } }` selects `key_field` / `account_field`;
     /// the accounts are `read` already when the page's statement joined them.

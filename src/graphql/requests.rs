@@ -187,7 +187,7 @@ impl RequestQuery {
                 .field("node")
                 .field("requester")
                 .exists();
-        let (rows, requesters): (Vec<_>, Vec<_>) = requests::list(
+        let rows = requests::list(
             &state.ctx.db,
             viewer,
             direction,
@@ -197,13 +197,8 @@ impl RequestQuery {
             page.fetch(),
             with_requesters,
         )
-        .await?
-        .into_iter()
-        .unzip();
-        let requesters = with_requesters.then(|| {
-            let accounts = requesters.into_iter().flatten();
-            accounts.map(|account| (account.id, account)).collect()
-        });
+        .await?;
+        let (rows, requesters) = PageRefs::split(rows, with_requesters);
         let listed = &rows[..rows.len().min(page.first as usize)];
         let refs = PageRefs::load(
             ctx,
