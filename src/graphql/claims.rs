@@ -9,7 +9,7 @@ use super::{
     ContextExt,
     accounts::Account,
     orders::{License, Order, OrganizationInput, PageRefs},
-    pagination::{Page, parse_id},
+    pagination::{self, Page, parse_id},
 };
 use crate::{
     client_ip::ClientAddr,
@@ -147,12 +147,7 @@ impl ClaimQuery {
         let state = ctx.state();
         // Claims come from many people: their accounts ride on the page's
         // statement.
-        let with_claimers = ctx
-            .look_ahead()
-            .field("edges")
-            .field("node")
-            .field("claimer")
-            .exists();
+        let with_claimers = pagination::nodes(ctx).field("claimer").exists();
         let rows = claims::incoming(
             &state.ctx.db,
             viewer,

@@ -32,8 +32,9 @@ pub struct Loaders {
 }
 
 struct Built {
-    /// Cached for the request (misses included), so a page can load its
-    /// assignees once and each key read them back.
+    /// Cached for the request (misses included): keys reached one by one
+    /// (from claims, requests or events) ask for the same assignees again.
+    /// A page of an order's keys reads its assignees with them instead.
     verified_accounts: DataLoader<VerifiedAccountsByEmail, HashMapCache>,
     accounts: DataLoader<AccountsById>,
     orders: DataLoader<OrdersById>,

@@ -14,7 +14,7 @@ use super::{
     accounts::Account,
     events::Event,
     loaders::{HistoryPageKey, LicensePageKey, Loaders},
-    pagination::{Page, parse_id},
+    pagination::{self, Page, parse_id},
 };
 use crate::{
     domain::{
@@ -241,12 +241,7 @@ impl Order {
         // key then reads its own, rather than a hundred loads having to land
         // in one batching window (under load they did not, and one page cost
         // dozens of statements), or a hundred lookups in a loader's cache.
-        let with_assignees = ctx
-            .look_ahead()
-            .field("edges")
-            .field("node")
-            .field("assignee")
-            .exists();
+        let with_assignees = pagination::nodes(ctx).field("assignee").exists();
         let key = LicensePageKey {
             order_id: self.0.id,
             filter: status.map(Into::into),
@@ -304,7 +299,7 @@ async fn prefetch(
     ctx: &Context<'_>,
     ids: impl Iterator<Item = i64>,
 ) -> ApiResult<HashMap<i64, Prefetched>> {
-    let node = ctx.look_ahead().field("edges").field("node");
+    let node = pagination::nodes(ctx);
     let ids: Vec<i64> = ids.collect();
     let mut prefetched: HashMap<i64, Prefetched> = HashMap::new();
     if ids.is_empty() {
@@ -410,7 +405,7 @@ impl PageRefs {
         (account_field, account_ids): (&str, impl IntoIterator<Item = i64>),
         read: Option<HashMap<i64, account::Model>>,
     ) -> ApiResult<Arc<PageRefs>> {
-        let node = ctx.look_ahead().field("edges").field("node");
+        let node = pagination::nodes(ctx);
         let mut refs = PageRefs::default();
         if node.field(key_field).exists() {
             refs.keys = Some(match ctx.viewer() {

@@ -3,11 +3,17 @@
 use std::{fmt::Display, str::FromStr};
 
 use async_graphql::{
-    OutputType,
+    Context, Lookahead, OutputType,
     connection::{Connection, Edge},
 };
 
 use crate::error::{ApiResult, AppError};
+
+/// What the connection this field returns selects of its items
+/// (`edges { node { … } }`): what a page reads for all of them at once.
+pub fn nodes<'a>(ctx: &'a Context<'_>) -> Lookahead<'a> {
+    ctx.look_ahead().field("edges").field("node")
+}
 
 pub const DEFAULT_PAGE: i32 = 20;
 pub const MAX_PAGE: i32 = 100;

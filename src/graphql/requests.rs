@@ -11,7 +11,7 @@ use super::{
     accounts::Account,
     claims::ApprovalStatus,
     orders::{License, Order, PageRefs},
-    pagination::{Page, parse_id},
+    pagination::{self, Page, parse_id},
 };
 use crate::{
     domain::{orders, requests, transfers},
@@ -181,12 +181,7 @@ impl RequestQuery {
         // Incoming requests come from many people: their accounts ride on
         // the page's statement. Outgoing ones are all the caller's own.
         let with_requesters = direction == crate::domain::Direction::Incoming
-            && ctx
-                .look_ahead()
-                .field("edges")
-                .field("node")
-                .field("requester")
-                .exists();
+            && pagination::nodes(ctx).field("requester").exists();
         let rows = requests::list(
             &state.ctx.db,
             viewer,
