@@ -533,12 +533,13 @@ fn finish(report: Report, name: &str, started: std::time::Instant) -> Result<(),
 /// Concurrencies of the `Idempotency-Key` cost runs.
 const IDEMPOTENCY_CONCURRENCY: [usize; 2] = [1, 32];
 /// Rounds of each (plain and keyed claims take turns).
-const IDEMPOTENCY_ROUNDS: u32 = 5;
+const IDEMPOTENCY_ROUNDS: u32 = 9;
 
 /// The cost of an `Idempotency-Key` on `claimLicense`: claims without and
 /// with a key (a fresh one per claim, so every claim runs: the insert of
 /// its row and the update with its answer are the added work) take turns
-/// in short windows, so a drift of the machine slows both alike. The cost
+/// in short windows, each first in every other round, so a drift of the
+/// machine slows both alike. The cost
 /// is 1 − keyed/plain throughput, the median of the rounds' (goal < 10%).
 async fn idempotency_cost(
     report: &mut Report,
@@ -566,19 +567,23 @@ async fn idempotency_cost(
                 "claims with and without Idempotency-Key at concurrency {concurrency}, round {round} of {IDEMPOTENCY_ROUNDS}"
             ));
             analyze(db).await?;
-            settle(client).await?;
-            let plain = plain_cpu
-                .run(app, concurrency, round_window, (server_pid, database))
-                .await;
-            settle(client).await?;
-            let keyed = keyed_cpu
-                .run(
-                    &keyed_app,
-                    concurrency,
-                    round_window,
-                    (server_pid, database),
-                )
-                .await;
+            // Plain first in odd rounds, keyed first in even ones, so that
+            // neither always runs right after the statistics' refresh.
+            let mut plain = None;
+            let mut keyed = None;
+            for keyed_turn in [round % 2 == 0, round % 2 == 1] {
+                settle(client).await?;
+                let (load, cpu, stats) = if keyed_turn {
+                    (&keyed_app, &mut keyed_cpu, &mut keyed)
+                } else {
+                    (app, &mut plain_cpu, &mut plain)
+                };
+                *stats = Some(
+                    cpu.run(load, concurrency, round_window, (server_pid, database))
+                        .await,
+                );
+            }
+            let (plain, keyed) = (plain.expect("ran"), keyed.expect("ran"));
             rounds.push((1.0 - keyed.throughput / plain.throughput, plain, keyed));
         }
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
