@@ -122,8 +122,9 @@ struct Record {
 /// How long a round of answers waits for more once its first arrives. An
 /// answer is recorded after it is sent, so nobody waits for it but a retry
 /// of a request still running, which looks again after 5, 10, 20 … ms;
-/// the wait lets even a lone client's answers share statements.
-const RECORD_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+/// the wait lets even a lone client's answers share statements (about ten
+/// of a client sending one claim after the other).
+const RECORD_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl KeyRows {
     /// The writer of `db`'s key rows; on PostgreSQL it starts the tasks

@@ -393,3 +393,99 @@ async fn an_answer_is_kept_once_a_change_committed() {
         "the retry made no second order"
     );
 }
+
+/// Another instance's attempt holding `key` in a transaction not yet
+/// committed: an attempt waits for it, and writes nothing if that attempt
+/// commits its key (it is answered with that attempt's answer), or takes
+/// the key and runs if it rolls back. PostgreSQL only: on SQLite a write
+/// transaction held open elsewhere holds back every write.
+#[tokio::test]
+async fn a_key_held_by_an_unfinished_attempt_elsewhere_holds_the_change_back() {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
+    if !crate::harness::test_database_is_postgres() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let address = email("held");
+    let (token, _) = app.verified_user(&address).await;
+    let product = app.product("idem-held", "Idem Held").await;
+    let elsewhere = Database::connect(app.db.url.as_str()).await.unwrap();
+    let account = elsewhere
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM accounts WHERE email = $1",
+            [address.clone().into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "id")
+        .unwrap();
+    let body = json!({"query": CREATE_ORDER, "variables": {"p": product}}).to_string();
+    let body_hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(body.as_bytes()))
+    };
+    let recorded = r#"{"data":{"createOrder":{"id":"elsewhere","number":"elsewhere"}}}"#;
+
+    for commit_elsewhere in [true, false] {
+        let key = format!("held-{commit_elsewhere}");
+        let txn = elsewhere.begin().await.unwrap();
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO idempotency_keys \
+               (caller, key, body_hash, state, response, created_at, expires_at) \
+             VALUES ($1, $2, $3, 'done', $4, now(), now() + interval '1 day')",
+            [
+                format!("account:{account}").into(),
+                key.clone().into(),
+                body_hash.clone().into(),
+                recorded.into(),
+            ],
+        ))
+        .await
+        .unwrap();
+        let before = order_count(&app, &token).await;
+        let attempt = {
+            let (http, base, token, key, body) = (
+                app.http.clone(),
+                app.base.clone(),
+                token.clone(),
+                key.clone(),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let response = http
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(token)
+                    .header("idempotency-key", key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let replayed = response.headers().contains_key("idempotent-replayed");
+                (replayed, response.text().await.unwrap())
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(!attempt.is_finished(), "the attempt waits for the key");
+        assert_eq!(order_count(&app, &token).await, before, "nothing committed");
+        if commit_elsewhere {
+            txn.commit().await.unwrap();
+        } else {
+            txn.rollback().await.unwrap();
+        }
+        let (replayed, answer) = attempt.await.unwrap();
+        if commit_elsewhere {
+            assert!(replayed, "{answer}");
+            assert_eq!(answer, recorded);
+            assert_eq!(order_count(&app, &token).await, before, "no order made");
+        } else {
+            assert!(!replayed, "{answer}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert!(answer["data"]["createOrder"]["id"].is_string(), "{answer}");
+            assert_eq!(order_count(&app, &token).await, before + 1);
+        }
+    }
+}
