@@ -2,6 +2,7 @@
 //! migrations (`migration/src`), which are the source of truth for the schema.
 pub mod account;
 pub mod activation;
+pub mod by_position;
 pub mod claim;
 pub mod email_verification;
 pub mod event;

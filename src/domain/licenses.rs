@@ -2,7 +2,7 @@
 //! (product.md "Orders and keys", "Assigning").
 use std::{collections::HashMap, sync::Arc};
 
-use entity::{license, order};
+use entity::{by_position, license, order};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -92,10 +92,12 @@ pub async fn readable_many(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let licenses = license::Entity::find()
-        .filter(license::Column::Id.is_in(ids))
-        .all(conn)
-        .await?;
+    // Read by position: a page of claims or requests reads a hundred.
+    let licenses: Vec<license::Model> = by_position::all(
+        conn,
+        license::Entity::find().filter(license::Column::Id.is_in(ids)),
+    )
+    .await?;
     let mut order_ids: Vec<i64> = licenses.iter().map(|l| l.order_id).collect();
     order_ids.sort_unstable();
     order_ids.dedup();

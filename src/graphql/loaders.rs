@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use entity::{account, activation, event, license, order, product};
+use entity::{account, activation, by_position::FromColumns as _, event, license, order, product};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, IdenStatic,
     Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -232,7 +232,8 @@ impl Loader<LicensePageKey> for LicensePages {
             for (n, order_id) in order_ids.iter().enumerate() {
                 let mut inner = Query::select();
                 inner
-                    .column(Asterisk)
+                    // In the model's order: the rows are read by position.
+                    .columns(license::Column::iter())
                     .from(license::Entity)
                     .and_where(license::Column::OrderId.eq(*order_id))
                     .order_by(license::Column::Id, Order::Asc)
@@ -260,9 +261,12 @@ impl Loader<LicensePageKey> for LicensePages {
             let backend = self.0.get_database_backend();
             let mut by_order: HashMap<i64, Vec<PageKey>> = HashMap::new();
             for row in self.0.query_all_raw(backend.build(&statement)).await? {
-                let license = license::Model::from_query_result(&row, "")?;
+                // By position (`entity::by_position`): the page selects
+                // the key's columns in its model's order, then the
+                // assignee's.
+                let license = license::Model::from_columns(&row, 0)?;
                 let assignee = if with_assignees {
-                    Option::<account::Model>::from_query_result(&row, ASSIGNEE)?
+                    account::Model::from_joined_columns(&row, license::Model::width())?
                 } else {
                     None
                 };
@@ -289,7 +293,8 @@ impl Loader<LicensePageKey> for LicensePages {
 }
 
 /// `pages` (keys) with each key's assignee: the account whose verified
-/// email is the key's assignee email, its columns prefixed [`ASSIGNEE`].
+/// email is the key's assignee email, its columns after the key's, in the
+/// model's order, and prefixed [`ASSIGNEE`].
 fn joined_with_assignees(pages: SelectStatement) -> SelectStatement {
     let (page, assignee) = (Alias::new("page"), Alias::new("assignee"));
     let mut joined = Query::select();
@@ -427,10 +432,129 @@ fn union_all(statement: &mut Option<SelectStatement>, page: SelectStatement, ali
 
 #[cfg(test)]
 mod tests {
-    use entity::{account, license};
-    use sea_orm::{IdenStatic, Iterable};
+    use async_graphql::dataloader::Loader as _;
+    use chrono::{DateTime, Utc};
+    use entity::{account, by_position, claim, license, license_request};
+    use sea_orm::{
+        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait as _, IdenStatic, Iterable, Set,
+    };
 
-    use super::ASSIGNEE;
+    use super::{ASSIGNEE, LicensePageKey, LicensePages, Page};
+
+    #[tokio::test]
+    async fn models_read_by_position_read_each_column_where_their_statement_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("kl.db").display());
+        let db = crate::db::connect_with_pool(&url, Some(1)).await.unwrap();
+        // Keys without their order: the page reads keys and accounts only.
+        db.execute_unprepared("PRAGMA foreign_keys = OFF")
+            .await
+            .unwrap();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // Every column set, and to a value no other column has.
+        let assignee = account::ActiveModel {
+            id: Set(7),
+            email: Set("assignee@columns.example.com".into()),
+            password_hash: Set("$argon2id$hash".into()),
+            email_verified_at: Set(Some(at("2026-01-02T03:04:05Z"))),
+            role: Set(account::AccountRole::Admin),
+            require_manual_approval: Set(true),
+            allow_override_assignee: Set(false),
+            notify_on_claim: Set(true),
+            allow_assignee_organization: Set(false),
+            created_at: Set(at("2026-01-01T00:00:01Z")),
+            disabled_at: Set(Some(at("2026-02-03T04:05:06Z"))),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let assigned = license::ActiveModel {
+            id: Set(11),
+            order_id: Set(3),
+            key: Set("AAAA-BBBB-CCCC-DDDD".into()),
+            assignee_email: Set(Some(assignee.email.clone())),
+            assigned_at: Set(Some(at("2026-03-04T05:06:07Z"))),
+            organization_name: Set(Some("Columns SA".into())),
+            organization_siret: Set(Some("73282932000074".into())),
+            created_at: Set(at("2026-01-05T06:07:08Z")),
+            suspended: Set(true),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let unassigned = license::ActiveModel {
+            id: Set(12),
+            order_id: Set(3),
+            key: Set("EEEE-FFFF-GGGG-HHHH".into()),
+            assignee_email: Set(None),
+            assigned_at: Set(None),
+            organization_name: Set(None),
+            organization_siret: Set(None),
+            created_at: Set(at("2026-01-06T00:00:00Z")),
+            suspended: Set(false),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        // The other models the pages read by position, each with every
+        // column set: read as sea-orm reads them by name.
+        let claim = claim::ActiveModel {
+            id: Set(21),
+            license_id: Set(11),
+            claimer_id: Set(7),
+            status: Set(claim::ApprovalStatus::Declined),
+            created_at: Set(at("2026-04-01T00:00:00Z")),
+            decided_at: Set(Some(at("2026-04-02T00:00:00Z"))),
+            decided_by: Set(Some(8)),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let request = license_request::ActiveModel {
+            id: Set(31),
+            requester_id: Set(7),
+            buyer_email: Set("buyer@columns.example.com".into()),
+            message: Set("a key, please".into()),
+            status: Set(claim::ApprovalStatus::Approved),
+            license_id: Set(Some(12)),
+            created_at: Set(at("2026-05-01T00:00:00Z")),
+            decided_at: Set(Some(at("2026-05-02T00:00:00Z"))),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        let claims: Vec<claim::Model> = by_position::all(&db, claim::Entity::find()).await.unwrap();
+        assert_eq!(claims, [claim]);
+        let requests: Vec<license_request::Model> =
+            by_position::all(&db, license_request::Entity::find())
+                .await
+                .unwrap();
+        assert_eq!(requests, [request]);
+        let accounts: Vec<account::Model> = by_position::all(&db, account::Entity::find())
+            .await
+            .unwrap();
+        assert_eq!(accounts, std::slice::from_ref(&assignee));
+
+        for with_assignees in [true, false] {
+            let key = LicensePageKey {
+                order_id: 3,
+                filter: None,
+                page: Page {
+                    after: None,
+                    first: 10,
+                },
+                with_assignees,
+            };
+            let pages = LicensePages(db.clone()).load(&[key]).await.unwrap();
+            let page = &pages[&key];
+            assert_eq!(page.len(), 2);
+            assert_eq!(page[0].license, assigned);
+            assert_eq!(page[1].license, unassigned);
+            let expected = with_assignees.then(|| assignee.clone());
+            assert_eq!(page[0].assignee, expected);
+            assert_eq!(page[1].assignee, None);
+        }
+    }
 
     #[test]
     fn a_page_s_assignee_columns_take_no_name_of_a_key_s() {
