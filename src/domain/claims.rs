@@ -508,7 +508,7 @@ async fn page(
     after: Option<i64>,
     limit: u64,
 ) -> ApiResult<Vec<claim::Model>> {
-    Ok(paged(query, status, now, after, limit).all(conn).await?)
+    Ok(by_position::all(conn, paged(query, status, now, after, limit)).await?)
 }
 
 /// `query` filtered by `status`, after `after`, oldest first, at most `limit`.
@@ -573,7 +573,7 @@ pub async fn incoming(
         // Read by position: a hundred rows of two models each.
         return Ok(by_position::pairs(conn, query.find_also_linked(Claimer)).await?);
     }
-    let rows = query.all(conn).await?;
+    let rows: Vec<claim::Model> = by_position::all(conn, query).await?;
     Ok(rows.into_iter().map(|claim| (claim, None)).collect())
 }
 

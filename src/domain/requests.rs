@@ -295,7 +295,7 @@ pub async fn list(
         // Read by position: a hundred rows of two models each.
         return Ok(by_position::pairs(conn, query.find_also_linked(Requester)).await?);
     }
-    let rows = query.all(conn).await?;
+    let rows: Vec<license_request::Model> = by_position::all(conn, query).await?;
     Ok(rows.into_iter().map(|request| (request, None)).collect())
 }
 
