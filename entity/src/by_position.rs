@@ -6,7 +6,7 @@
 //! of the server's time. A statement read this way must select each
 //! model's columns in its `Column` order (sea-orm's own selects do).
 use sea_orm::{
-    ConnectionTrait, DbErr, Iterable, QueryResult, QueryTrait, sea_query::SelectStatement,
+    ConnectionTrait, DbErr, EntityTrait, Iterable, QueryResult, QueryTrait, Select, SelectTwo,
 };
 
 use crate::{account, claim, license, license_request};
@@ -28,33 +28,64 @@ pub trait FromColumns: Sized {
     }
 }
 
-/// The rows of `select` (a model's `find()`), each read by position.
-pub async fn all<A: FromColumns>(
-    conn: &impl ConnectionTrait,
-    select: impl QueryTrait<QueryStatement = SelectStatement>,
-) -> Result<Vec<A>, DbErr> {
+/// The rows of `select` (a model's `find()`, with filters, order and limit
+/// but its columns as sea-orm lists them), each read by position.
+pub async fn all<E>(conn: &impl ConnectionTrait, select: Select<E>) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: FromColumns,
+{
     let statement = conn.get_database_backend().build(&select.into_query());
     let rows = conn.query_all_raw(statement).await?;
-    rows.iter().map(|row| A::from_columns(row, 0)).collect()
+    if let Some(first) = rows.first() {
+        check_width(first, E::Model::width())?;
+    }
+    rows.iter()
+        .map(|row| E::Model::from_columns(row, 0))
+        .collect()
 }
 
 /// The rows of `select`, a model with another joined to it as sea-orm's
 /// `find_also_related` and `find_also_linked` select them (the first's
 /// columns, then the second's), each read by position.
-pub async fn pairs<A: FromColumns, B: FromColumns>(
+pub async fn pairs<E, F>(
     conn: &impl ConnectionTrait,
-    select: impl QueryTrait<QueryStatement = SelectStatement>,
-) -> Result<Vec<(A, Option<B>)>, DbErr> {
+    select: SelectTwo<E, F>,
+) -> Result<Vec<(E::Model, Option<F::Model>)>, DbErr>
+where
+    E: EntityTrait,
+    F: EntityTrait,
+    E::Model: FromColumns,
+    F::Model: FromColumns,
+{
     let statement = conn.get_database_backend().build(&select.into_query());
     let rows = conn.query_all_raw(statement).await?;
+    let at = E::Model::width();
+    if let Some(first) = rows.first() {
+        check_width(first, at + F::Model::width())?;
+    }
     rows.iter()
         .map(|row| {
             Ok((
-                A::from_columns(row, 0)?,
-                B::from_joined_columns(row, A::width())?,
+                E::Model::from_columns(row, 0)?,
+                F::Model::from_joined_columns(row, at)?,
             ))
         })
         .collect()
+}
+
+/// An error unless `row` has `width` columns: a statement that selects
+/// other columns than its models' would be misread, not refused, where
+/// neighbouring columns share a type. Checked on a statement's first row.
+pub fn check_width(row: &QueryResult, width: usize) -> Result<(), DbErr> {
+    let found = row.column_names().len();
+    if found == width {
+        Ok(())
+    } else {
+        Err(DbErr::Type(format!(
+            "a row read by position has {found} columns where its models have {width}"
+        )))
+    }
 }
 
 impl FromColumns for license::Model {

@@ -4,7 +4,11 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use entity::{account, activation, by_position::FromColumns as _, event, license, order, product};
+use entity::{
+    account, activation,
+    by_position::{self, FromColumns as _},
+    event, license, order, product,
+};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, IdenStatic,
     Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -260,7 +264,16 @@ impl Loader<LicensePageKey> for LicensePages {
             }
             let backend = self.0.get_database_backend();
             let mut by_order: HashMap<i64, Vec<PageKey>> = HashMap::new();
-            for row in self.0.query_all_raw(backend.build(&statement)).await? {
+            let rows = self.0.query_all_raw(backend.build(&statement)).await?;
+            if let Some(first) = rows.first() {
+                let assignees = if with_assignees {
+                    account::Model::width()
+                } else {
+                    0
+                };
+                by_position::check_width(first, license::Model::width() + assignees)?;
+            }
+            for row in rows {
                 // By position (`entity::by_position`): the page selects
                 // the key's columns in its model's order, then the
                 // assignee's.
@@ -436,7 +449,8 @@ mod tests {
     use chrono::{DateTime, Utc};
     use entity::{account, by_position, claim, license, license_request};
     use sea_orm::{
-        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait as _, IdenStatic, Iterable, Set,
+        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait, IdenStatic, Iterable, Linked,
+        QuerySelect as _, RelationDef, Set,
     };
 
     use super::{ASSIGNEE, LicensePageKey, LicensePages, Page};
@@ -524,7 +538,7 @@ mod tests {
         .await
         .unwrap();
         let claims: Vec<claim::Model> = by_position::all(&db, claim::Entity::find()).await.unwrap();
-        assert_eq!(claims, [claim]);
+        assert_eq!(claims, std::slice::from_ref(&claim));
         let requests: Vec<license_request::Model> =
             by_position::all(&db, license_request::Entity::find())
                 .await
@@ -534,6 +548,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(accounts, std::slice::from_ref(&assignee));
+        // A claim with its claimer, as the page of incoming claims joins them.
+        struct Claimer;
+        impl Linked for Claimer {
+            type FromEntity = claim::Entity;
+            type ToEntity = account::Entity;
+            fn link(&self) -> Vec<RelationDef> {
+                vec![
+                    claim::Entity::belongs_to(account::Entity)
+                        .from(claim::Column::ClaimerId)
+                        .to(account::Column::Id)
+                        .into(),
+                ]
+            }
+        }
+        let pairs = by_position::pairs(&db, claim::Entity::find().find_also_linked(Claimer))
+            .await
+            .unwrap();
+        assert_eq!(pairs, [(claim.clone(), Some(assignee.clone()))]);
+        // A statement with other columns than its models' is refused.
+        let narrowed = claim::Entity::find()
+            .select_only()
+            .column(claim::Column::Id);
+        assert!(by_position::all(&db, narrowed).await.is_err());
 
         for with_assignees in [true, false] {
             let key = LicensePageKey {
