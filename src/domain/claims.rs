@@ -529,7 +529,7 @@ fn paged(
 }
 
 /// A claim's claimer (`claimer_id`): the join of [`incoming`].
-struct Claimer;
+pub struct Claimer;
 
 impl Linked for Claimer {
     type FromEntity = claim::Entity;

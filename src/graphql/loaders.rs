@@ -449,8 +449,8 @@ mod tests {
     use chrono::{DateTime, Utc};
     use entity::{account, by_position, claim, license, license_request};
     use sea_orm::{
-        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait, IdenStatic, Iterable, Linked,
-        QuerySelect as _, RelationDef, Set,
+        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait, IdenStatic, Iterable,
+        QuerySelect as _, Set,
     };
 
     use super::{ASSIGNEE, LicensePageKey, LicensePages, Page};
@@ -549,22 +549,8 @@ mod tests {
             .unwrap();
         assert_eq!(accounts, std::slice::from_ref(&assignee));
         // A claim with its claimer, as the page of incoming claims joins them.
-        struct Claimer;
-        impl Linked for Claimer {
-            type FromEntity = claim::Entity;
-            type ToEntity = account::Entity;
-            fn link(&self) -> Vec<RelationDef> {
-                vec![
-                    claim::Entity::belongs_to(account::Entity)
-                        .from(claim::Column::ClaimerId)
-                        .to(account::Column::Id)
-                        .into(),
-                ]
-            }
-        }
-        let pairs = by_position::pairs(&db, claim::Entity::find().find_also_linked(Claimer))
-            .await
-            .unwrap();
+        let pairs = claim::Entity::find().find_also_linked(crate::domain::claims::Claimer);
+        let pairs = by_position::pairs(&db, pairs).await.unwrap();
         assert_eq!(pairs, [(claim.clone(), Some(assignee.clone()))]);
         // A statement with other columns than its models' is refused.
         let narrowed = claim::Entity::find()
