@@ -38,3 +38,17 @@ pub enum AccountRole {
     #[sea_orm(string_value = "ADMIN")]
     Admin,
 }
+
+/// The account that column `.0` of `E` points at (a claim's claimer, a
+/// license request's requester): a join for `find_also_linked`, where `E`
+/// has no relation to accounts of its own (a claim names two).
+pub struct Via<E: EntityTrait>(pub E::Column);
+
+impl<E: EntityTrait> Linked for Via<E> {
+    type FromEntity = E;
+    type ToEntity = Entity;
+
+    fn link(&self) -> Vec<RelationDef> {
+        vec![E::belongs_to(Entity).from(self.0).to(Column::Id).into()]
+    }
+}

@@ -16,8 +16,8 @@ use entity::{account, by_position, claim, license, order};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, Linked, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, RelationDef, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select,
     sea_query::{Expr, ExprTrait, LockType, Query},
 };
 use serde_json::json;
@@ -528,23 +528,6 @@ fn paged(
     query
 }
 
-/// A claim's claimer (`claimer_id`): the join of [`incoming`].
-pub struct Claimer;
-
-impl Linked for Claimer {
-    type FromEntity = claim::Entity;
-    type ToEntity = account::Entity;
-
-    fn link(&self) -> Vec<RelationDef> {
-        vec![
-            claim::Entity::belongs_to(account::Entity)
-                .from(claim::Column::ClaimerId)
-                .to(account::Column::Id)
-                .into(),
-        ]
-    }
-}
-
 /// Claims on keys of orders `viewer` manages, oldest first. With
 /// `with_claimers`, each comes with its claimer's account, read in the same
 /// statement (a join): claims come from many people, and a page of them
@@ -571,7 +554,11 @@ pub async fn incoming(
     let query = paged(query, status, now, after, limit);
     if with_claimers {
         // Read by position: a hundred rows of two models each.
-        return Ok(by_position::pairs(conn, query.find_also_linked(Claimer)).await?);
+        return Ok(by_position::pairs(
+            conn,
+            query.find_also_linked(account::Via(claim::Column::ClaimerId)),
+        )
+        .await?);
     }
     let rows: Vec<claim::Model> = by_position::all(conn, query).await?;
     Ok(rows.into_iter().map(|claim| (claim, None)).collect())

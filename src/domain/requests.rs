@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use entity::{account, by_position, license_request};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Linked,
-    QueryFilter, QueryOrder, QuerySelect, RelationDef,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::json;
 
@@ -293,27 +293,14 @@ pub async fn list(
     }
     if with_requesters {
         // Read by position: a hundred rows of two models each.
-        return Ok(by_position::pairs(conn, query.find_also_linked(Requester)).await?);
+        return Ok(by_position::pairs(
+            conn,
+            query.find_also_linked(account::Via(license_request::Column::RequesterId)),
+        )
+        .await?);
     }
     let rows: Vec<license_request::Model> = by_position::all(conn, query).await?;
     Ok(rows.into_iter().map(|request| (request, None)).collect())
-}
-
-/// A request's requester (`requester_id`): the join of [`list`].
-struct Requester;
-
-impl Linked for Requester {
-    type FromEntity = license_request::Entity;
-    type ToEntity = account::Entity;
-
-    fn link(&self) -> Vec<RelationDef> {
-        vec![
-            license_request::Entity::belongs_to(account::Entity)
-                .from(license_request::Column::RequesterId)
-                .to(account::Column::Id)
-                .into(),
-        ]
-    }
 }
 
 /// The request `request_id` if `viewer` made it or it is addressed to their verified email.

@@ -549,7 +549,7 @@ mod tests {
             .unwrap();
         assert_eq!(accounts, std::slice::from_ref(&assignee));
         // A claim with its claimer, as the page of incoming claims joins them.
-        let pairs = claim::Entity::find().find_also_linked(crate::domain::claims::Claimer);
+        let pairs = claim::Entity::find().find_also_linked(account::Via(claim::Column::ClaimerId));
         let pairs = by_position::pairs(&db, pairs).await.unwrap();
         assert_eq!(pairs, [(claim.clone(), Some(assignee.clone()))]);
         // A statement with other columns than its models' is refused.
