@@ -10,8 +10,8 @@ use entity::{
     event, license, order, product,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, IdenStatic,
-    Iterable, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, Iterable,
+    JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     sea_query::{
         Alias, Asterisk, Condition, Expr, ExprTrait, Order, Query, SelectStatement, UnionType,
     },
@@ -200,12 +200,6 @@ pub struct PageKey {
     pub assignee: Option<account::Model>,
 }
 
-/// Prefix of the assignee's columns in a page read with its assignees. No
-/// key's column may bear one of the names it makes (`assignee_` would, with
-/// the account's `email`): the drivers find a column by its name, and the
-/// last of two alike would be read for both.
-const ASSIGNEE: &str = "assignee_account_";
-
 /// Pages of keys for many orders in one statement per distinct (filter,
 /// page): each order's page is its own `ORDER BY id LIMIT n` subquery (a
 /// short walk of the `(order_id, id)` index, whatever the order's size),
@@ -307,7 +301,7 @@ impl Loader<LicensePageKey> for LicensePages {
 
 /// `pages` (keys) with each key's assignee: the account whose verified
 /// email is the key's assignee email, its columns after the key's, in the
-/// model's order, and prefixed [`ASSIGNEE`].
+/// model's order (the page reads them by position, not by name).
 fn joined_with_assignees(pages: SelectStatement) -> SelectStatement {
     let (page, assignee) = (Alias::new("page"), Alias::new("assignee"));
     let mut joined = Query::select();
@@ -315,10 +309,7 @@ fn joined_with_assignees(pages: SelectStatement) -> SelectStatement {
         .column((page.clone(), Asterisk))
         .from_subquery(pages, page.clone());
     for column in account::Column::iter() {
-        joined.expr_as(
-            Expr::col((assignee.clone(), column)),
-            Alias::new(format!("{ASSIGNEE}{}", column.as_str())),
-        );
+        joined.column((assignee.clone(), column));
     }
     joined.join_as(
         JoinType::LeftJoin,
@@ -449,11 +440,10 @@ mod tests {
     use chrono::{DateTime, Utc};
     use entity::{account, by_position, claim, license, license_request};
     use sea_orm::{
-        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait, IdenStatic, Iterable,
-        QuerySelect as _, Set,
+        ActiveModelTrait as _, ConnectionTrait as _, EntityTrait, QuerySelect as _, Set,
     };
 
-    use super::{ASSIGNEE, LicensePageKey, LicensePages, Page};
+    use super::{LicensePageKey, LicensePages, Page};
 
     #[tokio::test]
     async fn models_read_by_position_read_each_column_where_their_statement_put_it() {
@@ -576,17 +566,6 @@ mod tests {
             let expected = with_assignees.then(|| assignee.clone());
             assert_eq!(page[0].assignee, expected);
             assert_eq!(page[1].assignee, None);
-        }
-    }
-
-    #[test]
-    fn a_page_s_assignee_columns_take_no_name_of_a_key_s() {
-        for column in account::Column::iter() {
-            let name = format!("{ASSIGNEE}{}", column.as_str());
-            assert!(
-                license::Column::iter().all(|key_column| key_column.as_str() != name),
-                "{name} is a key's column too"
-            );
         }
     }
 }
