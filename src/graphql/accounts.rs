@@ -1,4 +1,6 @@
 //! Accounts: sign-up, verification, sign-in/out, `me`, claim settings.
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::account;
@@ -24,7 +26,13 @@ pub enum Role {
 
 /// A person's account. Private fields (settings) are shown to the account
 /// itself and to admins only.
-pub struct Account(pub account::Model);
+pub struct Account(pub Arc<account::Model>);
+
+impl From<account::Model> for Account {
+    fn from(model: account::Model) -> Self {
+        Account(Arc::new(model))
+    }
+}
 
 #[Object]
 impl Account {
@@ -114,7 +122,7 @@ impl Account {
     /// How this account's keys may be claimed; null unless it is the caller's own account.
     async fn claim_settings(&self, ctx: &Context<'_>) -> Option<ClaimSettings> {
         let viewer = ctx.viewer().ok()?;
-        (viewer.account_id == self.0.id || viewer.is_admin).then(|| ClaimSettings::from(&self.0))
+        (viewer.account_id == self.0.id || viewer.is_admin).then(|| ClaimSettings::from(&*self.0))
     }
 }
 
@@ -207,7 +215,7 @@ impl AccountQuery {
             Auth::Invalid => Err(AppError::Unauthenticated),
             Auth::Viewer(viewer) => Ok(accounts::of_viewer(&ctx.state().ctx.db, viewer)
                 .await?
-                .map(Account)),
+                .map(Account::from)),
         }
     }
 }
@@ -252,7 +260,7 @@ impl AccountMutation {
         if verified.email_changed_from.is_some() {
             state.account_sessions_revoked(verified.account.id).await;
         }
-        Ok(Account(verified.account))
+        Ok(Account::from(verified.account))
     }
 
     /// Send a new verification email to the signed-in, unverified account
@@ -292,7 +300,7 @@ impl AccountMutation {
         Ok(SignInPayload {
             token,
             expires_at: state.ctx.clock.now() + ttl,
-            account: Account(account),
+            account: Account::from(account),
         })
     }
 

@@ -161,7 +161,7 @@ impl Admin {
         };
         let db = &ctx.state().ctx.db;
         let rows = admin::accounts(db, &filter, page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |a| a.id, Account))
+        Ok(page.connection(rows, |a| a.id, Account::from))
     }
 
     /// Orders, oldest first.
@@ -328,7 +328,7 @@ impl AdminMutation {
         let state = ctx.state();
         let account = support::disable_account(&state.ctx, viewer, &email, &reason).await?;
         state.account_sessions_revoked(account.id).await;
-        Ok(Account(account))
+        Ok(Account::from(account))
     }
 
     /// Enable a disabled account again (`CONFLICT` if it is not disabled);
@@ -342,7 +342,7 @@ impl AdminMutation {
         let viewer = ctx.viewer()?;
         viewer.require_admin()?;
         let account = support::enable_account(&ctx.state().ctx, viewer, &email, &reason).await?;
-        Ok(Account(account))
+        Ok(Account::from(account))
     }
 
     /// End every session of an account (yours included, if you name

@@ -58,7 +58,7 @@ impl Claim {
         ctx: &Context<'_>,
         page: &Page,
         rows: Vec<claim::Model>,
-        read: Option<HashMap<i64, account::Model>>,
+        read: Option<HashMap<i64, Arc<account::Model>>>,
     ) -> ApiResult<Connection<String, Claim>> {
         let listed = &rows[..rows.len().min(page.first as usize)];
         let refs = PageRefs::load(
@@ -255,7 +255,7 @@ impl ClaimMutation {
             notify_on_claim: input.notify_on_claim,
             allow_assignee_organization: input.allow_assignee_organization,
         };
-        Ok(Account(
+        Ok(Account::from(
             settings::update_claim_settings(&ctx.state().ctx, viewer, change).await?,
         ))
     }

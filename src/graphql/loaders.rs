@@ -1,7 +1,10 @@
 //! Batch loaders, one set per request, so that nested lists cost a constant
 //! number of SQL statements whatever their length (e.g. `orders { licenses {
 //! assignee { email } } }` is two statements for any page sizes).
-use std::{collections::HashMap, sync::OnceLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{
@@ -109,14 +112,14 @@ impl Loaders {
 pub struct VerifiedAccountsByEmail(DatabaseConnection);
 
 impl Loader<String> for VerifiedAccountsByEmail {
-    type Value = Option<account::Model>;
+    type Value = Option<Arc<account::Model>>;
     type Error = AppError;
 
     async fn load(
         &self,
         emails: &[String],
-    ) -> Result<HashMap<String, Option<account::Model>>, AppError> {
-        let mut found: HashMap<String, Option<account::Model>> =
+    ) -> Result<HashMap<String, Option<Arc<account::Model>>>, AppError> {
+        let mut found: HashMap<String, Option<Arc<account::Model>>> =
             emails.iter().map(|e| (e.clone(), None)).collect();
         for account in account::Entity::find()
             .filter(account::Column::Email.is_in(emails.iter().cloned()))
@@ -124,7 +127,7 @@ impl Loader<String> for VerifiedAccountsByEmail {
             .all(&self.0)
             .await?
         {
-            found.insert(account.email.clone(), Some(account));
+            found.insert(account.email.clone(), Some(Arc::new(account)));
         }
         Ok(found)
     }
@@ -133,16 +136,16 @@ impl Loader<String> for VerifiedAccountsByEmail {
 pub struct AccountsById(DatabaseConnection);
 
 impl Loader<i64> for AccountsById {
-    type Value = account::Model;
+    type Value = Arc<account::Model>;
     type Error = AppError;
 
-    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, account::Model>, AppError> {
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<account::Model>>, AppError> {
         Ok(account::Entity::find()
             .filter(account::Column::Id.is_in(ids.iter().copied()))
             .all(&self.0)
             .await?
             .into_iter()
-            .map(|a| (a.id, a))
+            .map(|a| (a.id, Arc::new(a)))
             .collect())
     }
 }
@@ -196,8 +199,8 @@ pub struct LicensePageKey {
 /// read with them (`None`: none, or not read).
 #[derive(Clone)]
 pub struct PageKey {
-    pub license: license::Model,
-    pub assignee: Option<account::Model>,
+    pub license: Arc<license::Model>,
+    pub assignee: Option<Arc<account::Model>>,
 }
 
 /// Pages of keys for many orders in one statement per distinct (filter,
@@ -277,10 +280,10 @@ impl Loader<LicensePageKey> for LicensePages {
                 } else {
                     None
                 };
-                by_order
-                    .entry(license.order_id)
-                    .or_default()
-                    .push(PageKey { license, assignee });
+                by_order.entry(license.order_id).or_default().push(PageKey {
+                    license: Arc::new(license),
+                    assignee: assignee.map(Arc::new),
+                });
             }
             for page in by_order.values_mut() {
                 page.sort_by_key(|k| k.license.id);
@@ -561,9 +564,9 @@ mod tests {
             let pages = LicensePages(db.clone()).load(&[key]).await.unwrap();
             let page = &pages[&key];
             assert_eq!(page.len(), 2);
-            assert_eq!(page[0].license, assigned);
-            assert_eq!(page[1].license, unassigned);
-            let expected = with_assignees.then(|| assignee.clone());
+            assert_eq!(*page[0].license, assigned);
+            assert_eq!(*page[1].license, unassigned);
+            let expected = with_assignees.then(|| std::sync::Arc::new(assignee.clone()));
             assert_eq!(page[0].assignee, expected);
             assert_eq!(page[1].assignee, None);
         }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     domain::{
-        licenses::{self, Access, AssignmentFilter, Readable},
+        licenses::{self, Access, AssignmentFilter},
         orders, rights,
     },
     error::{ApiResult, AppError},
@@ -287,7 +287,7 @@ pub struct Prefetched {
     activations: Option<Vec<activation::Model>>,
     history: Vec<(Page<Cursor>, Vec<LiveEvent>)>,
     /// The assignee's verified account (`Some(None)`: none), when loaded.
-    assignee: Option<Option<account::Model>>,
+    assignee: Option<Option<Arc<account::Model>>>,
 }
 
 /// The `activations` and `history` a page of keys selects, in one load each
@@ -361,7 +361,8 @@ pub struct LicenseOrganization {
 /// A license key. Its string is shown to the order's managers and to the assignee only.
 /// `access` is how the path reached it; `key` asks the rule itself.
 pub struct License {
-    pub model: license::Model,
+    /// Shared, as a page's keys are with the loader that read them.
+    pub model: Arc<license::Model>,
     /// The key's order, when the path that reached the key read it (shared
     /// by a page's keys).
     pub order: Option<Arc<order::Model>>,
@@ -374,10 +375,14 @@ pub struct License {
 /// caller may see them, and their accounts (claimer, requester). Each item
 /// then takes its own, rather than costing statements of its own or a
 /// hundred loads having to land in one batching window.
+/// A key of a page as the caller may see it ([`licenses::Readable`]), shared by
+/// the items that point at it.
+type SharedReadable = (Arc<license::Model>, Arc<order::Model>, Access);
+
 #[derive(Default)]
 pub struct PageRefs {
-    keys: Option<HashMap<i64, Readable>>,
-    accounts: Option<HashMap<i64, account::Model>>,
+    keys: Option<HashMap<i64, SharedReadable>>,
+    accounts: Option<HashMap<i64, Arc<account::Model>>>,
 }
 
 impl PageRefs {
@@ -387,11 +392,13 @@ impl PageRefs {
     pub fn split<T>(
         rows: Vec<(T, Option<account::Model>)>,
         joined: bool,
-    ) -> (Vec<T>, Option<HashMap<i64, account::Model>>) {
+    ) -> (Vec<T>, Option<HashMap<i64, Arc<account::Model>>>) {
         let (items, accounts): (Vec<T>, Vec<_>) = rows.into_iter().unzip();
         let accounts = joined.then(|| {
             let accounts = accounts.into_iter().flatten();
-            accounts.map(|account| (account.id, account)).collect()
+            accounts
+                .map(|account| (account.id, Arc::new(account)))
+                .collect()
         });
         (items, accounts)
     }
@@ -403,13 +410,17 @@ impl PageRefs {
         ctx: &Context<'_>,
         (key_field, key_ids): (&str, impl IntoIterator<Item = i64>),
         (account_field, account_ids): (&str, impl IntoIterator<Item = i64>),
-        read: Option<HashMap<i64, account::Model>>,
+        read: Option<HashMap<i64, Arc<account::Model>>>,
     ) -> ApiResult<Arc<PageRefs>> {
         let node = pagination::nodes(ctx);
         let mut refs = PageRefs::default();
         if node.field(key_field).exists() {
             refs.keys = Some(match ctx.viewer() {
-                Ok(viewer) => licenses::readable_many(&ctx.state().ctx.db, viewer, key_ids).await?,
+                Ok(viewer) => licenses::readable_many(&ctx.state().ctx.db, viewer, key_ids)
+                    .await?
+                    .into_iter()
+                    .map(|(id, (model, order, access))| (id, (Arc::new(model), order, access)))
+                    .collect(),
                 Err(_) => HashMap::new(),
             });
         }
@@ -460,7 +471,7 @@ impl PageRefs {
 impl License {
     pub fn new(model: license::Model, order: Option<order::Model>, access: Access) -> Self {
         License {
-            model,
+            model: Arc::new(model),
             order: order.map(Arc::new),
             access,
             prefetched: Prefetched::default(),
@@ -468,7 +479,7 @@ impl License {
     }
 
     /// A key of a page whose keys share one order.
-    pub fn shared(model: license::Model, order: Arc<order::Model>, access: Access) -> Self {
+    pub fn shared(model: Arc<license::Model>, order: Arc<order::Model>, access: Access) -> Self {
         License {
             model,
             order: Some(order),
