@@ -73,8 +73,9 @@ pub async fn readable(
     Ok((license, order, access))
 }
 
-/// A key the viewer may read, with its order and their access to it.
-pub type Readable = (license::Model, Arc<order::Model>, Access);
+/// A key the viewer may read, with its order and their access to it, both
+/// shared (by the items of a page that point at the key).
+pub type Readable = (Arc<license::Model>, Arc<order::Model>, Access);
 
 /// [`readable`] for many keys at once (a page of claims or requests, each
 /// pointing at a key): two statements for the keys and their orders, and
@@ -139,7 +140,7 @@ pub async fn readable_many(
         } else {
             continue;
         };
-        readable.insert(license.id, (license, order.clone(), access));
+        readable.insert(license.id, (Arc::new(license), order.clone(), access));
     }
     Ok(readable)
 }

@@ -153,16 +153,16 @@ impl Loader<i64> for AccountsById {
 pub struct OrdersById(DatabaseConnection);
 
 impl Loader<i64> for OrdersById {
-    type Value = order::Model;
+    type Value = Arc<order::Model>;
     type Error = AppError;
 
-    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, order::Model>, AppError> {
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<order::Model>>, AppError> {
         Ok(order::Entity::find()
             .filter(order::Column::Id.is_in(ids.iter().copied()))
             .all(&self.0)
             .await?
             .into_iter()
-            .map(|o| (o.id, o))
+            .map(|o| (o.id, Arc::new(o)))
             .collect())
     }
 }

@@ -375,13 +375,9 @@ pub struct License {
 /// caller may see them, and their accounts (claimer, requester). Each item
 /// then takes its own, rather than costing statements of its own or a
 /// hundred loads having to land in one batching window.
-/// A key of a page as the caller may see it ([`licenses::Readable`]), shared by
-/// the items that point at it.
-type SharedReadable = (Arc<license::Model>, Arc<order::Model>, Access);
-
 #[derive(Default)]
 pub struct PageRefs {
-    keys: Option<HashMap<i64, SharedReadable>>,
+    keys: Option<HashMap<i64, licenses::Readable>>,
     accounts: Option<HashMap<i64, Arc<account::Model>>>,
 }
 
@@ -416,11 +412,7 @@ impl PageRefs {
         let mut refs = PageRefs::default();
         if node.field(key_field).exists() {
             refs.keys = Some(match ctx.viewer() {
-                Ok(viewer) => licenses::readable_many(&ctx.state().ctx.db, viewer, key_ids)
-                    .await?
-                    .into_iter()
-                    .map(|(id, (model, order, access))| (id, (Arc::new(model), order, access)))
-                    .collect(),
+                Ok(viewer) => licenses::readable_many(&ctx.state().ctx.db, viewer, key_ids).await?,
                 Err(_) => HashMap::new(),
             });
         }
@@ -651,7 +643,6 @@ impl License {
             .load_one(self.model.order_id)
             .boxed()
             .await?
-            .map(Arc::new)
             .ok_or_else(|| AppError::internal("license without order"))
     }
 }
