@@ -37,9 +37,7 @@ where
 {
     let statement = conn.get_database_backend().build(&select.into_query());
     let rows = conn.query_all_raw(statement).await?;
-    if let Some(first) = rows.first() {
-        check_width(first, E::Model::width())?;
-    }
+    check_width(&rows, E::Model::width())?;
     rows.iter()
         .map(|row| E::Model::from_columns(row, 0))
         .collect()
@@ -61,9 +59,7 @@ where
     let statement = conn.get_database_backend().build(&select.into_query());
     let rows = conn.query_all_raw(statement).await?;
     let at = E::Model::width();
-    if let Some(first) = rows.first() {
-        check_width(first, at + F::Model::width())?;
-    }
+    check_width(&rows, at + F::Model::width())?;
     rows.iter()
         .map(|row| {
             Ok((
@@ -74,11 +70,15 @@ where
         .collect()
 }
 
-/// An error unless `row` has `width` columns: a statement that selects
-/// other columns than its models' would be misread, not refused, where
-/// neighbouring columns share a type. Checked on a statement's first row.
-pub fn check_width(row: &QueryResult, width: usize) -> Result<(), DbErr> {
-    let found = row.column_names().len();
+/// An error unless `rows` (a statement's) have `width` columns: a statement
+/// that selects other columns than its models' would be misread, not
+/// refused, where neighbouring columns share a type. Checked on the first
+/// row; no rows, nothing to misread.
+pub fn check_width(rows: &[QueryResult], width: usize) -> Result<(), DbErr> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let found = first.column_names().len();
     if found == width {
         Ok(())
     } else {

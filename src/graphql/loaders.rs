@@ -262,14 +262,12 @@ impl Loader<LicensePageKey> for LicensePages {
             let backend = self.0.get_database_backend();
             let mut by_order: HashMap<i64, Vec<PageKey>> = HashMap::new();
             let rows = self.0.query_all_raw(backend.build(&statement)).await?;
-            if let Some(first) = rows.first() {
-                let assignees = if with_assignees {
-                    account::Model::width()
-                } else {
-                    0
-                };
-                by_position::check_width(first, license::Model::width() + assignees)?;
-            }
+            let assignees = if with_assignees {
+                account::Model::width()
+            } else {
+                0
+            };
+            by_position::check_width(&rows, license::Model::width() + assignees)?;
             for row in rows {
                 // By position (`entity::by_position`): the page selects
                 // the key's columns in its model's order, then the
