@@ -266,8 +266,17 @@ async fn failures_are_retried_in_order_then_given_up() {
         created.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "in event order"
     );
-    let log = deliveries(&app, &admin).await;
-    let retried = log.iter().find(|d| d["eventId"] == ids[0]).unwrap();
+    // The receiver answers before the attempt's outcome is written (in a
+    // batch): wait for the record, then check it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        let log = deliveries(&app, &admin).await;
+        let retried = log.iter().find(|d| d["eventId"] == ids[0]).unwrap().clone();
+        if retried["status"] == "SUCCEEDED" || tokio::time::Instant::now() >= deadline {
+            break retried;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(retried["attempt"], 2);
     assert_eq!(retried["status"], "SUCCEEDED");
 
